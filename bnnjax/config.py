@@ -1,0 +1,71 @@
+"""The defaults every experiment config starts from, and their validation.
+
+Experiment files in configs/ call `base_config()` and override fields; they stay
+declarative. `validate` runs before any data is loaded or anything compiled, so a
+bad value is a one-line error that names the field.
+"""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "mnist"  # see bnnjax.data.DATASETS
+  c.data.data_dir = ""  # "" = $BNNJAX_DATA_DIR, else ../shared/data, else download via tfds
+  c.data.train_split = "train"  # tfds split syntax, e.g. "train[:90%]"
+  c.data.eval_splits = "test"  # comma separated; metric keys are "<split>/<name>"
+  c.data.flatten = False
+  c.data.binarize = ""  # "" | "static" (a fixed threshold); dynamic binarisation lives in the loss
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "mlp"  # a module in bnnjax.models exposing make_task(config, info)
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"  # adam | adamw | sgd
+  c.optimizer.lr = 1e-3
+  c.optimizer.schedule = "constant"  # constant | cosine
+  c.optimizer.warmup_steps = 0
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.momentum = 0.9  # sgd only
+  c.optimizer.grad_clip = 0.0  # global norm; 0 = off
+
+  c.batch_size = 128
+  c.num_epochs = 10
+  c.num_steps = 0  # > 0 overrides num_epochs
+  c.eval_batch_size = 1000
+  c.eval_every = 0  # steps; 0 = once per epoch
+  c.log_every = 100  # steps between training-metric lines
+  c.checkpoint_every = 0  # steps; 0 = once per epoch
+  c.max_to_keep = 3
+  c.progress_bar = True
+  return c
+
+
+def _positive(config, path):
+  value = config
+  for key in path.split("."):
+    value = value[key]
+  if not value > 0:
+    raise ValueError(f"config.{path} must be positive, got {value!r}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the loop-level fields; models validate their own `config.model`."""
+  for path in ("optimizer.lr", "batch_size", "eval_batch_size", "max_to_keep"):
+    _positive(config, path)
+  if config.num_steps <= 0:
+    _positive(config, "num_epochs")
+  for path in ("eval_every", "checkpoint_every", "num_steps", "log_every"):
+    value = config[path.split(".")[0]]
+    if value < 0:
+      raise ValueError(f"config.{path} must be >= 0, got {value!r}")
+  if config.optimizer.name not in ("adam", "adamw", "sgd"):
+    raise ValueError(f"config.optimizer.name: unknown optimizer {config.optimizer.name!r}; "
+                     "choose adam, adamw or sgd")
+  if config.optimizer.schedule not in ("constant", "cosine"):
+    raise ValueError(f"config.optimizer.schedule: unknown schedule {config.optimizer.schedule!r}; "
+                     "choose constant or cosine")
+  if config.data.binarize not in ("", "static"):
+    raise ValueError(f"config.data.binarize must be '' or 'static', got {config.data.binarize!r}")

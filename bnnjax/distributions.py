@@ -1,0 +1,37 @@
+"""Log-densities and KL divergences of the few distributions bnnjax needs.
+
+Elementwise and unreduced: callers sum over the axes that make one event.
+"""
+import jax
+import jax.numpy as jnp
+
+_LOG_2PI = jnp.log(2.0 * jnp.pi)
+
+
+def gaussian_log_prob(x, mean, std):
+  """log N(x; mean, std^2), elementwise."""
+  z = (x - mean) / std
+  return -0.5 * (z**2 + _LOG_2PI) - jnp.log(std)
+
+
+def gaussian_kl(mean_q, std_q, mean_p, std_p):
+  """KL(N(mean_q, std_q^2) || N(mean_p, std_p^2)), elementwise, in closed form."""
+  var_ratio = (std_q / std_p)**2
+  mean_term = ((mean_q - mean_p) / std_p)**2
+  return 0.5 * (var_ratio + mean_term - 1.0 - jnp.log(var_ratio))
+
+
+def gaussian_entropy(std):
+  """Entropy of N(., std^2), elementwise."""
+  return 0.5 * (1.0 + _LOG_2PI) + jnp.log(std)
+
+
+def bernoulli_log_prob(logits, x):
+  """log Bernoulli(x; sigmoid(logits)) for x in {0, 1} (or [0, 1]), elementwise."""
+  return x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
+
+
+def categorical_log_prob(logits, labels):
+  """log Categorical(labels; softmax(logits)); logits [..., C], int labels [...]."""
+  log_p = jax.nn.log_softmax(logits)
+  return jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]

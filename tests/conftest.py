@@ -1,0 +1,30 @@
+"""Shared fixtures: where the real MNIST-family IDX files live.
+
+One setting, BNNJAX_DATA_DIR, defaulting to ../shared/data beside the checkout.
+Where the folder is absent the tests that need it skip, except under CI=true,
+where a missing folder fails them: CI can never pass by skipping.
+"""
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(
+    os.environ.get("BNNJAX_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> pathlib.Path:
+  """The folder holding mnist/, fashion-mnist/ and kmnist/ IDX files."""
+  if not (SHARED_DATA / "mnist").is_dir():
+    message = (f"real data not found at {SHARED_DATA} "
+               "(set BNNJAX_DATA_DIR to a folder holding mnist/, fashion-mnist/, kmnist/)")
+    if os.environ.get("CI", "").lower() == "true":
+      pytest.fail(message + "; CI=true forbids skipping")
+    pytest.skip(message)
+  return SHARED_DATA
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: a training check; CI runs it on a short budget")
