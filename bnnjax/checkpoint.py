@@ -1,0 +1,108 @@
+"""Orbax checkpoints of a TrainState: arrays plus plain JSON metadata, never pickle.
+
+Each step directory holds `state` (the TrainState arrays) and `meta` (JSON: model name,
+the resolved config). Orbax writes to a temporary directory and renames it when complete,
+so a run that dies mid-save keeps its previous checkpoint.
+"""
+import json
+import logging
+import os
+from typing import Any, Optional, Tuple
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be used: another model, or every step unreadable."""
+
+
+def make_manager(workdir: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
+  """Saves synchronously: the loop donates its state buffers on the next step."""
+  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                             meta=ocp.args.JsonSave(meta)), force=True)
+  manager.wait_until_finished()
+
+
+def _shapes(tree) -> dict:
+  leaves = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: hasattr(x, "shape") and not isinstance(x, dict))[0]
+  return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def check_compatible(saved_params, expected_params, where: str) -> None:
+  """Raises CheckpointError naming the first parameter that differs."""
+  saved, expected = _shapes(saved_params), _shapes(expected_params)
+  for name in sorted(set(saved) | set(expected)):
+    if saved.get(name) != expected.get(name):
+      raise CheckpointError(
+          f"checkpoint {where} holds another model: parameter {name} has shape "
+          f"{saved.get(name, 'missing')} there, this config expects {expected.get(name, 'missing')}")
+
+
+def restore(manager: ocp.CheckpointManager, target_state: Any) -> Optional[Tuple[Any, int]]:
+  """The newest readable checkpoint as a state shaped like `target_state`, or None.
+
+  A step that cannot be read (a corrupt or truncated file) is skipped with a warning
+  and the previous one is tried; a checkpoint of another model is an error.
+  """
+  target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target_state)
+  errors = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    where = os.path.join(str(manager.directory), str(step))
+    try:
+      saved = manager.item_metadata(step)["state"].tree
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(f"step {step}: {e.__class__.__name__}: {e}")
+      logging.warning("skipping unreadable checkpoint %s: %s", where, e)
+      continue
+    if saved is None:
+      errors.append(f"step {step}: no state")
+      continue
+    check_compatible(saved["params"], target_state.params, where)
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target)))
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(f"step {step}: {e.__class__.__name__}: {e}")
+      logging.warning("skipping unreadable checkpoint %s: %s", where, e)
+      continue
+    return restored.state, step
+  if errors:
+    raise CheckpointError(f"no readable checkpoint in {manager.directory}: " + "; ".join(errors))
+  return None
+
+
+def restore_params(workdir: str, step: Optional[int] = None) -> Tuple[Any, ml_collections.ConfigDict]:
+  """(params, config) of a finished or running run, for evaluation scripts."""
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"no checkpoints in {workdir} (looked for {directory})")
+  manager = ocp.CheckpointManager(directory)
+  steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
+  if not steps:
+    raise CheckpointError(f"no checkpoints in {directory}")
+  errors = []
+  for s in steps:
+    try:
+      restored = manager.restore(s, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(f"step {s}: {e.__class__.__name__}: {e}")
+      continue
+    config = ml_collections.ConfigDict(restored.meta["config"])
+    return restored.state["params"], config
+  raise CheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(errors))
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())

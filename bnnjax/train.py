@@ -1,0 +1,218 @@
+"""The one train loop: every model trains, evaluates, logs and checkpoints through `fit`.
+
+    state = init or restore(workdir)
+    repeat: batch = batch_at(train, seed, step)  ─ jit(update) ─ evaluate ─ log ─ checkpoint
+
+The batch at step t is a pure function of (seed, t) and the PRNG key lives in the state, so
+a run restarted from a checkpoint replays exactly the steps an uninterrupted run takes.
+"""
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from typing import Any, Dict, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from bnnjax import checkpoint, data, models
+from bnnjax.config import validate
+from bnnjax.task import DataInfo, Task
+from bnnjax.writers import MetricWriter
+
+# Evaluation draws its randomness from its own stream, so evaluating never perturbs training.
+_EVAL_STREAM = 0x7E57
+
+
+class TrainState(NamedTuple):
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  step: jax.Array
+
+
+def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  if opt.schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, opt.lr, opt.warmup_steps, max(total_steps, 1))
+  elif opt.warmup_steps > 0:
+    lr = optax.linear_schedule(0.0, opt.lr, opt.warmup_steps)
+  else:
+    lr = opt.lr
+  if opt.name == "adam":
+    tx = optax.adam(lr)
+  elif opt.name == "adamw":
+    tx = optax.adamw(lr, weight_decay=opt.weight_decay)
+  else:
+    tx = optax.sgd(lr, momentum=opt.momentum or None)
+  if opt.grad_clip > 0:
+    tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
+  return tx
+
+
+def make_update(task: Task, optimizer: optax.GradientTransformation, seed: int, batch_size: int):
+  """A jitted (state, train_data) -> (state, metrics) that draws its own batch."""
+
+  def update(state: TrainState, train_data):
+    batch = data.batch_at(train_data, seed, state.step, batch_size)
+    rng, step_rng = jax.random.split(state.rng)
+    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+    (loss, metrics), grads = grad_fn(state.params, step_rng, batch, state.step)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, rng, state.step + 1), {"loss": loss, **metrics}
+
+  return jax.jit(update, donate_argnums=0)
+
+
+def evaluate_split(evaluate_fn, params, rng, split_data, batch_size: int) -> Dict[str, float]:
+  """Batch-size-weighted means of `evaluate_fn` over a whole split."""
+  totals, count = {}, 0
+  for i, batch in enumerate(data.eval_batches(split_data, batch_size)):
+    n = len(batch["y"])
+    metrics = evaluate_fn(params, jax.random.fold_in(rng, i), batch)
+    for key, value in metrics.items():
+      totals[key] = totals.get(key, 0.0) + n * value
+    count += n
+  return {key: float(value) / count for key, value in totals.items()}
+
+
+def parse_eval_splits(spec: str) -> Dict[str, str]:
+  """"val=train[90%:],test" -> {"val": "train[90%:]", "test": "test"}."""
+  splits = {}
+  for item in filter(None, (s.strip() for s in spec.split(","))):
+    name, _, split = item.partition("=")
+    splits[name.strip()] = (split or name).strip()
+  return splits
+
+
+def load_data(config: ml_collections.ConfigDict):
+  """(train arrays, {eval name: arrays}, DataInfo) as the config asks."""
+  d = config.data
+  kwargs = dict(data_dir=d.data_dir or None, flatten=d.flatten, binarize=d.binarize, seed=config.seed)
+  train = data.load(d.name, d.train_split, **kwargs)
+  evals = {name: data.load(d.name, split, **kwargs)
+           for name, split in parse_eval_splits(d.eval_splits).items()}
+  info = DataInfo(input_shape=tuple(train["x"].shape[1:]), num_classes=data.num_classes(d.name),
+                  num_train=len(train["x"]))
+  return train, evals, info
+
+
+def check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise ValueError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
+
+
+# Fields that define the run: resuming a workdir under a different value would not be a resume.
+_IDENTITY_FIELDS = ("seed", "batch_size", "model", "data", "optimizer")
+
+
+def check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)
+  now = checkpoint.config_to_json(config)
+  for field in _IDENTITY_FIELDS:
+    if saved.get(field) != now.get(field):
+      raise checkpoint.CheckpointError(
+          f"workdir {workdir} holds a run with another config.{field}: saved {saved.get(field)}, "
+          f"now {now.get(field)}; use a new --workdir")
+
+
+def total_steps(config, num_train: int) -> int:
+  if config.num_steps > 0:
+    return config.num_steps
+  return config.num_epochs * data.steps_per_epoch(num_train, config.batch_size)
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[int] = None) -> TrainState:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
+
+  `stop_after` ends the run early after that many steps in total (checkpointing first), as a
+  pre-emption would; the same call without it later continues to the configured length.
+  """
+  validate(config)
+  check_workdir(workdir)
+  check_same_run(workdir, config)
+  module = models.get(config.model.name)
+  train, evals, info = load_data(config)
+  if config.batch_size > info.num_train:
+    raise ValueError(f"config.batch_size={config.batch_size} exceeds the {info.num_train} "
+                     f"training examples of {config.data.name}:{config.data.train_split}")
+  task = module.make_task(config, info)
+  num_steps = total_steps(config, info.num_train)
+  per_epoch = data.steps_per_epoch(info.num_train, config.batch_size)
+  eval_every = config.eval_every or per_epoch
+  checkpoint_every = config.checkpoint_every or per_epoch
+  optimizer = make_optimizer(config.optimizer, num_steps)
+
+  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  example = jax.tree_util.tree_map(lambda a: jnp.asarray(a[:1]), train)
+  params = task.init(init_rng, example)
+  state = TrainState(params, optimizer.init(params), train_rng, jnp.asarray(0, jnp.int32))
+
+  manager = checkpoint.make_manager(workdir, config.max_to_keep)
+  restored = checkpoint.restore(manager, state)
+  if restored is not None:
+    state, _ = restored
+    logging.info("resumed from %s at step %d", manager.directory, int(state.step))
+  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    json.dump(checkpoint.config_to_json(config), f, indent=2)
+  meta = {"model": config.model.name, "config": checkpoint.config_to_json(config),
+          "data_info": info._asdict()}
+
+  update = make_update(task, optimizer, config.seed, config.batch_size)
+  evaluate_fn = jax.jit(task.evaluate)
+  eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
+  train = jax.device_put(train)
+  evals = {name: jax.device_put(split) for name, split in evals.items()}
+  last = num_steps if stop_after is None else min(stop_after, num_steps)
+
+  writer = MetricWriter(workdir)
+  step = int(state.step)
+  bar = tqdm(total=num_steps, initial=step, disable=not config.progress_bar, unit="step",
+             dynamic_ncols=True, leave=False)
+  try:
+    sums, count, tic, tic_step = None, 0, time.perf_counter(), step
+    while step < last:
+      state, metrics = update(state, train)
+      step += 1
+      sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
+      count += 1
+      bar.update(1)
+      is_last = step == last
+      saving = step % checkpoint_every == 0 or is_last
+      if step % config.log_every == 0 or step % eval_every == 0 or saving:
+        means = {f"train/{k}": float(v) / count for k, v in sums.items()}
+        if not math.isfinite(means["train/loss"]):
+          raise FloatingPointError(
+              f"training loss is {means['train/loss']} at step {step}; the last good checkpoint "
+              f"in {manager.directory} (step {manager.latest_step()}) is kept")
+        seconds = time.perf_counter() - tic
+        means["train/steps_per_sec"] = (step - tic_step) / max(seconds, 1e-9)
+        writer.write(step, means, console=False)
+        sums, count, tic, tic_step = None, 0, time.perf_counter(), step
+      if step % eval_every == 0 or step == num_steps:
+        results = {f"{name}/{k}": v for name, split in evals.items()
+                   for k, v in evaluate_split(evaluate_fn, state.params, eval_rng, split,
+                                              config.eval_batch_size).items()}
+        results["epoch"] = step / per_epoch
+        writer.write(step, results, console=True)
+      if saving:
+        checkpoint.save(manager, step, state, meta)
+  finally:
+    bar.close()
+    writer.close()
+    manager.wait_until_finished()
+  return state

@@ -1,0 +1,56 @@
+"""Where metrics go: a compact console table, metrics.jsonl and TensorBoard events."""
+import json
+import math
+import os
+import sys
+from typing import Mapping
+
+from tensorboardX import SummaryWriter
+
+
+def _format(value: float) -> str:
+  if not math.isfinite(value):
+    return str(value)
+  return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+
+
+class MetricWriter:
+  """Writes one record per call to every sink; `close()` flushes them."""
+
+  def __init__(self, workdir: str, console=sys.stdout, tensorboard: bool = True):
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if tensorboard else None
+    self._console = console
+    self._header = None
+
+  def write(self, step: int, metrics: Mapping[str, float], console: bool = True) -> None:
+    metrics = {k: float(v) for k, v in sorted(metrics.items())}
+    self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+    self._jsonl.flush()
+    if self._tb is not None:
+      for key, value in metrics.items():
+        self._tb.add_scalar(key, value, step)
+      self._tb.flush()
+    if console and self._console is not None:
+      self._print_row(step, metrics)
+
+  def _print_row(self, step, metrics):
+    keys = tuple(metrics)
+    widths = [max(len(k), 10) for k in keys]
+    if keys != self._header:
+      self._header = keys
+      print(f"{'step':>8}  " + "  ".join(f"{k:>{w}}" for k, w in zip(keys, widths)),
+            file=self._console)
+    print(f"{step:>8}  " + "  ".join(f"{_format(metrics[k]):>{w}}" for k, w in zip(keys, widths)),
+          file=self._console, flush=True)
+
+  def close(self) -> None:
+    self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str) -> list:
+  """The records of metrics.jsonl, in order."""
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]

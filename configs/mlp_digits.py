@@ -1,0 +1,14 @@
+"""Deterministic MLP on scikit-learn's bundled 8x8 digits: runs offline in seconds."""
+from bnnjax.config import base_config
+
+
+def get_config():
+  c = base_config()
+  c.data.name = "digits"
+  c.model.name = "mlp"
+  c.model.hidden_sizes = (128, 128)
+  c.optimizer.lr = 1e-3
+  c.batch_size = 64
+  c.num_epochs = 30
+  c.eval_batch_size = 500
+  return c

@@ -1,0 +1,32 @@
+r"""Trains any bnnjax model from a config file.
+
+  python scripts/train.py --config=configs/mlp_mnist.py --workdir=runs/mlp_mnist \
+      --config.optimizer.lr=1e-3 --config.data.data_dir=../shared/data/mnist
+
+Running it again on the same --workdir continues from the latest checkpoint.
+"""
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+import bnnjax
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  try:
+    bnnjax.fit(config, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    raise SystemExit(f"error: {e}") from None
+  print(f"done: metrics in {_WORKDIR.value}/metrics.jsonl, checkpoints in "
+        f"{_WORKDIR.value}/checkpoints")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,187 @@
+"""The generic loop: exact resume, logging, checkpoints, and each bad input."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bnnjax
+from bnnjax import checkpoint, train
+from bnnjax.task import Task
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def digits_config(**overrides):
+  config = bnnjax.base_config()
+  config.data.name = "digits"
+  config.model.hidden_sizes = (32,)
+  config.batch_size = 32
+  config.num_steps = 40
+  config.eval_every = 20
+  config.checkpoint_every = 10
+  config.log_every = 10
+  config.eval_batch_size = 200
+  config.progress_bar = False
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+def tree_equal(a, b):
+  return all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, a, b)))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("full"))
+  return workdir, train.fit(digits_config(), workdir)
+
+
+def test_resume_is_bit_identical(uninterrupted, tmp_path):
+  _, full = uninterrupted
+  workdir = str(tmp_path)
+  stopped = train.fit(digits_config(), workdir, stop_after=20)
+  assert int(stopped.step) == 20
+  assert not tree_equal(stopped.params, full.params)
+  resumed = train.fit(digits_config(), workdir)
+  assert int(resumed.step) == 40
+  assert tree_equal(resumed.params, full.params)
+  assert tree_equal(resumed.opt_state, full.opt_state)
+  assert np.array_equal(resumed.rng, full.rng)
+
+
+def test_run_writes_metrics_config_and_events(uninterrupted):
+  workdir, _ = uninterrupted
+  records = bnnjax.writers.read_metrics(workdir)
+  evals = [r for r in records if "test/accuracy" in r]
+  assert [r["step"] for r in evals] == [20, 40]
+  assert 0.5 < evals[-1]["test/accuracy"] <= 1.0  # 40 steps on digits: far above chance (0.1)
+  assert evals[-1]["test/nll"] < evals[0]["test/nll"]
+  assert all("train/loss" in r for r in records if "test/accuracy" not in r)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["hidden_sizes"] == [32]
+  assert any(n.startswith("events") for n in os.listdir(os.path.join(workdir, "tensorboard")))
+  steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+  assert steps == [20, 30, 40]  # max_to_keep = 3
+
+
+def test_restore_params_for_scripts(uninterrupted):
+  workdir, full = uninterrupted
+  params, config = checkpoint.restore_params(workdir)
+  assert tree_equal(params, full.params)
+  assert config.model.name == "mlp" and config.data.name == "digits"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("optimizer.lr", -1e-3, "config.optimizer.lr must be positive"),
+    ("batch_size", 0, "config.batch_size must be positive"),
+    ("batch_size", 10_000, "exceeds the"),
+    ("optimizer.name", "adagrad", "unknown optimizer"),
+    ("model.name", "resnet9000", "unknown model 'resnet9000'"),
+    ("model.hidden_sizes", (32, -4), "hidden_sizes must be positive"),
+    ("data.name", "cifar1000", "cifar1000"),
+    ("data.train_split", "validation", "validation"),
+])
+def test_bad_config_is_a_one_line_error(tmp_path, field, value, message):
+  with pytest.raises(ValueError, match=message.replace("(", r"\(")) as info:
+    train.fit(digits_config(**{field: value}), str(tmp_path))
+  assert "\n" not in str(info.value)
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  with pytest.raises(ValueError, match="not writable"):
+    train.fit(digits_config(), str(blocker / "run"))
+
+
+def test_workdir_of_another_config_is_refused(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(uninterrupted[0], workdir)
+  with pytest.raises(checkpoint.CheckpointError, match="another config.model"):
+    train.fit(digits_config(**{"model.hidden_sizes": (64,)}), workdir)
+
+
+def test_checkpoint_of_another_model_names_the_parameter(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(uninterrupted[0], workdir)
+  os.remove(os.path.join(workdir, "config.json"))  # only the checkpoint itself can tell now
+  with pytest.raises(checkpoint.CheckpointError, match=r"shape \(64, 32\) there.*expects \(64, 64\)"):
+    train.fit(digits_config(**{"model.hidden_sizes": (64,)}), workdir)
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one(uninterrupted, tmp_path):
+  _, full = uninterrupted
+  workdir = str(tmp_path)
+  train.fit(digits_config(), workdir, stop_after=30)
+  state_dir = os.path.join(workdir, "checkpoints", "30", "state")
+  for root, _, files in os.walk(state_dir):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+  resumed = train.fit(digits_config(), workdir)  # falls back to step 20 and replays 20..40
+  assert tree_equal(resumed.params, full.params)
+
+
+def test_diverging_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
+  def make_task(config, info):
+    def init(rng, batch):
+      return {"w": jnp.zeros(())}
+
+    def loss(params, rng, batch, step):
+      value = jnp.where(step >= 15, jnp.nan, (params["w"] - 1.0)**2)
+      return value, {}
+
+    return Task(init, loss, lambda params, rng, batch: {"w": params["w"]})
+
+  monkeypatch.setitem(sys.modules, "bnnjax.models.diverging",
+                      types.SimpleNamespace(make_task=make_task))
+  config = digits_config(**{"model.name": "diverging"})
+  with pytest.raises(FloatingPointError, match="last good checkpoint.*step 10"):
+    train.fit(config, str(tmp_path))
+  params, _ = checkpoint.restore_params(str(tmp_path))
+  assert np.isfinite(params["w"])
+
+
+def run_cli(*args):
+  return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "train.py"), *args],
+                        capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def test_cli_end_to_end(tmp_path):
+  result = run_cli("--config=configs/mlp_digits.py", f"--workdir={tmp_path}",
+                   "--config.num_steps=60", "--config.eval_every=30", "--config.progress_bar=False")
+  assert result.returncode == 0, result.stderr
+  evals = [r for r in bnnjax.writers.read_metrics(str(tmp_path)) if "test/accuracy" in r]
+  assert [r["step"] for r in evals] == [30, 60]
+  assert "test/accuracy" in result.stdout  # the console table
+
+
+def test_cli_bad_flag_is_one_line(tmp_path):
+  result = run_cli("--config=configs/mlp_digits.py", f"--workdir={tmp_path}",
+                   "--config.optimizer.lr=-0.1")
+  assert result.returncode != 0
+  assert "config.optimizer.lr must be positive" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_mlp_learns_mnist_in_one_epoch(shared_data_dir, tmp_path):
+  config = bnnjax.base_config()
+  config.data.data_dir = str(shared_data_dir / "mnist")
+  config.num_epochs, config.progress_bar = 1, False
+  config.model.hidden_sizes = (128,)
+  state = train.fit(config, str(tmp_path))
+  final = [r for r in bnnjax.writers.read_metrics(str(tmp_path)) if "test/accuracy" in r][-1]
+  assert int(state.step) == 468 and final["test/accuracy"] > 0.95
