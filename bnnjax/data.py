@@ -1,0 +1,263 @@
+"""Data sets as in-memory arrays, and the batch order of training.
+
+`load(name, split)` returns {"x": float32 inputs, "y": labels or targets} for one
+split. Splits follow the tfds syntax ("train", "test", "train[:90%]",
+"train[90%:]", "train+test") for every data set, tfds-backed or not.
+
+- mnist, fashion_mnist, kmnist: 28x28 grey images in [0, 1], shape (28, 28, 1),
+  labels int32 in 0..9. Read through the TFDS builders of `bnnjax.datasets`
+  (prepared once into an array_record cache, see there); records come in the
+  order tfds wrote them (shuffled, fixed), not in IDX-file order.
+- digits: sklearn's 8x8 digits, x / 16 in [0, 1], shape (8, 8, 1), 10 classes.
+- diabetes: sklearn's regression set, x [N, 10] and y [N] standardised with the
+  train split's mean and std.
+- toy_regression: 1-D, y = TOY_SLOPE x + TOY_INTERCEPT + N(0, TOY_NOISE_STD^2),
+  x uniform on the two clusters TOY_CLUSTERS with a gap between them (where a
+  good posterior should grow uncertain). x [N, 1], y [N].
+- moons: sklearn make_moons (noise 0.05), standardised with train statistics.
+- ring: a mixture of RING_MODES Gaussians (std RING_STD) evenly on a circle of
+  radius RING_RADIUS. moons and ring are density sets: x [N, 2], y zeros.
+
+`seed` draws the synthetic sets and the random 80/20 train/test split of the
+sklearn sets; the default 0 is the fixed split every experiment should share
+(pass a data seed, not the training seed). The tfds sets ignore it.
+"""
+import os
+import pathlib
+import re
+import types
+from typing import Dict, Iterator, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
+
+from bnnjax import datasets as idx_datasets
+
+Data = Dict[str, np.ndarray]
+
+IMAGE_FOLDERS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist", "kmnist": "kmnist"}
+_NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "kmnist": 10, "digits": 10, "diabetes": 0,
+                "toy_regression": 0, "moons": 0, "ring": 0}
+DATASETS = tuple(_NUM_CLASSES)
+SPLITS = ("train", "test")
+BINARIZE = ("", "static")
+_UNIT_INTERVAL_SETS = ("mnist", "fashion_mnist", "kmnist", "digits")  # binarisable
+
+TOY_SLOPE, TOY_INTERCEPT, TOY_NOISE_STD = 2.0, 0.5, 0.1
+TOY_CLUSTERS = ((-2.0, -1.0), (1.0, 2.0))  # the gap is (-1, 1)
+RING_MODES, RING_RADIUS, RING_STD = 8, 2.0, 0.1
+MOONS_NOISE = 0.05
+# (train, test) sizes of the synthetic sets.
+TOY_SIZES = {"toy_regression": (200, 200), "moons": (2000, 1000), "ring": (2000, 1000)}
+TEST_FRACTION = 0.2  # sklearn sets: a fixed random 80/20 split
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def num_classes(name: str) -> int:
+  """Number of classes; 0 for regression and density sets."""
+  _check_name(name)
+  return _NUM_CLASSES[name]
+
+
+def default_data_dir() -> Optional[pathlib.Path]:
+  """$BNNJAX_DATA_DIR, else <repo>/../shared/data if it exists, else None (= tfds download)."""
+  if os.environ.get("BNNJAX_DATA_DIR"):
+    return pathlib.Path(os.environ["BNNJAX_DATA_DIR"])
+  shared = _REPO.parent / "shared" / "data"
+  return shared if shared.is_dir() else None
+
+
+def find_idx_dir(name: str, data_dir: os.PathLike) -> pathlib.Path:
+  """The folder holding `name`'s IDX files: `data_dir/<folder>` or `data_dir` itself.
+
+  `data_dir` may hold mnist/, fashion-mnist/, kmnist/, or be one of them; a folder
+  named after another data set is refused rather than silently read as this one.
+  """
+  _check_name(name)
+  if name not in IMAGE_FOLDERS:
+    raise ValueError(f"{name!r} is not an IDX data set; IDX sets: {', '.join(IMAGE_FOLDERS)}")
+  data_dir = pathlib.Path(data_dir).expanduser()
+  if not data_dir.is_dir():
+    raise FileNotFoundError(f"data_dir {data_dir} does not exist or is not a folder")
+  folder = IMAGE_FOLDERS[name]
+  other = [n for n, f in IMAGE_FOLDERS.items() if f == data_dir.name and n != name]
+  if other:
+    raise ValueError(f"data_dir {data_dir} holds {other[0]}, not {name}; "
+                     f"pass its parent or {data_dir.parent / folder}")
+  for candidate in (data_dir / folder, data_dir):
+    if idx_datasets.available_splits(candidate):
+      return candidate
+  looked_for = [p for s in SPLITS for p in idx_datasets.split_files(data_dir / folder, s)]
+  raise FileNotFoundError(f"no {name} IDX files in {data_dir} or {data_dir / folder}; "
+                          f"looked for {looked_for}")
+
+
+def load(name: str, split: str = "train", data_dir: Optional[os.PathLike] = None, *,
+         flatten: bool = False, binarize: str = "", seed: int = 0) -> Data:
+  """One split of data set `name` as {"x": float32, "y": int32 labels or float32 targets}."""
+  _check_name(name)
+  if binarize not in BINARIZE:
+    raise ValueError(f"unknown binarize {binarize!r}; valid: {BINARIZE}")
+  if binarize and name not in _UNIT_INTERVAL_SETS:
+    raise ValueError(f"binarize={binarize!r} needs inputs in [0, 1]; {name} has none")
+  for base in _split_names(split):
+    if base not in SPLITS:
+      raise ValueError(f"unknown split {base!r} in {split!r}; valid: {', '.join(SPLITS)} "
+                       "with tfds slices such as train[:90%]")
+  if name in IMAGE_FOLDERS:
+    data = _load_images(name, split, data_dir)
+  else:
+    data = _slice(_SYNTHETIC_LOADERS[name](seed), split)
+  x = data["x"]
+  if binarize == "static":
+    x = (x > 0.5).astype(np.float32)  # a fixed threshold: the same binary image every epoch
+  if flatten:
+    x = x.reshape(len(x), -1)
+  return {"x": x, "y": data["y"]}
+
+
+# --- IDX image sets through tfds --------------------------------------------------
+
+
+def _load_images(name: str, split: str, data_dir: Optional[os.PathLike]) -> Data:
+  if not data_dir:
+    data_dir = default_data_dir()
+  folder = None if data_dir is None else find_idx_dir(name, data_dir)
+  if folder is not None:  # a missing split must fail here, naming its files, not deep in tfds
+    present = idx_datasets.available_splits(folder)
+    for base in _split_names(split):
+      if base not in present:
+        raise FileNotFoundError(f"{name} split {base!r} is not in {folder}; looked for "
+                                f"{list(idx_datasets.split_files(folder, base))}")
+  builder = idx_datasets.prepared_builder(name, folder)
+  images, labels = idx_datasets.read_split(builder, split)
+  return {"x": images.astype(np.float32) / 255.0, "y": labels.astype(np.int32)}
+
+
+# --- small sets built in memory --------------------------------------------------
+
+
+def _split_names(split: str) -> Tuple[str, ...]:
+  """Base split names of a tfds split spec, e.g. "train[:90%]+test" -> ("train", "test")."""
+  if not isinstance(split, str) or not split.strip():
+    raise ValueError(f"split must be a non-empty string such as 'train', got {split!r}")
+  return tuple(re.match(r"\s*([^\[\s]*)", part).group(1) for part in split.split("+"))
+
+
+def _slice(splits: Dict[str, Data], spec: str) -> Data:
+  """Applies a tfds split spec to in-memory splits, with tfds' own rounding."""
+  infos = {s: types.SimpleNamespace(num_examples=len(d["y"])) for s, d in splits.items()}
+  parts = tfds.core.ReadInstruction.from_spec(spec).to_absolute(infos)
+  return {k: np.concatenate([splits[p.splitname][k][p.from_:p.to] for p in parts])
+          for k in ("x", "y")}
+
+
+def _train_test(x: np.ndarray, y: np.ndarray, num_test: int, seed: int) -> Dict[str, Data]:
+  order = np.random.default_rng(seed).permutation(len(x))
+  test, train = order[:num_test], order[num_test:]
+  return {"train": {"x": x[train], "y": y[train]}, "test": {"x": x[test], "y": y[test]}}
+
+
+def _standardise(splits: Dict[str, Data], keys=("x", "y")) -> Dict[str, Data]:
+  """Centres and scales with the train split's statistics (the test split must not leak in)."""
+  stats = {k: (splits["train"][k].mean(0), splits["train"][k].std(0)) for k in keys}
+  return {s: {k: ((v - stats[k][0]) / stats[k][1]).astype(np.float32) if k in keys else v
+              for k, v in d.items()} for s, d in splits.items()}
+
+
+def _digits(seed: int) -> Dict[str, Data]:
+  from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+  bunch = load_digits()
+  x = (bunch.images / 16.0).astype(np.float32)[..., None]  # pixel values are 0..16
+  y = bunch.target.astype(np.int32)
+  return _train_test(x, y, round(TEST_FRACTION * len(x)), seed)
+
+
+def _diabetes(seed: int) -> Dict[str, Data]:
+  from sklearn.datasets import load_diabetes  # pylint: disable=import-outside-toplevel
+  x, y = load_diabetes(return_X_y=True, scaled=False)
+  return _standardise(_train_test(x, y, round(TEST_FRACTION * len(x)), seed))
+
+
+def _toy_regression(seed: int) -> Dict[str, Data]:
+  rng = np.random.default_rng(seed)
+  num_train, num_test = TOY_SIZES["toy_regression"]
+  n = num_train + num_test
+  cluster = rng.integers(len(TOY_CLUSTERS), size=n)
+  low, high = np.asarray(TOY_CLUSTERS).T
+  x = rng.uniform(low[cluster], high[cluster])
+  y = TOY_SLOPE * x + TOY_INTERCEPT + TOY_NOISE_STD * rng.standard_normal(n)
+  return _first_rest(x[:, None].astype(np.float32), y.astype(np.float32), num_train)
+
+
+def _moons(seed: int) -> Dict[str, Data]:
+  from sklearn.datasets import make_moons  # pylint: disable=import-outside-toplevel
+  num_train, num_test = TOY_SIZES["moons"]
+  x, _ = make_moons(num_train + num_test, noise=MOONS_NOISE, random_state=seed)
+  return _standardise(_first_rest(x, np.zeros(len(x), np.float32), num_train), keys=("x",))
+
+
+def _ring(seed: int) -> Dict[str, Data]:
+  rng = np.random.default_rng(seed)
+  n = sum(TOY_SIZES["ring"])
+  angle = 2 * np.pi * rng.integers(RING_MODES, size=n) / RING_MODES
+  centres = RING_RADIUS * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+  x = (centres + RING_STD * rng.standard_normal((n, 2))).astype(np.float32)
+  return _first_rest(x, np.zeros(n, np.float32), TOY_SIZES["ring"][0])
+
+
+def _first_rest(x: np.ndarray, y: np.ndarray, num_train: int) -> Dict[str, Data]:
+  """Samples are i.i.d., so the first num_train are the train split and the rest the test."""
+  return {"train": {"x": x[:num_train], "y": y[:num_train]},
+          "test": {"x": x[num_train:], "y": y[num_train:]}}
+
+
+_SYNTHETIC_LOADERS = {"digits": _digits, "diabetes": _diabetes,
+                      "toy_regression": _toy_regression, "moons": _moons, "ring": _ring}
+
+
+def _check_name(name: str) -> None:
+  if name not in _NUM_CLASSES:
+    raise ValueError(f"unknown data set {name!r}; valid: {', '.join(DATASETS)}")
+
+
+# --- batches ------------------------------------------------------------------
+
+
+def num_examples(data: Data) -> int:
+  return len(data["y"])
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+  """Full batches per epoch (the remainder is dropped, a different part each epoch)."""
+  if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+  if batch_size > n:
+    raise ValueError(f"batch_size {batch_size} exceeds the {n} examples of the split")
+  return n // batch_size
+
+
+def batch_at(data: Data, seed, step, batch_size: int) -> Data:
+  """Training batch number `step`: a pure function of (seed, step), jittable with traced both.
+
+  Epoch e = step // steps_per_epoch visits the permutation
+  jax.random.permutation(fold_in(PRNGKey(seed), e), N) in consecutive chunks, so
+  resuming at any step reproduces the same stream. `data` should live on device.
+  """
+  steps = steps_per_epoch(num_examples(data), batch_size)
+  step = jnp.asarray(step)
+  epoch, position = step // steps, step % steps
+  order = jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(seed), epoch),
+                                 num_examples(data))
+  indices = jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
+  return {k: jnp.take(v, indices, axis=0) for k, v in data.items()}
+
+
+def eval_batches(data: Data, batch_size: int) -> Iterator[Data]:
+  """Consecutive batches covering the split once, the last one possibly smaller."""
+  if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+  for start in range(0, num_examples(data), batch_size):
+    yield {k: v[start:start + batch_size] for k, v in data.items()}
