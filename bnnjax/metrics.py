@@ -190,6 +190,20 @@ def rejection_rule(score_in, score_out, percentile: float = 99.0) -> Rejection:
   return Rejection(threshold, float(np.mean(score_in > threshold)), float(np.mean(score_out > threshold)))
 
 
+def ood_report(scores_in: Dict[str, np.ndarray], scores_out: Dict[str, np.ndarray],
+               percentile: float = 99.0) -> Dict[str, Dict[str, float]]:
+  """Per score defined on both sets: AUROC, AUPR, FPR95, the rejection rule and the mean scores."""
+  report = {}
+  for name in (n for n in scores_in if n in scores_out):
+    rule = rejection_rule(scores_in[name], scores_out[name], percentile)
+    report[name] = {**ood_metrics(scores_in[name], scores_out[name]),
+                    "rejection_threshold": rule.threshold, "rejected_in": rule.rejected_in,
+                    "rejected_out": rule.rejected_out,
+                    "mean_in": float(np.mean(scores_in[name])),
+                    "mean_out": float(np.mean(scores_out[name]))}
+  return report
+
+
 # ---------------------------------------------------------------- regression
 
 def _same_shape(**arrays):

@@ -137,3 +137,14 @@ def test_regression_metrics_hand_case():
 def test_gaussian_nll_rejects_nonpositive_std():
   with pytest.raises(ValueError, match="std must be positive"):
     metrics.gaussian_nll([0.0], [0.0], [0.0])
+
+
+def test_ood_report_combines_the_metrics_for_scores_defined_on_both_sets():
+  score_in = {"a": np.arange(100.0), "only_in": np.zeros(100)}
+  score_out = {"a": np.array([50.0, 98.5, 99.0, 200.0])}
+  report = metrics.ood_report(score_in, score_out)
+  assert list(report) == ["a"]
+  # Out beats in in 50.5 + 99 + 99.5 + 100 = 349 of 400 pairs (ties count 1/2).
+  assert report["a"]["auroc"] == pytest.approx(349 / 400)
+  assert (report["a"]["rejected_in"], report["a"]["rejected_out"]) == pytest.approx((0.01, 0.75))
+  assert report["a"]["mean_out"] == pytest.approx(446.5 / 4)

@@ -1,0 +1,70 @@
+"""PNG figures of calibration and OOD separation: arrays in, one file out.
+
+Uses matplotlib's Agg backend (no display needed) and closes every figure it opens.
+"""
+import math
+import os
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+import numpy as np
+
+
+def _save(fig, path: str) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=100, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def reliability_diagram(bin_edges, confidence, accuracy, count, path: str, title: str = "") -> str:
+  """Accuracy per confidence bin against the diagonal of perfect calibration.
+
+  Bars are each bin's accuracy; the red outline shows its mean confidence, so the gap
+  between them is what ECE averages (weighted by the counts shown underneath).
+  """
+  bin_edges, count = np.asarray(bin_edges), np.asarray(count)
+  filled = count > 0
+  left, width = bin_edges[:-1], np.diff(bin_edges)
+  fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True,
+                                    gridspec_kw={"height_ratios": [3, 1]})
+  top.bar(left[filled], np.asarray(accuracy)[filled], width[filled], align="edge",
+          edgecolor="black", label="accuracy")
+  top.bar(left[filled], np.asarray(confidence)[filled], width[filled], align="edge",
+          fill=False, edgecolor="red", linestyle="--", label="mean confidence")
+  top.plot([0, 1], [0, 1], color="gray", linewidth=1, label="perfect calibration")
+  top.set(ylabel="accuracy", ylim=(0, 1), title=title)
+  top.legend(loc="upper left")
+  bottom.bar(left, count, width, align="edge", color="gray", edgecolor="black")
+  bottom.set(xlabel="confidence (max predicted probability)", ylabel="count", yscale="symlog",
+             xlim=(0, 1))
+  return _save(fig, path)
+
+
+def score_histograms(scores_in: Mapping[str, np.ndarray], scores_out: Mapping[str, np.ndarray],
+                     path: str, in_label: str = "in-distribution", out_label: str = "OOD",
+                     title: str = "") -> str:
+  """One panel per score: normalised histograms of the score in vs out of distribution."""
+  names = [name for name in scores_in if name in scores_out]
+  if not names:
+    raise ValueError("no score is defined both in and out of distribution")
+  columns = min(len(names), 3)
+  rows = math.ceil(len(names) / columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+  for ax, name in zip(axes.ravel(), names):
+    s_in, s_out = np.asarray(scores_in[name]).ravel(), np.asarray(scores_out[name]).ravel()
+    lo, hi = min(s_in.min(), s_out.min()), max(s_in.max(), s_out.max())
+    bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 41)  # shared bins, so shapes compare
+    ax.hist(s_in, bins, density=True, alpha=0.6, label=in_label)
+    ax.hist(s_out, bins, density=True, alpha=0.6, label=out_label)
+    ax.set(xlabel=name, ylabel="density", yscale="log")
+  for ax in axes.ravel()[len(names):]:
+    ax.axis("off")
+  axes[0, 0].legend()
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  return _save(fig, path)
