@@ -69,8 +69,11 @@ def available_splits(folder: os.PathLike) -> Tuple[str, ...]:
 class IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base builder: one 28x28 grey image (uint8) and one of 10 labels per example."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "IDX files read with gzip + numpy; raw uint8 tensor images."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "IDX files read with gzip + numpy; uint8 tensor images (int64_list).",
+      "1.1.0": "Images stored as 784 raw bytes (Encoding.BYTES): several times faster to read.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Put the gzip IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
       "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in the manual dir. "
@@ -84,7 +87,9 @@ class IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         builder=self,
         description=self.__doc__,
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
+            # BYTES: one 784-byte string per image instead of 784 varints.
+            "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8,
+                                          encoding=tfds.features.Encoding.BYTES),
             "label": tfds.features.ClassLabel(names=list(self.LABEL_NAMES)),
         }),
         supervised_keys=("image", "label"),
