@@ -1,0 +1,175 @@
+"""RealNVP and planar flows: invertibility, log-determinants, normalisation, bad input."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from bnnjax import task as task_lib
+from bnnjax.models import flow as flow_lib
+
+
+def _perturbed(params, rng, scale):
+  """Random non-zero params: the zero-initialised output layers make an untrained flow the identity."""
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(rng, len(leaves))
+  noisy = [leaf + scale * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)]
+  return jax.tree_util.tree_unflatten(treedef, noisy)
+
+
+@functools.lru_cache(maxsize=None)  # one compilation per flow for the whole file
+def _random_flow(dim, num_layers=4, hidden=(32, 32), scale=0.3, seed=1):
+  flow = flow_lib.make_flow(flow_lib.alternating_masks((dim,), num_layers), hidden)
+  x = jax.random.normal(jax.random.PRNGKey(seed), (7, dim))
+  params = _perturbed(flow.init(jax.random.PRNGKey(seed + 1), x), jax.random.PRNGKey(seed + 2), scale)
+  return flow, params, x
+
+
+# ----------------------------------------------------------------------------- RealNVP
+
+def test_masks_alternate_and_keep_half():
+  masks = flow_lib.alternating_masks((6,), 3)
+  np.testing.assert_array_equal(masks[0], [0, 1, 0, 1, 0, 1])
+  np.testing.assert_array_equal(masks[1], 1 - masks[0])
+  image = flow_lib.alternating_masks((2, 2, 1), 2)
+  np.testing.assert_array_equal(image[0], [0, 1, 1, 0])  # a checkerboard
+
+
+def test_untrained_flow_is_identity():
+  flow = flow_lib.make_flow(flow_lib.alternating_masks((2,), 2), (8,))
+  x = jnp.array([[0.3, -1.2], [2.0, 0.5]])
+  params = flow.init(jax.random.PRNGKey(0), x)
+  z, log_det = flow.forward(params, x)
+  np.testing.assert_allclose(z, x, atol=1e-7)
+  np.testing.assert_allclose(log_det, 0.0, atol=1e-7)
+
+
+def test_inverse_undoes_forward():
+  flow, params, x = _random_flow(dim=4)
+  z, log_det = flow.forward(params, x)
+  assert float(jnp.abs(z - x).max()) > 0.1  # the perturbed flow is far from the identity
+  x_back, inverse_log_det = flow.inverse(params, z)
+  np.testing.assert_allclose(x_back, x, atol=1e-5)
+  np.testing.assert_allclose(inverse_log_det, -log_det, atol=1e-5)
+
+
+def test_log_det_matches_autodiff_jacobian():
+  flow, params, x = _random_flow(dim=4)
+  _, log_det = flow.forward(params, x)
+  jacobians = jax.jit(jax.vmap(jax.jacfwd(lambda v: flow.forward(params, v[None])[0][0])))(x)
+  sign, expected = jnp.linalg.slogdet(jacobians)
+  assert np.all(np.asarray(sign) != 0)
+  assert float(jnp.abs(expected).min()) > 0.05  # a non-trivial volume change
+  np.testing.assert_allclose(log_det, expected, atol=1e-4)
+
+
+def test_two_dim_density_integrates_to_one():
+  # Random params make a density far from the base N(0, I) (checked below), so a
+  # wrong log-det term would change the integral. Some mass lies outside any grid,
+  # so the Riemann sum is compared both with 1 and with the fraction of flow
+  # samples that land inside the grid (standard error ~1e-4 with 200k samples).
+  flow, params, _ = _random_flow(dim=2)
+  edge, n = 10.0, 801
+  ticks = jnp.linspace(-edge, edge, n)
+  grid = jnp.stack(jnp.meshgrid(ticks, ticks), axis=-1).reshape(-1, 2)
+  density = jnp.exp(jax.jit(flow.log_prob)(params, grid))
+  cell = (ticks[1] - ticks[0])**2
+  total = float(density.sum() * cell)
+  samples = jax.jit(lambda p, rng: flow_lib.sample(flow, p, rng, 200_000))(params, jax.random.PRNGKey(0))
+  inside = float((jnp.abs(samples) <= edge).all(-1).mean())
+  assert abs(total - 1.0) < 5e-3, total
+  assert abs(total - inside) < 2e-3, (total, inside)
+  base = jnp.exp(flow_lib.standard_normal_log_prob(grid))
+  assert float(jnp.abs(density - base).sum() * cell) > 0.2  # not just the base density
+
+
+def test_sample_inverts_base_draws():
+  flow, params, _ = _random_flow(dim=2)
+  x = flow_lib.sample(flow, params, jax.random.PRNGKey(9), 64)
+  z, _ = flow.forward(params, x)
+  np.testing.assert_allclose(z, jax.random.normal(jax.random.PRNGKey(9), (64, 2)), atol=1e-5)
+
+
+# ----------------------------------------------------------------------- dequantisation
+
+def test_dequantize_stays_in_the_pixel_cell():
+  k = jnp.arange(256.0)
+  x = flow_lib.dequantize(jax.random.PRNGKey(0), k / 255.0)
+  np.testing.assert_array_equal(jnp.floor(256.0 * x), k)
+
+
+def test_logit_log_det_matches_autodiff():
+  x = jnp.array([[0.0, 0.3, 0.999]])
+  y, log_det = flow_lib.logit_transform(x, alpha=0.05)
+  derivative = jax.vmap(jax.grad(lambda v: flow_lib.logit_transform(v[None, None], 0.05)[0][0, 0]))(x[0])
+  np.testing.assert_allclose(log_det[0], jnp.log(derivative).sum(), rtol=1e-5)
+  np.testing.assert_allclose(y[0, 0], jnp.log(0.05 / 0.95), rtol=1e-6)
+
+
+def test_bits_per_dim_of_uniform_pixels_is_eight():
+  # The uniform density on [0, 1)^D has log p = 0, which spreads 8 bits per pixel.
+  np.testing.assert_allclose(flow_lib.bits_per_dim(jnp.zeros(()), 784), 8.0, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ Task
+
+def _config(**model):
+  c = ml_collections.ConfigDict()
+  c.model = ml_collections.ConfigDict(dict(
+      name="flow", num_coupling_layers=4, hidden_sizes=(16,), preprocess="none", logit_alpha=0.05))
+  c.model.update(model)
+  return c
+
+
+def test_task_loss_is_nll_per_dimension():
+  info = task_lib.DataInfo(input_shape=(2,), num_classes=0, num_train=10)
+  task = flow_lib.make_task(_config(), info)
+  batch = {"x": jnp.array([[0.0, 0.0], [1.0, -1.0]]), "y": jnp.zeros(2)}
+  params = task.init(jax.random.PRNGKey(0), batch)
+  loss, metrics = jax.jit(task.loss)(params, jax.random.PRNGKey(1), batch, 0)
+  # Untrained = identity, so the density is N(0, I): NLL = log(2 pi) + mean(|x|^2) / 2.
+  expected_nll = np.log(2 * np.pi) + 0.5 * (0.0 + 2.0) / 2
+  np.testing.assert_allclose(metrics["nll"], expected_nll, rtol=1e-6)
+  np.testing.assert_allclose(loss, expected_nll / 2, rtol=1e-6)
+
+
+def test_task_bits_per_dim_of_identity_flow_on_images():
+  info = task_lib.DataInfo(input_shape=(2, 2, 1), num_classes=10, num_train=10)
+  task = flow_lib.make_task(_config(preprocess="dequantize_logit"), info)
+  batch = {"x": jnp.full((3, 2, 2, 1), 0.5), "y": jnp.zeros(3, jnp.int32)}
+  params = task.init(jax.random.PRNGKey(0), batch)
+  rng = jax.random.PRNGKey(1)
+  metrics = task.evaluate(params, rng, batch)
+  x = flow_lib.dequantize(rng, batch["x"].reshape(3, 4))
+  y, log_det = flow_lib.logit_transform(x, 0.05)
+  log_p = flow_lib.standard_normal_log_prob(y) + log_det
+  expected = (-(log_p - 4 * np.log(256.0)) / (4 * np.log(2.0))).mean()
+  np.testing.assert_allclose(metrics["bits_per_dim"], expected, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------- bad input
+
+def test_zero_coupling_layers_is_an_error():
+  with pytest.raises(ValueError, match="at least one coupling layer"):
+    flow_lib.alternating_masks((2,), 0)
+  with pytest.raises(ValueError, match="num_coupling_layers"):
+    flow_lib.make_task(_config(num_coupling_layers=0), task_lib.DataInfo((2,), 0, 10))
+
+
+def test_odd_mask_dimension_is_an_error():
+  with pytest.raises(ValueError, match="must be even"):
+    flow_lib.alternating_masks((3,), 2)
+  with pytest.raises(ValueError, match="keep half"):
+    flow_lib.make_flow(np.array([[1.0, 1.0, 0.0, 1.0]]), (8,))
+
+
+def test_data_of_the_wrong_dimension_is_an_error():
+  flow = flow_lib.make_flow(flow_lib.alternating_masks((2,), 2), (8,))
+  params = flow.init(jax.random.PRNGKey(0), jnp.zeros((1, 2)))
+  with pytest.raises(ValueError, match="models 2-dimensional data"):
+    jax.jit(flow.log_prob)(params, jnp.zeros((5, 3)))
+  task = flow_lib.make_task(_config(), task_lib.DataInfo((2,), 0, 10))
+  with pytest.raises(ValueError, match="built for inputs of shape"):
+    jax.jit(task.evaluate)(params, jax.random.PRNGKey(0), {"x": jnp.zeros((5, 3)), "y": jnp.zeros(5)})
