@@ -1,0 +1,69 @@
+"""Priors over network weights, and their log-densities.
+
+Three priors, each a small immutable record (a pytree-free NamedTuple, so that it
+can be closed over by jitted functions):
+
+- `GaussianPrior(scale)`: every weight ~ N(0, scale^2).
+- `ScaleMixturePrior(pi, scale1, scale2)`: every weight ~ pi N(0, scale1^2) +
+  (1 - pi) N(0, scale2^2), as in Bayes by Backprop (Blundell et al. 2015). Its KL
+  to a Gaussian posterior has no closed form; `bnnjax.posterior.kl` estimates it.
+- `PosteriorPrior(posterior)`: a previously trained mean-field posterior used as
+  the prior of a new task (continual learning); KL in closed form.
+
+The KL divergences themselves live in `bnnjax.posterior.kl`, beside the posterior.
+"""
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from bnnjax.distributions import gaussian_log_prob
+
+PRIORS = ("gaussian", "mixture", "posterior")
+
+
+class GaussianPrior(NamedTuple):
+  scale: float
+
+
+class ScaleMixturePrior(NamedTuple):
+  pi: float  # weight of the first component
+  scale1: float
+  scale2: float
+
+
+class PosteriorPrior(NamedTuple):
+  posterior: Any  # {"mean": params, "rho": params}, see bnnjax.posterior
+
+
+def gaussian_prior(scale: float) -> GaussianPrior:
+  if not scale > 0:
+    raise ValueError(f"prior scale must be positive, got {scale!r}")
+  return GaussianPrior(float(scale))
+
+
+def scale_mixture_prior(pi: float, scale1: float, scale2: float) -> ScaleMixturePrior:
+  if not 0 < pi < 1:
+    raise ValueError(f"mixture weight pi must lie in (0, 1), got {pi!r}")
+  for name, scale in (("scale1", scale1), ("scale2", scale2)):
+    if not scale > 0:
+      raise ValueError(f"mixture {name} must be positive, got {scale!r}")
+  return ScaleMixturePrior(float(pi), float(scale1), float(scale2))
+
+
+def scale_mixture_log_prob(w, prior: ScaleMixturePrior):
+  """log(pi N(w; 0, s1^2) + (1 - pi) N(w; 0, s2^2)), elementwise, stable for any w."""
+  log_1 = jnp.log(prior.pi) + gaussian_log_prob(w, 0.0, prior.scale1)
+  log_2 = jnp.log1p(-prior.pi) + gaussian_log_prob(w, 0.0, prior.scale2)
+  return jnp.logaddexp(log_1, log_2)
+
+
+def log_prob(params, prior) -> jax.Array:
+  """log p(params) summed over every leaf, for a Gaussian or scale-mixture prior."""
+  if isinstance(prior, GaussianPrior):
+    leaf_log_prob = lambda w: gaussian_log_prob(w, 0.0, prior.scale).sum()
+  elif isinstance(prior, ScaleMixturePrior):
+    leaf_log_prob = lambda w: scale_mixture_log_prob(w, prior).sum()
+  else:
+    raise ValueError(f"log_prob: unsupported prior {type(prior).__name__}")
+  return sum(leaf_log_prob(w) for w in jax.tree_util.tree_leaves(params))
