@@ -1,0 +1,278 @@
+"""Bernoulli VAE family: closed forms, bound orderings on a trained model, bad input, the loop."""
+import json
+import os
+import subprocess
+import sys
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from bnnjax.config import base_config
+from bnnjax.distributions import bernoulli_log_prob
+from bnnjax.models import vae
+from bnnjax.task import DataInfo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**model_overrides) -> ml_collections.ConfigDict:
+  c = base_config()
+  c.data.name = "digits"
+  c.data.flatten = True
+  c.model = vae.default_model_config()
+  c.model.latent_size = 2
+  c.model.encoder_sizes = (32,)
+  c.model.decoder_sizes = (32,)
+  c.model.update(model_overrides)
+  return c
+
+
+def toy_binary_data(num=512, pixels=16, seed=0):
+  """Four binary prototypes with 5% of pixels flipped: a density a 1-D latent can fit."""
+  rng = np.random.default_rng(seed)
+  prototypes = rng.random((4, pixels)) < 0.5
+  labels = rng.integers(0, 4, num)
+  flips = rng.random((num, pixels)) < 0.05
+  return (prototypes[labels] ^ flips).astype(np.float32), labels.astype(np.int32)
+
+
+@pytest.fixture(scope="module")
+def trained_toy_vae():
+  """A 1-D-latent VAE fitted for 1500 Adam steps to the toy data (about 5 s)."""
+  x, y = toy_binary_data()
+  config = tiny_config(latent_size=1, encoder_sizes=(32,), decoder_sizes=(32,),
+                       binarize_train="none", activation="tanh")
+  config.data.binarize = "static"
+  info = DataInfo((x.shape[1],), 4, len(x))
+  task = vae.make_task(config, info)
+  batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+  params = task.init(jax.random.PRNGKey(0), batch)
+  optimizer = optax.adam(3e-3)
+
+  @jax.jit
+  def train(params, rng):
+    def step(carry, rng):
+      params, opt_state = carry
+      grads = jax.grad(lambda p: task.loss(p, rng, batch, 0)[0])(params)
+      updates, opt_state = optimizer.update(grads, opt_state)
+      return (optax.apply_updates(params, updates), opt_state), None
+    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)),
+                                  jax.random.split(rng, 1500))
+    return params
+
+  params = train(params, jax.random.PRNGKey(1))
+  model = vae.BernoulliVAE(config.model, info.input_shape, info.num_classes)
+  return model, params, jnp.asarray(x[:64])
+
+
+# ------------------------------------------------------------------ closed forms and bounds
+
+
+def test_kl_to_prior_matches_closed_form_and_monte_carlo():
+  # KL(N(1, 2^2) || N(0, 1)) = (4 + 1 - 1 - log 4) / 2 per dimension.
+  mean, std = jnp.array([[1.0, 0.0]]), jnp.array([[2.0, 1.0]])
+  np.testing.assert_allclose(vae.kl_to_prior(mean, std), [0.5 * (4.0 - np.log(4.0))], rtol=1e-6)
+  # Monte Carlo E_q[log q(z) - log p(z)] agrees with the closed form to its standard error.
+  mean = jnp.array([[0.3, -1.2, 2.0]])
+  std = jnp.array([[0.5, 1.5, 0.2]])
+  z = vae.sample_posterior(jax.random.PRNGKey(0), mean, std, 200_000)
+  estimates = vae.posterior_log_prob(z, mean, std) - vae.prior_log_prob(z)
+  closed = float(vae.kl_to_prior(mean, std)[0])
+  stderr = float(estimates.std() / np.sqrt(estimates.shape[0]))
+  assert abs(float(estimates.mean()) - closed) < 4 * stderr + 1e-3, (estimates.mean(), closed)
+
+
+def test_iwae_bound_is_a_stable_log_mean_exp():
+  # log((e^a + 3 e^a) / 2) = a + log 2, at scales where exp under- or overflows in float32.
+  for a in (-5000.0, 0.0, 5000.0):
+    log_w = jnp.array([[a], [a + np.log(3.0)]])
+    np.testing.assert_allclose(vae.iwae_bound(log_w), [a + np.log(2.0)], rtol=1e-6, atol=1e-4)
+  equal = jnp.full((7, 3), -123.0)
+  np.testing.assert_allclose(vae.iwae_bound(equal), [-123.0] * 3, rtol=1e-6)
+
+
+def test_posterior_sample_moments():
+  mean, std = jnp.array([1.0, -2.0]), jnp.array([0.5, 3.0])
+  z = vae.sample_posterior(jax.random.PRNGKey(3), mean, std, 100_000)
+  assert z.shape == (100_000, 2)
+  np.testing.assert_allclose(z.mean(0), mean, atol=0.03)
+  np.testing.assert_allclose(z.std(0), std, rtol=0.02)
+
+
+def test_log_likelihood_sums_bernoulli_over_pixels():
+  logits = jnp.zeros((2, 4, 4))  # p = 1/2 per pixel: log p(x) = 16 log(1/2) for any binary x
+  x = jnp.stack([jnp.zeros((4, 4)), jnp.ones((4, 4))])
+  np.testing.assert_allclose(vae.log_likelihood(logits, x, 2), [16 * np.log(0.5)] * 2, rtol=1e-6)
+  np.testing.assert_allclose(vae.log_likelihood(logits, x, 2),
+                             bernoulli_log_prob(logits, x).sum((1, 2)))
+
+
+@pytest.fixture(scope="module")
+def toy_log_weights(trained_toy_vae):
+  """4000 log importance weights per example, [4000, 64]: split into disjoint groups
+  of k they give 4000/k independent IWAE_k estimates each."""
+  model, params, x = trained_toy_vae
+  return jax.jit(lambda rng: model.log_weights(params, rng, x, k=4000, chunk_size=500))(
+      jax.random.PRNGKey(5))
+
+
+def iwae_mean(log_weights, k):
+  groups = log_weights.reshape((-1, k) + log_weights.shape[1:])
+  return float(vae.iwae_bound(groups, axis=1).mean())
+
+
+def test_iwae_one_sample_averages_to_the_analytic_elbo(trained_toy_vae, toy_log_weights):
+  """E[IWAE_1] = E_q[log p(x|z)] - KL: the two estimators of one ELBO agree."""
+  model, params, x = trained_toy_vae
+  rec, kl = jax.jit(jax.vmap(lambda r: model.elbo_terms(params, r, x, x)))(
+      jax.random.split(jax.random.PRNGKey(6), 4000))
+  np.testing.assert_allclose(iwae_mean(toy_log_weights, 1), vae.elbo(rec, kl).mean(), atol=0.03)
+
+
+def test_iwae_grows_with_k_and_approaches_the_exact_log_likelihood(trained_toy_vae,
+                                                                  toy_log_weights):
+  """ELBO <= IWAE_5 <= IWAE_50 <= IWAE_2000 ~= log p(x), with log p(x) by quadrature in 1-D."""
+  model, params, x = trained_toy_vae
+  # Means over 64 examples x (4000 / k) independent groups: MC error far below the gaps.
+  bound = {k: iwae_mean(toy_log_weights, k) for k in (1, 5, 50, 2000)}
+  # log p(x) = log int p(x|z) N(z; 0, 1) dz on a fine grid (the latent is 1-D).
+  grid = jnp.linspace(-8.0, 8.0, 4001)[:, None]
+  decode = jax.jit(jax.vmap(lambda z: model.networks.decode(
+      params, jnp.broadcast_to(z, (len(x), 1)))))
+  log_joint = vae.log_likelihood(decode(grid), x, 1) + vae.prior_log_prob(grid)[:, None]
+  exact = float((jax.nn.logsumexp(log_joint, axis=0) + jnp.log(grid[1, 0] - grid[0, 0])).mean())
+
+  assert bound[1] + 0.01 < bound[5] < bound[50] <= exact + 0.01, (bound, exact)
+  assert bound[50] - bound[1] > 0.05, bound  # the trained posterior is not exact: a real gap
+  assert abs(bound[2000] - exact) < 0.02, (bound, exact)
+
+
+def test_chunked_log_weights_match_one_vmap(trained_toy_vae):
+  model, params, x = trained_toy_vae
+  rng = jax.random.PRNGKey(11)
+  a = model.log_weights(params, rng, x, k=30, chunk_size=30)
+  b = model.log_weights(params, rng, x, k=30, chunk_size=7)  # 5 chunks, the last one cut
+  assert a.shape == b.shape == (30, len(x))
+  np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------ samples
+
+
+def test_generated_samples_shapes_and_ranges():
+  config = tiny_config(conditional=True)
+  model = vae.BernoulliVAE(config.model, (8, 8, 1), num_classes=10)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,), jnp.int32))
+  labels = np.arange(10).repeat(3)
+  probs = model.generate(params, jax.random.PRNGKey(1), 30, labels)
+  draws = model.generate(params, jax.random.PRNGKey(1), 30, labels, binary=True)
+  assert probs.shape == draws.shape == (30, 8, 8, 1)
+  assert float(probs.min()) > 0.0 and float(probs.max()) < 1.0
+  assert set(np.unique(draws)) <= {0.0, 1.0}
+  # Different labels give different images from the same codes: the label is used.
+  shifted = model.generate(params, jax.random.PRNGKey(1), 30, (labels + 1) % 10)
+  assert float(jnp.abs(probs - shifted).max()) > 1e-4
+
+
+@pytest.mark.parametrize("label", [10, -1])
+def test_cvae_rejects_labels_outside_the_classes(label):
+  config = tiny_config(conditional=True)
+  model = vae.BernoulliVAE(config.model, (64,), num_classes=10)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64)), jnp.zeros((1,), jnp.int32))
+  with pytest.raises(ValueError, match=f"label {label} outside the classes 0..9"):
+    model.generate(params, jax.random.PRNGKey(1), 2, [3, label])
+
+
+def test_unconditional_generation_needs_no_labels_and_conditional_does():
+  model = vae.BernoulliVAE(tiny_config(conditional=True).model, (64,), num_classes=10)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64)), jnp.zeros((1,), jnp.int32))
+  with pytest.raises(ValueError, match="needs labels"):
+    model.generate(params, jax.random.PRNGKey(1), 2)
+
+
+def test_mask_corruption_drops_the_asked_fraction_and_only_drops():
+  model = vae.BernoulliVAE(tiny_config(corruption="mask", corruption_level=0.3).model, (1000,))
+  x = jnp.ones((100, 1000))
+  noisy = model.corrupt(jax.random.PRNGKey(0), x)
+  assert set(np.unique(noisy)) <= {0.0, 1.0}
+  np.testing.assert_allclose(1.0 - float(noisy.mean()), 0.3, atol=0.005)  # 1e5 pixels
+  x = (jax.random.uniform(jax.random.PRNGKey(1), (100, 1000)) < 0.2).astype(jnp.float32)
+  assert float((model.corrupt(jax.random.PRNGKey(2), x) * (1 - x)).max()) == 0.0
+
+
+def test_dynamic_binarisation_draws_pixels_with_their_grey_level():
+  config = tiny_config(latent_size=2)
+  task = vae.make_task(config, DataInfo((1,), 10, 10))
+  del task  # the loss binarises with vae._binarizer("dynamic"): check its distribution
+  grey = jnp.full((200_000, 1), 0.3)
+  drawn = vae._binarizer("dynamic")(jax.random.PRNGKey(0), grey)
+  assert set(np.unique(drawn)) == {0.0, 1.0}
+  np.testing.assert_allclose(float(drawn.mean()), 0.3, atol=0.005)
+
+
+def test_denoiser_loss_is_reconstruction_only():
+  config = tiny_config(variational=False, corruption="mask", corruption_level=0.5)
+  task = vae.make_task(config, DataInfo((16,), 4, 100))
+  x, y = toy_binary_data(num=32)
+  batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+  params = task.init(jax.random.PRNGKey(0), batch)
+  loss, metrics = task.loss(params, jax.random.PRNGKey(1), batch, 0)
+  np.testing.assert_allclose(loss, -metrics["reconstruction"], rtol=1e-6)
+  assert "kl" not in metrics and "elbo" not in metrics
+  evaluated = task.evaluate(params, jax.random.PRNGKey(1), batch)
+  assert set(evaluated) == {"reconstruction", "reconstruction_clean_input"}
+
+
+def test_kl_warmup_scales_only_the_kl_term():
+  config = tiny_config(kl_warmup_steps=100)
+  task = vae.make_task(config, DataInfo((16,), 4, 100))
+  x, y = toy_binary_data(num=32)
+  batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+  params = task.init(jax.random.PRNGKey(0), batch)
+  loss, m = task.loss(params, jax.random.PRNGKey(1), batch, jnp.asarray(49))
+  np.testing.assert_allclose(m["kl_weight"], 0.5)
+  np.testing.assert_allclose(loss, -(m["reconstruction"] - 0.5 * m["kl"]), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(latent_size=0), "config.model.latent_size must be positive, got 0"),
+    (dict(latent_size=-3), "config.model.latent_size must be positive, got -3"),
+    (dict(encoder_sizes=(32, 0)), "config.model.encoder_sizes must be positive"),
+    (dict(activation="gelu"), "config.model.activation: unknown 'gelu'"),
+    (dict(corruption="blur"), "config.model.corruption must be one of"),
+    (dict(corruption="mask", corruption_level=1.0), "corruption_level must be < 1"),
+    (dict(binarize_train="static"), "config.model.binarize_train must be one of"),
+])
+def test_bad_model_config_is_a_one_line_error(overrides, message):
+  with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    vae.make_task(tiny_config(**overrides), DataInfo((64,), 10, 100))
+
+
+def test_grey_data_without_binarisation_is_rejected():
+  config = tiny_config(binarize_train="none")
+  config.data.binarize = ""
+  with pytest.raises(ValueError, match="Bernoulli decoder needs binary data"):
+    vae.make_task(config, DataInfo((64,), 10, 100))
+  with pytest.raises(ValueError, match="Bernoulli decoder needs binary data"):
+    vae.check_binary(np.array([0.0, 0.5, 1.0]))
+  vae.check_binary(np.array([0.0, 1.0, 1.0]))
+
+
+def test_conditional_needs_labelled_data():
+  with pytest.raises(ValueError, match="conditional needs labelled data"):
+    vae.make_task(tiny_config(conditional=True), DataInfo((2,), 0, 100))
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5])
+def test_number_of_importance_samples_must_be_a_positive_integer(k, trained_toy_vae):
+  model, params, x = trained_toy_vae
+  with pytest.raises(ValueError, match="k must be an integer >= 1"):
+    model.iwae(params, jax.random.PRNGKey(0), x, k=k)
