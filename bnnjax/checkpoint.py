@@ -7,6 +7,7 @@ so a run that dies mid-save keeps its previous checkpoint.
 import json
 import logging
 import os
+import time
 from typing import Any, Optional, Tuple
 
 import jax
@@ -20,10 +21,11 @@ class CheckpointError(ValueError):
   """A checkpoint that cannot be used: another model, or every step unreadable."""
 
 
-def make_manager(workdir: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
+def make_manager(workdir: str, max_to_keep: int = 3, create: bool = True) -> ocp.CheckpointManager:
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-  return ocp.CheckpointManager(directory, options=options)
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
+  handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
@@ -49,10 +51,19 @@ def check_compatible(saved_params, expected_params, where: str) -> None:
           f"{saved.get(name, 'missing')} there, this config expects {expected.get(name, 'missing')}")
 
 
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> None:
+  """Moves an unreadable step out of the manager's way, keeping it for inspection."""
+  source = os.path.join(str(manager.directory), str(step))
+  aside = os.path.join(os.path.dirname(str(manager.directory)), "unreadable_checkpoints")
+  os.makedirs(aside, exist_ok=True)
+  os.replace(source, os.path.join(aside, f"{step}-{int(time.time())}"))
+  logging.warning("moved unreadable checkpoint %s to %s", source, aside)
+
+
 def restore(manager: ocp.CheckpointManager, target_state: Any) -> Optional[Tuple[Any, int]]:
   """The newest readable checkpoint as a state shaped like `target_state`, or None.
 
-  A step that cannot be read (a corrupt or truncated file) is skipped with a warning
+  A step that cannot be read (a corrupt or truncated file) is set aside with a warning
   and the previous one is tried; a checkpoint of another model is an error.
   """
   target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target_state)
@@ -61,21 +72,18 @@ def restore(manager: ocp.CheckpointManager, target_state: Any) -> Optional[Tuple
     where = os.path.join(str(manager.directory), str(step))
     try:
       saved = manager.item_metadata(step)["state"].tree
-    except Exception as e:  # pylint: disable=broad-except
-      errors.append(f"step {step}: {e.__class__.__name__}: {e}")
-      logging.warning("skipping unreadable checkpoint %s: %s", where, e)
-      continue
-    if saved is None:
-      errors.append(f"step {step}: no state")
-      continue
-    check_compatible(saved["params"], target_state.params, where)
-    try:
+      check_compatible(saved["params"], target_state.params, where)
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target)))
+    except CheckpointError:
+      raise
     except Exception as e:  # pylint: disable=broad-except
       errors.append(f"step {step}: {e.__class__.__name__}: {e}")
-      logging.warning("skipping unreadable checkpoint %s: %s", where, e)
+      logging.warning("unreadable checkpoint %s: %s", where, e)
       continue
+    for bad_step in [s for s in manager.all_steps() if s > step]:
+      _set_aside(manager, bad_step)
+    manager.reload()
     return restored.state, step
   if errors:
     raise CheckpointError(f"no readable checkpoint in {manager.directory}: " + "; ".join(errors))
@@ -87,7 +95,7 @@ def restore_params(workdir: str, step: Optional[int] = None) -> Tuple[Any, ml_co
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
   if not os.path.isdir(directory):
     raise CheckpointError(f"no checkpoints in {workdir} (looked for {directory})")
-  manager = ocp.CheckpointManager(directory)
+  manager = make_manager(workdir, create=False)
   steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
   if not steps:
     raise CheckpointError(f"no checkpoints in {directory}")

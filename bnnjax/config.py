@@ -18,6 +18,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.eval_splits = "test"  # comma separated; metric keys are "<split>/<name>"
   c.data.flatten = False
   c.data.binarize = ""  # "" | "static" (a fixed threshold); dynamic binarisation lives in the loss
+  c.data.seed = 0  # draws synthetic sets and the sklearn sets' train/test split; not the training seed
+  c.data.fallback = ""  # data set to use when c.data.name is found neither locally nor online
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "mlp"  # a module in bnnjax.models exposing make_task(config, info)

@@ -94,7 +94,7 @@ def parse_eval_splits(spec: str) -> Dict[str, str]:
 def load_data(config: ml_collections.ConfigDict):
   """(train arrays, {eval name: arrays}, DataInfo) as the config asks."""
   d = config.data
-  kwargs = dict(data_dir=d.data_dir or None, flatten=d.flatten, binarize=d.binarize, seed=config.seed)
+  kwargs = dict(data_dir=d.data_dir or None, flatten=d.flatten, binarize=d.binarize, seed=d.seed)
   train = data.load(d.name, d.train_split, **kwargs)
   evals = {name: data.load(d.name, split, **kwargs)
            for name, split in parse_eval_splits(d.eval_splits).items()}
