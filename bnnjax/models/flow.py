@@ -280,3 +280,15 @@ def flow_from_config(config, input_shape) -> Flow:
   _check_model_config(config.model)
   return make_flow(alternating_masks(input_shape, config.model.num_coupling_layers),
                    config.model.hidden_sizes)
+
+
+def default_model_config():
+  """The fields make_task reads, with defaults for a 2-D density (configs/ override them)."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  m = ml_collections.ConfigDict()
+  m.name = "flow"
+  m.num_coupling_layers = 8
+  m.hidden_sizes = (64, 64)  # each conditioner MLP
+  m.preprocess = "none"  # "none" | "dequantize_logit" (8-bit images; reports bits/dim)
+  m.logit_alpha = 0.05  # RealNVP's logit squeeze, used by "dequantize_logit"
+  return m
