@@ -239,18 +239,30 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
   return n // batch_size
 
 
-def batch_at(data: Data, seed, step, batch_size: int) -> Data:
+def epoch_order(seed, epoch, n: int) -> jax.Array:
+  """The order in which epoch `epoch` visits the n examples."""
+  return jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(seed), epoch), n)
+
+
+def batch_at(data: Data, seed, step, batch_size: int, order: Optional[jax.Array] = None) -> Data:
   """Training batch number `step`: a pure function of (seed, step), jittable with traced both.
 
-  Epoch e = step // steps_per_epoch visits the permutation
-  jax.random.permutation(fold_in(PRNGKey(seed), e), N) in consecutive chunks, so
-  resuming at any step reproduces the same stream. `data` should live on device.
+  Epoch e = step // steps_per_epoch visits epoch_order(seed, e, N) =
+  jax.random.permutation(fold_in(PRNGKey(seed), e), N) in consecutive chunks of
+  batch_size (the remainder is dropped), so resuming at any step reproduces the
+  same stream. `data` should live on device.
+
+  `order`, if given, must be epoch_order(seed, step // steps_per_epoch, N); it is
+  only a cache: the permutation sorts N keys, which on CPU costs 20-60 ms for
+  N = 60000, far more than a training step, so a loop should compute it once per
+  epoch and pass it in. Without it, batch_at computes it itself.
   """
-  steps = steps_per_epoch(num_examples(data), batch_size)
+  n = num_examples(data)
+  steps = steps_per_epoch(n, batch_size)
   step = jnp.asarray(step)
   epoch, position = step // steps, step % steps
-  order = jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(seed), epoch),
-                                 num_examples(data))
+  if order is None:
+    order = epoch_order(seed, epoch, n)
   indices = jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
   return {k: jnp.take(v, indices, axis=0) for k, v in data.items()}
 

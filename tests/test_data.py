@@ -185,6 +185,14 @@ def test_batch_is_the_documented_chunk_of_the_epoch_permutation():
                                   order[3 * position:3 * position + 3])
 
 
+def test_a_cached_epoch_order_gives_the_same_batches():
+  split = indexed(10)
+  order = data.epoch_order(5, 2, 10)  # steps 6, 7, 8 are epoch 2 at 3 steps per epoch
+  for step in (6, 7, 8):
+    np.testing.assert_array_equal(data.batch_at(split, 5, step, 3, order)["y"],
+                                  data.batch_at(split, 5, step, 3)["y"])
+
+
 def test_each_epoch_is_a_new_permutation_of_the_data():
   split = indexed(12)
   batch = jax.jit(data.batch_at, static_argnums=3)
