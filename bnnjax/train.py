@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from bnnjax import checkpoint, data, models
+from bnnjax import checkpoint, data, datasets, models
 from bnnjax.config import validate
 from bnnjax.task import DataInfo, Task
 from bnnjax.writers import MetricWriter
@@ -56,10 +56,14 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Gr
 
 
 def make_update(task: Task, optimizer: optax.GradientTransformation, seed: int, batch_size: int):
-  """A jitted (state, train_data) -> (state, metrics) that draws its own batch."""
+  """A jitted (state, train_data, order) -> (state, metrics) that draws its own batch.
 
-  def update(state: TrainState, train_data):
-    batch = data.batch_at(train_data, seed, state.step, batch_size)
+  `order` is data.epoch_order(seed, epoch of state.step, N): a permutation costs more
+  than a step on CPU, so the loop computes it once per epoch and passes it in.
+  """
+
+  def update(state: TrainState, train_data, order):
+    batch = data.batch_at(train_data, seed, state.step, batch_size, order)
     rng, step_rng = jax.random.split(state.rng)
     grad_fn = jax.value_and_grad(task.loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.params, step_rng, batch, state.step)
@@ -103,6 +107,26 @@ def load_data(config: ml_collections.ConfigDict):
   return train, evals, info
 
 
+def resolve_fallback(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config itself, or a copy on `config.data.fallback` if its data set cannot be had.
+
+  Only an automatic data location falls back: a data_dir the user named must hold the data.
+  """
+  d = config.data
+  automatic = not d.data_dir and data.default_data_dir() is None
+  if not d.fallback or not automatic or d.name not in data.IMAGE_FOLDERS:
+    return config
+  try:
+    datasets.prepared_builder(d.name)  # already prepared, or downloads it now
+    return config
+  except datasets.DownloadUnavailable as e:
+    print(f"{d.name} not found ({e}); training on {d.fallback!r} instead "
+          f"(config.data.fallback). Point --config.data.data_dir at MNIST IDX files to use it.")
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.name, config.data.train_split, config.data.eval_splits = d.fallback, "train", "test"
+  return config
+
+
 def check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -144,6 +168,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[in
   """
   validate(config)
   check_workdir(workdir)
+  config = resolve_fallback(config)
   check_same_run(workdir, config)
   module = models.get(config.model.name)
   train, evals, info = load_data(config)
@@ -185,8 +210,12 @@ def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[in
              dynamic_ncols=True, leave=False)
   try:
     sums, count, tic, tic_step = None, 0, time.perf_counter(), step
+    epoch, order = None, None
     while step < last:
-      state, metrics = update(state, train)
+      if step // per_epoch != epoch:
+        epoch = step // per_epoch
+        order = data.epoch_order(config.seed, epoch, info.num_train)
+      state, metrics = update(state, train, order)
       step += 1
       sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
       count += 1

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnnjax import models, train
+from bnnjax import data, models, train
 from bnnjax.task import DataInfo
 
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
@@ -90,14 +90,15 @@ def steps_per_second(config):
   params = task.init(jax.random.PRNGKey(1), jax.tree_util.tree_map(lambda a: a[:1], train_data))
   state = train.TrainState(params, optimizer.init(params), jax.random.PRNGKey(2), jnp.asarray(0))
   update = train.make_update(task, optimizer, config.seed, config.batch_size)
+  order = data.epoch_order(config.seed, 0, len(train_data["y"]))
   for _ in range(20):  # compile and warm up
-    state, metrics = update(state, train_data)
+    state, metrics = update(state, train_data, order)
   jax.block_until_ready(metrics)
   rates = []
   for _ in range(_REPEATS.value):
     tic = time.perf_counter()
     for _ in range(_STEPS.value):
-      state, metrics = update(state, train_data)
+      state, metrics = update(state, train_data, order)
     jax.block_until_ready((state, metrics))
     rates.append(_STEPS.value / (time.perf_counter() - tic))
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))

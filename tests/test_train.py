@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import bnnjax
-from bnnjax import checkpoint, train
+from bnnjax import checkpoint, datasets, train
 from bnnjax.task import Task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -186,3 +186,21 @@ def test_mlp_learns_mnist_in_one_epoch(shared_data_dir, tmp_path):
   state = train.fit(config, str(tmp_path))
   final = [r for r in bnnjax.writers.read_metrics(str(tmp_path)) if "test/accuracy" in r][-1]
   assert int(state.step) == 468 and final["test/accuracy"] > 0.92  # chance is 0.10
+
+
+def test_offline_machine_falls_back_to_bundled_digits(tmp_path, monkeypatch):
+  """No local MNIST and no network: the run says so and trains on sklearn's digits."""
+  monkeypatch.setattr(bnnjax.data, "default_data_dir", lambda: None)
+  monkeypatch.setenv("BNNJAX_TFDS_DIR", str(tmp_path / "tfds"))
+  monkeypatch.setattr(bnnjax.datasets.prepared, "_check_reachable", _unreachable)
+  config = digits_config(**{"data.name": "mnist", "data.fallback": "digits", "num_steps": 5})
+  train.fit(config, str(tmp_path / "run"))
+  with open(tmp_path / "run" / "config.json") as f:
+    assert json.load(f)["data"]["name"] == "digits"
+  config.data.fallback = ""
+  with pytest.raises(FileNotFoundError, match="unreachable"):
+    train.fit(config, str(tmp_path / "run2"))
+
+
+def _unreachable(name, url, timeout=5.0):
+  raise bnnjax.datasets.DownloadUnavailable(f"{name}: no local IDX files and {url} is unreachable")

@@ -11,6 +11,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import socket
+import urllib.parse
 import pathlib
 from typing import Dict, Optional, Tuple, Type
 
@@ -79,11 +81,29 @@ def _check_counts(builder: IdxBuilder, manual_dir: os.PathLike) -> None:
                        f"{manual_dir} has {expected}; delete the cache")
 
 
+class DownloadUnavailable(FileNotFoundError):
+  """No local files and the download host cannot be reached (e.g. an offline machine)."""
+
+
+def _check_reachable(name: str, url: str, timeout: float = 5.0) -> None:
+  # tfds retries an unreachable host for minutes; a plain connect fails in seconds.
+  parts = urllib.parse.urlsplit(url)
+  port = parts.port or (443 if parts.scheme == "https" else 80)
+  try:
+    socket.create_connection((parts.hostname, port), timeout=timeout).close()
+  except OSError as e:
+    raise DownloadUnavailable(
+        f"{name}: no local IDX files (set data_dir or $BNNJAX_DATA_DIR) and {url} is "
+        f"unreachable ({e.__class__.__name__}); offline?") from None
+
+
 def prepared_builder(name: str, manual_dir: Optional[os.PathLike] = None) -> IdxBuilder:
   """The builder of data set `name`, prepared (once) from `manual_dir`, or downloaded if None."""
   data_dir = cache_root() / source_key(manual_dir)
   with _exclusive(data_dir / f"{name}.lock"):
     builder = BUILDERS[name](data_dir=os.fspath(data_dir), file_format="array_record")
+    if manual_dir is None and not builder.is_prepared():
+      _check_reachable(name, builder.URL)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=None if manual_dir is None else os.fspath(manual_dir)))
   if manual_dir is not None:
