@@ -33,10 +33,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = [
     ("mlp", "configs/mlp_mnist.py", {}),
     ("bayes_mlp/reparam/K=1", "configs/bayes_mnist.py", {"model.estimator": "reparam", "model.num_samples": 1}),
-    ("bayes_mlp/local_reparam/K=1", "configs/bayes_mnist.py", {"model.estimator": "local_reparam", "model.num_samples": 1}),
+    ("bayes_mlp/local/K=1", "configs/bayes_mnist.py", {"model.estimator": "local", "model.num_samples": 1}),
     ("bayes_mlp/flipout/K=1", "configs/bayes_mnist.py", {"model.estimator": "flipout", "model.num_samples": 1}),
     ("bayes_mlp/reparam/K=4", "configs/bayes_mnist.py", {"model.estimator": "reparam", "model.num_samples": 4}),
-    ("bayes_mlp/local_reparam/K=4", "configs/bayes_mnist.py", {"model.estimator": "local_reparam", "model.num_samples": 4}),
+    ("bayes_mlp/local/K=4", "configs/bayes_mnist.py", {"model.estimator": "local", "model.num_samples": 4}),
     ("bayes_mlp/flipout/K=4", "configs/bayes_mnist.py", {"model.estimator": "flipout", "model.num_samples": 4}),
     ("vae", "configs/vae_mnist.py", {}),
     ("cvae", "configs/cvae_mnist.py", {}),
