@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from bnnjax import checkpoint, data, datasets, models
@@ -55,7 +56,23 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Gr
   return tx
 
 
-def make_update(task: Task, optimizer: optax.GradientTransformation, seed: int, batch_size: int):
+def data_mesh(batch_size: int) -> Optional[Mesh]:
+  """A 1-D mesh over all devices for data parallelism, or None on one device.
+
+  JAX's own sharding does the work: the batch is split along "data", parameters and
+  optimizer state are replicated, and XLA inserts the gradient all-reduce.
+  """
+  devices = jax.devices()
+  if len(devices) == 1:
+    return None
+  if batch_size % len(devices):
+    raise ValueError(f"config.batch_size={batch_size} must be divisible by the "
+                     f"{len(devices)} devices for data parallelism")
+  return Mesh(np.array(devices), ("data",))
+
+
+def make_update(task: Task, optimizer: optax.GradientTransformation, seed: int, batch_size: int,
+                mesh: Optional[Mesh] = None):
   """A jitted (state, train_data, order) -> (state, metrics) that draws its own batch.
 
   `order` is data.epoch_order(seed, epoch of state.step, N): a permutation costs more
@@ -64,6 +81,8 @@ def make_update(task: Task, optimizer: optax.GradientTransformation, seed: int, 
 
   def update(state: TrainState, train_data, order):
     batch = data.batch_at(train_data, seed, state.step, batch_size, order)
+    if mesh is not None:
+      batch = jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P("data")))
     rng, step_rng = jax.random.split(state.rng)
     grad_fn = jax.value_and_grad(task.loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.params, step_rng, batch, state.step)
@@ -197,11 +216,14 @@ def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[in
   meta = {"model": config.model.name, "config": checkpoint.config_to_json(config),
           "data_info": info._asdict()}
 
-  update = make_update(task, optimizer, config.seed, config.batch_size)
+  mesh = data_mesh(config.batch_size)
+  update = make_update(task, optimizer, config.seed, config.batch_size, mesh)
   evaluate_fn = jax.jit(task.evaluate)
   eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
-  train = jax.device_put(train)
-  evals = {name: jax.device_put(split) for name, split in evals.items()}
+  replicated = None if mesh is None else NamedSharding(mesh, P())
+  train = jax.device_put(train, replicated)
+  evals = {name: jax.device_put(split, replicated) for name, split in evals.items()}
+  state = jax.device_put(state, replicated)
   last = num_steps if stop_after is None else min(stop_after, num_steps)
 
   writer = MetricWriter(workdir)

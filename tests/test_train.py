@@ -204,3 +204,32 @@ def test_offline_machine_falls_back_to_bundled_digits(tmp_path, monkeypatch):
 
 def _unreachable(name, url, timeout=5.0):
   raise bnnjax.datasets.DownloadUnavailable(f"{name}: no local IDX files and {url} is unreachable")
+
+
+DATA_PARALLEL_SCRIPT = """
+import sys, numpy as np, jax
+sys.path.insert(0, {repo!r})
+from tests.test_train import digits_config
+from bnnjax import train
+assert jax.device_count() == {devices}
+state = train.fit(digits_config(**{{"num_steps": 20}}), {workdir!r})
+np.savez({out!r}, *[np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)])
+"""
+
+
+def test_data_parallel_matches_one_device(tmp_path):
+  """Two (simulated) devices split each batch; the result equals one device's up to rounding."""
+  results = []
+  for devices in (1, 2):
+    out = str(tmp_path / f"params{devices}.npz")
+    script = DATA_PARALLEL_SCRIPT.format(repo=REPO, devices=devices, out=out,
+                                         workdir=str(tmp_path / f"run{devices}"))
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with np.load(out) as f:
+      results.append([f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))])
+  for one, two in zip(*results):
+    np.testing.assert_allclose(one, two, rtol=1e-4, atol=1e-5)
+  assert not np.allclose(results[0][0], 0)
