@@ -20,6 +20,7 @@ from typing import Callable, Dict, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import ndtri
 
 
@@ -34,6 +35,29 @@ def sample_predictions(apply_sample: Callable, rng: jax.Array, x, num_samples: i
   """Stacks apply_sample(rng_k, x) over K independent keys: outputs gain a leading axis K."""
   keys = jax.random.split(rng, check_num_samples(num_samples))
   return jax.vmap(lambda key: apply_sample(key, x))(keys)
+
+
+def map_batches(fn: Callable, x, batch_size: int, pad: bool = False):
+  """fn(batch_index, x[i:i + batch_size]) over consecutive batches, outputs concatenated on host.
+
+  For a split too large for one forward pass of K samples; `fn` returns a pytree of
+  arrays with a leading batch axis (typically a jitted predictive). With pad=True every
+  batch has exactly batch_size rows (the last one padded by repeating its last row, the
+  padding dropped from the outputs), so a jitted `fn` compiles once for any split size.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if len(x) == 0:
+    raise ValueError("map_batches needs at least one input row")
+  parts = []
+  for i, start in enumerate(range(0, len(x), batch_size)):
+    batch = np.asarray(x[start:start + batch_size])
+    n = len(batch)
+    if pad and n < batch_size:
+      batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - n, axis=0)])
+    out = jax.device_get(fn(i, batch))
+    parts.append(jax.tree_util.tree_map(lambda leaf, n=n: leaf[:n], out))
+  return jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves, axis=0), *parts)
 
 
 # ---------------------------------------------------------------- classification
@@ -74,12 +98,12 @@ def classification_predictive(logits: jax.Array) -> ClassificationPredictive:
 def uncertainty_scores(pred: ClassificationPredictive, num_samples: int) -> Dict[str, jax.Array]:
   """OOD scores, higher = more out-of-distribution, each [B].
 
-  Always: "max_prob" = 1 − max_c p̄_c. With K = 1 (a point estimate) the entropy is the
+  Always: "one_minus_max_prob" = 1 − max_c p̄_c. With K = 1 (a point estimate) the entropy is the
   plain "softmax_entropy"; with K > 1 it is the "predictive_entropy", and the sample-based
   scores exist: "mutual_information" and "class_std" (the std across samples of the
   probability of the predicted class, the quantity the seed tutorial thresholds).
   """
-  scores = {"max_prob": 1.0 - jnp.max(pred.probs, axis=-1)}
+  scores = {"one_minus_max_prob": 1.0 - jnp.max(pred.probs, axis=-1)}
   if num_samples == 1:
     scores["softmax_entropy"] = pred.predictive_entropy
     return scores

@@ -93,14 +93,14 @@ def test_classification_predictive_rejects_unsampled_logits():
 def test_uncertainty_scores_by_number_of_samples():
   one = predictive.classification_predictive(_logits_from_probs([0.6, 0.3, 0.1]))
   scores = predictive.uncertainty_scores(one, 1)
-  assert sorted(scores) == ["max_prob", "softmax_entropy"]
-  np.testing.assert_allclose(scores["max_prob"], [0.4], atol=1e-6)
+  assert sorted(scores) == ["one_minus_max_prob", "softmax_entropy"]
+  np.testing.assert_allclose(scores["one_minus_max_prob"], [0.4], atol=1e-6)
   np.testing.assert_allclose(scores["softmax_entropy"], _entropy([0.6, 0.3, 0.1]), atol=1e-6)
 
   two = predictive.classification_predictive(_logits_from_probs([0.5, 0.4, 0.1], [0.9, 0.0, 0.1]))
   scores = predictive.uncertainty_scores(two, 2)
-  assert sorted(scores) == ["class_std", "max_prob", "mutual_information", "predictive_entropy"]
-  np.testing.assert_allclose(scores["max_prob"], [0.3], atol=1e-6)  # p̄ = (0.7, 0.2, 0.1)
+  assert sorted(scores) == ["class_std", "one_minus_max_prob", "mutual_information", "predictive_entropy"]
+  np.testing.assert_allclose(scores["one_minus_max_prob"], [0.3], atol=1e-6)  # p̄ = (0.7, 0.2, 0.1)
   np.testing.assert_allclose(scores["class_std"], [0.2], atol=1e-6)  # class 0: 0.5 vs 0.9
 
 
@@ -156,3 +156,22 @@ def test_coverage_of_a_sampled_posterior_predictive_is_nominal():
   lower, upper = predictive.central_interval(pred.mean, pred.aleatoric_std, 0.95)
   too_narrow = math.erf(1.959964 * sigma / math.sqrt(2 * (sigma**2 + tau**2)))
   assert metrics.interval_coverage(y, lower, upper) == pytest.approx(too_narrow, abs=0.01)
+
+
+def test_map_batches_concatenates_in_order_including_a_short_last_batch():
+  x = np.arange(10.0)
+  out = predictive.map_batches(lambda i, xb: {"x2": xb * 2, "batch": np.full(len(xb), i)}, x, 4)
+  np.testing.assert_array_equal(out["x2"], 2 * x)
+  np.testing.assert_array_equal(out["batch"], [0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+
+
+def test_map_batches_with_padding_calls_one_shape_and_drops_the_padding():
+  shapes = set()
+
+  def fn(i, xb):
+    shapes.add(xb.shape)
+    return xb * 2
+
+  out = predictive.map_batches(fn, np.arange(10.0), 4, pad=True)
+  np.testing.assert_array_equal(out, 2 * np.arange(10.0))
+  assert shapes == {(4,)}
