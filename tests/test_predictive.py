@@ -99,7 +99,7 @@ def test_uncertainty_scores_by_number_of_samples():
 
   two = predictive.classification_predictive(_logits_from_probs([0.5, 0.4, 0.1], [0.9, 0.0, 0.1]))
   scores = predictive.uncertainty_scores(two, 2)
-  assert sorted(scores) == ["class_std", "one_minus_max_prob", "mutual_information", "predictive_entropy"]
+  assert sorted(scores) == ["class_std", "mutual_information", "one_minus_max_prob", "predictive_entropy"]
   np.testing.assert_allclose(scores["one_minus_max_prob"], [0.3], atol=1e-6)  # p̄ = (0.7, 0.2, 0.1)
   np.testing.assert_allclose(scores["class_std"], [0.2], atol=1e-6)  # class 0: 0.5 vs 0.9
 
