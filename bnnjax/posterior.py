@@ -99,7 +99,7 @@ def entropy(posterior):
 
 def check_same_architecture(posterior, prior_posterior):
   """ValueError unless the two posteriors have the same Bayesian leaves and shapes."""
-  shapes = lambda p: jax.tree_util.tree_map(jnp.shape, p["rho"])
+  shapes = lambda p: {m: {n: tuple(jnp.shape(w)) for n, w in p["rho"][m].items()} for m in p["rho"]}
   ours, theirs = shapes(posterior), shapes(prior_posterior)
   if ours != theirs:
     raise ValueError("prior posterior comes from another architecture: Bayesian leaves "
@@ -107,7 +107,7 @@ def check_same_architecture(posterior, prior_posterior):
 
 
 def _describe(shapes):
-  return ", ".join(f"{m}/{n}{tuple(s)}" for m in sorted(shapes) for n in sorted(shapes[m]))
+  return ", ".join(f"{m}/{n}{tuple(shapes[m][n])}" for m in sorted(shapes) for n in sorted(shapes[m]))
 
 
 def kl(posterior, prior, rng: Optional[jax.Array] = None):
