@@ -51,7 +51,7 @@ def score_histograms(scores_in: Mapping[str, np.ndarray], scores_out: Mapping[st
   names = [name for name in scores_in if name in scores_out]
   if not names:
     raise ValueError("no score is defined both in and out of distribution")
-  columns = min(len(names), 3)
+  columns = 2 if len(names) == 4 else min(len(names), 3)
   rows = math.ceil(len(names) / columns)
   fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
   for ax, name in zip(axes.ravel(), names):

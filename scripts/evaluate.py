@@ -73,9 +73,13 @@ def load_run(workdir: str, data_dir: str):
 
 def test_split(eval_splits: str) -> str:
   """The split named "test" in config.data.eval_splits ("val=train[90%:],test"), else the last."""
-  entries = [e.strip() for e in eval_splits.split(",") if e.strip()]
-  named = dict((e.partition("=")[0].strip(), (e.partition("=")[2] or e).strip()) for e in entries)
-  return named.get("test", named[list(named)[-1]] if named else "test")
+  named = {}
+  for entry in filter(None, (e.strip() for e in eval_splits.split(","))):
+    name, _, split = entry.partition("=")
+    named[name.strip()] = (split or name).strip()
+  if not named:
+    return "test"
+  return named.get("test", list(named.values())[-1])
 
 
 def read_idx_directory(path: str, binarize: str) -> np.ndarray:

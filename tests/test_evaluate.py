@@ -136,3 +136,10 @@ def test_bad_inputs_fail_before_anything_loads(tmp_path):
     evaluate_script.evaluate(str(tmp_path), [])
   with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte.gz"):
     evaluate_script.read_idx_directory(str(tmp_path), "")
+
+
+def test_the_in_distribution_split_is_the_one_named_test():
+  assert evaluate_script.test_split("test") == "test"
+  assert evaluate_script.test_split("val=train[90%:],test") == "test"
+  assert evaluate_script.test_split("test=train[:10%],val=train[10%:20%]") == "train[:10%]"
+  assert evaluate_script.test_split("val=train[90%:]") == "train[90%:]"
