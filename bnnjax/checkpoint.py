@@ -8,11 +8,13 @@ import json
 import logging
 import os
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+
+from bnnjax.task import DataInfo
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -90,8 +92,15 @@ def restore(manager: ocp.CheckpointManager, target_state: Any) -> Optional[Tuple
   return None
 
 
-def restore_params(workdir: str, step: Optional[int] = None) -> Tuple[Any, ml_collections.ConfigDict]:
-  """(params, config) of a finished or running run, for evaluation scripts."""
+class Run(NamedTuple):
+  """A trained run as evaluation scripts need it."""
+  params: Any
+  config: ml_collections.ConfigDict
+  info: DataInfo  # the data the model was built for (input shape, classes, N)
+
+
+def restore_run(workdir: str, step: Optional[int] = None) -> Run:
+  """The newest readable checkpoint of a finished or running run (or the given step)."""
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
   if not os.path.isdir(directory):
     raise CheckpointError(f"no checkpoints in {workdir} (looked for {directory})")
@@ -107,9 +116,17 @@ def restore_params(workdir: str, step: Optional[int] = None) -> Tuple[Any, ml_co
     except Exception as e:  # pylint: disable=broad-except
       errors.append(f"step {s}: {e.__class__.__name__}: {e}")
       continue
-    config = ml_collections.ConfigDict(restored.meta["config"])
-    return restored.state["params"], config
+    meta = restored.meta
+    info = meta["data_info"]
+    info = DataInfo(tuple(info["input_shape"]), info["num_classes"], info["num_train"])
+    return Run(restored.state["params"], ml_collections.ConfigDict(meta["config"]), info)
   raise CheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(errors))
+
+
+def restore_params(workdir: str, step: Optional[int] = None) -> Tuple[Any, ml_collections.ConfigDict]:
+  """(params, config) of a run, for initialising or comparing with another model."""
+  run = restore_run(workdir, step)
+  return run.params, run.config
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> dict:

@@ -110,12 +110,30 @@ def load(name: str, split: str = "train", data_dir: Optional[os.PathLike] = None
     data = _load_images(name, split, data_dir)
   else:
     data = _slice(_SYNTHETIC_LOADERS[name](seed), split)
-  x = data["x"]
-  if binarize == "static":
-    x = (x > 0.5).astype(np.float32)  # a fixed threshold: the same binary image every epoch
+  x = _binarize(data["x"], binarize)
   if flatten:
     x = x.reshape(len(x), -1)
   return {"x": x, "y": data["y"]}
+
+
+def _binarize(x: np.ndarray, binarize: str) -> np.ndarray:
+  if binarize == "static":
+    return (x > 0.5).astype(np.float32)  # a fixed threshold: the same binary image every epoch
+  return x
+
+
+def load_idx_folder(folder: os.PathLike, split: str = "test", *, binarize: str = "") -> np.ndarray:
+  """Images of any folder of MNIST-format IDX files (bring your own OOD set), as `load` gives them.
+
+  Read directly, not through tfds: such a folder has no builder. [N, H, W, 1] in [0, 1].
+  """
+  images_file = idx_datasets.split_files(folder, split)[0]
+  if not os.path.isfile(images_file):
+    raise FileNotFoundError(f"{folder} has no {os.path.basename(images_file)}")
+  images = idx_datasets.read_idx(images_file)
+  if images.ndim != 3:
+    raise ValueError(f"{images_file} holds an array of shape {images.shape}, expected N x H x W images")
+  return _binarize(images[..., None].astype(np.float32) / 255.0, binarize)
 
 
 # --- IDX image sets through tfds --------------------------------------------------

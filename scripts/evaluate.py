@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnnjax import checkpoint, data, datasets, metrics, models, plots, predictive
+from bnnjax import checkpoint, data, metrics, models, plots, predictive, train
 from bnnjax.task import DataInfo
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints/ and config.json).")
@@ -55,54 +55,33 @@ class Run(NamedTuple):
 
 def load_run(workdir: str, data_dir: str):
   """(Run, in-distribution test data) of a trained run, the test split as the run evaluated it."""
-  params, config = checkpoint.restore_params(workdir)
+  params, config, info = checkpoint.restore_run(workdir)
   module = models.get(config.model.name)
   if not hasattr(module, "predict_samples"):
     raise ValueError(f"model {config.model.name!r} has no predict_samples(params, rng, x, K, config, info)")
   d = config.data
-  kwargs = dict(data_dir=data_dir or d.data_dir or None, binarize=d.binarize, seed=config.seed)
-  test = data.load(d.name, test_split(d.eval_splits), **kwargs)
-  # The model only needs num_train for the ELBO's KL / N, but DataInfo should still be true.
-  num_train = len(data.load(d.name, d.train_split, **kwargs)["y"])
+  test = data.load(d.name, test_split(d.eval_splits),
+                   data_dir=data_dir or d.data_dir or None, binarize=d.binarize, seed=d.get("seed", 0))
   image_shape = tuple(test["x"].shape[1:])
-  input_shape = (int(np.prod(image_shape)),) if d.flatten else image_shape
-  info = DataInfo(input_shape, data.num_classes(d.name), num_train)
   return Run(workdir, config, jax.tree_util.tree_map(jnp.asarray, params), module, info,
              image_shape), test
 
 
 def test_split(eval_splits: str) -> str:
   """The split named "test" in config.data.eval_splits ("val=train[90%:],test"), else the last."""
-  named = {}
-  for entry in filter(None, (e.strip() for e in eval_splits.split(","))):
-    name, _, split = entry.partition("=")
-    named[name.strip()] = (split or name).strip()
-  if not named:
-    return "test"
-  return named.get("test", list(named.values())[-1])
-
-
-def read_idx_directory(path: str, binarize: str) -> np.ndarray:
-  """Images of a bring-your-own OOD folder, preprocessed as bnnjax.data.load does: [N, H, W, 1] in [0, 1]."""
-  images_file = datasets.split_files(path, "test")[0]
-  if not os.path.isfile(images_file):
-    raise FileNotFoundError(f"OOD directory {path} has no {os.path.basename(images_file)}")
-  images = datasets.read_idx(images_file)
-  if images.ndim != 3:
-    raise ValueError(f"{images_file} holds an array of shape {images.shape}, expected N x H x W images")
-  x = images[..., None].astype(np.float32) / 255.0
-  return (x > 0.5).astype(np.float32) if binarize == "static" else x
+  named = train.parse_eval_splits(eval_splits)
+  return named.get("test", list(named.values())[-1]) if named else "test"
 
 
 def load_ood(spec: str, run: Run, data_dir: str):
   """(name, inputs) of one --ood entry; a shape other than the training data's is an error."""
   if os.path.isdir(spec):
     name = os.path.basename(os.path.normpath(spec))
-    x = read_idx_directory(spec, run.config.data.binarize)
+    x = data.load_idx_folder(spec, "test", binarize=run.config.data.binarize)
   else:
     name = spec
     x = data.load(spec, "test", data_dir=data_dir or run.config.data.data_dir or None,
-                  binarize=run.config.data.binarize, seed=run.config.seed)["x"]
+                  binarize=run.config.data.binarize)["x"]
   if tuple(x.shape[1:]) != run.image_shape:
     raise ValueError(f"OOD set {spec!r} has images of shape {tuple(x.shape[1:])}, but the model "
                      f"was trained on {run.image_shape} ({run.config.data.name})")

@@ -135,7 +135,7 @@ def test_bad_inputs_fail_before_anything_loads(tmp_path):
   with pytest.raises(ValueError, match="no checkpoints"):
     evaluate_script.evaluate(str(tmp_path), [])
   with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte.gz"):
-    evaluate_script.read_idx_directory(str(tmp_path), "")
+    data.load_idx_folder(str(tmp_path), "test")
 
 
 def test_the_in_distribution_split_is_the_one_named_test():
