@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from bnnjax import data
 from bnnjax.config import base_config
 from bnnjax.distributions import bernoulli_log_prob
 from bnnjax.models import vae
@@ -276,3 +277,64 @@ def test_number_of_importance_samples_must_be_a_positive_integer(k, trained_toy_
   model, params, x = trained_toy_vae
   with pytest.raises(ValueError, match="k must be an integer >= 1"):
     model.iwae(params, jax.random.PRNGKey(0), x, k=k)
+
+
+# ------------------------------------------------------------------ through the one loop
+
+_TINY_OVERRIDES = {"data.name": "digits", "model.latent_size": 2, "model.encoder_sizes": (32,),
+                   "model.decoder_sizes": (32,), "batch_size": 32, "num_steps": 20,
+                   "eval_every": 10, "checkpoint_every": 10, "progress_bar": False,
+                   "optimizer.schedule": "constant"}
+
+
+def tiny_loop_config():
+  """configs/vae_mnist.py shrunk to 20 steps on sklearn digits (8x8, no download)."""
+  sys.path.insert(0, REPO)
+  from configs import vae_mnist  # pylint: disable=import-outside-toplevel
+  config = vae_mnist.get_config()
+  for path, value in _TINY_OVERRIDES.items():
+    *parents, leaf = path.split(".")
+    node = config
+    for key in parents:
+      node = node[key]
+    node[leaf] = value
+  return config
+
+
+def run_script(script, *args):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", script), *args],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return result
+
+
+@pytest.mark.slow
+def test_fit_resumed_is_bit_identical_and_sample_script_reports(tmp_path):
+  import bnnjax  # pylint: disable=import-outside-toplevel
+  config = tiny_loop_config()
+  straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
+  bnnjax.fit(config, straight)
+  bnnjax.fit(config, interrupted, stop_after=10)
+  bnnjax.fit(config, interrupted)  # resumes at step 10
+  a, _ = bnnjax.restore_params(straight)
+  b, _ = bnnjax.restore_params(interrupted)
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+  with open(os.path.join(straight, "metrics.jsonl"), encoding="utf-8") as f:
+    test_rows = [row for row in map(json.loads, f) if "test/elbo" in row]
+  assert [row["step"] for row in test_rows] == [10, 20]
+  for row in test_rows:  # the loop's means keep ELBO = reconstruction - KL, KL >= 0
+    assert row["test/kl"] > 0
+    np.testing.assert_allclose(row["test/elbo"], row["test/reconstruction"] - row["test/kl"],
+                               rtol=1e-5)
+
+  run_script("sample.py", f"--workdir={straight}", "--k=20", "--batch_size=200")
+  with open(os.path.join(straight, "vae_eval.json"), encoding="utf-8") as f:
+    report = json.load(f)
+  assert report["k"] == 20 and report["num_test"] == len(data.load("digits", "test")["y"])
+  np.testing.assert_allclose(report["elbo"], report["reconstruction"] - report["kl"], rtol=1e-5)
+  assert report["nll_iwae"] == -report["log_px_iwae"] and 0 < report["nll_iwae"] < 64 * np.log(2)
+  for picture in ("samples.png", "reconstructions.png", "latent_scatter.png"):
+    assert os.path.getsize(os.path.join(straight, picture)) > 1000
