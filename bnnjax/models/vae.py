@@ -22,7 +22,7 @@ The pieces are importable on their own (a flow posterior reuses them): `Encoder`
 """
 import functools
 import math
-from typing import Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import haiku as hk
 import jax
@@ -349,11 +349,13 @@ def kl_weight(step: jax.Array, warmup_steps: int) -> jax.Array:
   return jnp.minimum(1.0, (step + 1.0) / warmup_steps)
 
 
+def dynamic_binarize(rng: jax.Array, x: jax.Array) -> jax.Array:
+  """x ~ Bernoulli(grey level) per pixel: a fresh binary image each step (binary x stays)."""
+  return jax.random.bernoulli(rng, x).astype(x.dtype)
+
+
 def _binarizer(binarize_train: str) -> Callable:
-  """Dynamic binarisation: x ~ Bernoulli(grey level), a fresh draw each call."""
-  if binarize_train == "dynamic":
-    return lambda rng, x: jax.random.bernoulli(rng, x).astype(x.dtype)
-  return lambda rng, x: x
+  return dynamic_binarize if binarize_train == "dynamic" else lambda rng, x: x
 
 
 def make_task(config, info: DataInfo) -> Task:
