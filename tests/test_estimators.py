@@ -9,7 +9,7 @@ import pytest
 from bnnjax import estimators
 from bnnjax import posterior as post
 
-NUM_DRAWS = 8000
+NUM_DRAWS = 4000
 
 
 def _forward(x):
