@@ -15,7 +15,10 @@ def get_config():
   c.data.binarize = ""
   c.model = default_model_config()
   c.model.conditional = True
-  c.model.latent_size = 20  # the label carries the class; z keeps the style
+  # A small z leaves the class to the label: 5 epochs gave generated digits that a 97%
+  # MLP labels as asked 95% of the time with latent 4, 68% with latent 20 (whose z also
+  # encodes the class, so the decoder learns to ignore y), at the price of a worse ELBO.
+  c.model.latent_size = 4
   c.model.binarize_train = "dynamic"
   c.batch_size = 100
   c.num_epochs = 20

@@ -190,8 +190,10 @@ def main(argv):
 
   tic = time.perf_counter()
   results = test_metrics(model, params, test, _K.value, _BATCH.value, _CHUNK.value, metrics_rng)
-  results.update(k=_K.value, num_test=len(test["x"]), test_binarization=_BINARIZATION.value,
+  results.update(num_test=len(test["x"]), test_binarization=_BINARIZATION.value,
                  seconds=round(time.perf_counter() - tic, 1), model=dict(config.model))
+  if model.variational:
+    results["k"] = _K.value
   if _CLASSIFIER.value:
     results.update(classifier_accuracy(model, params, _CLASSIFIER.value, class_rng))
   pictures = draw_pictures(model, params, test, _WORKDIR.value, picture_rng)
