@@ -4,12 +4,13 @@ Mean-field Gaussian posterior over 64-128-128-10, Gaussian prior N(0, 1), local
 reparameterisation, the true ELBO (beta = 1) with KL / N, N = 1437 training images.
 """
 from bnnjax.config import base_config
+from bnnjax.models.bayes_mlp import default_model_config
 
 
 def get_config():
   c = base_config()
   c.data.name = "digits"
-  c.model.name = "bayes_mlp"
+  c.model = default_model_config()
   c.model.hidden_sizes = (128, 128)
   c.model.activation = "relu"
   c.model.estimator = "local"

@@ -7,12 +7,13 @@ temperature 1) after a short linear KL warm-up.
 import math
 
 from bnnjax.config import base_config
+from bnnjax.models.bayes_mlp import default_model_config
 
 
 def get_config():
   c = base_config()
   c.data.name = "mnist"
-  c.model.name = "bayes_mlp"
+  c.model = default_model_config()
   c.model.hidden_sizes = (400, 400)
   c.model.activation = "relu"
   c.model.estimator = "local"

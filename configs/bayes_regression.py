@@ -6,12 +6,13 @@ Evaluation reports RMSE, the NLL of the K-sample predictive and the coverage of 
 95% central interval. For the 1-D toy with a gap: --config.data.name=toy_regression.
 """
 from bnnjax.config import base_config
+from bnnjax.models.bayes_mlp import default_model_config
 
 
 def get_config():
   c = base_config()
   c.data.name = "diabetes"
-  c.model.name = "bayes_mlp"
+  c.model = default_model_config()
   c.model.hidden_sizes = (16,)
   c.model.activation = "relu"
   c.model.estimator = "local"

@@ -1,11 +1,12 @@
 """Deterministic MLP on scikit-learn's bundled 8x8 digits: runs offline in seconds."""
 from bnnjax.config import base_config
+from bnnjax.models.mlp import default_model_config
 
 
 def get_config():
   c = base_config()
   c.data.name = "digits"
-  c.model.name = "mlp"
+  c.model = default_model_config()
   c.model.hidden_sizes = (128, 128)
   c.optimizer.lr = 1e-3
   c.batch_size = 64

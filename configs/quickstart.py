@@ -5,13 +5,14 @@ on an offline machine without it, scikit-learn's bundled 8x8 digits (config.data
 with a one-line notice. A fixed step budget keeps both cases short.
 """
 from bnnjax.config import base_config
+from bnnjax.models.bayes_mlp import default_model_config
 
 
 def get_config():
   c = base_config()
   c.data.name = "mnist"
   c.data.fallback = "digits"
-  c.model.name = "bayes_mlp"
+  c.model = default_model_config()
   c.model.hidden_sizes = (200, 200)
   c.model.estimator = "local"
   c.model.num_samples = 1

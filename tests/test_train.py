@@ -169,6 +169,13 @@ def test_cli_end_to_end(tmp_path):
   assert "test/accuracy" in result.stdout  # the console table
 
 
+def test_cli_unknown_config_field_is_one_line(tmp_path):
+  result = run_cli("--config=configs/mlp_digits.py", f"--workdir={tmp_path}",
+                   "--config.model.hiden_sizes=8")
+  assert result.returncode != 0
+  assert "hiden_sizes" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_cli_bad_flag_is_one_line(tmp_path):
   result = run_cli("--config=configs/mlp_digits.py", f"--workdir={tmp_path}",
                    "--config.optimizer.lr=-0.1")

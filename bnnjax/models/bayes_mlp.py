@@ -51,6 +51,11 @@ DEFAULTS = dict(
     learn_noise=False)
 
 
+def default_model_config() -> ml_collections.ConfigDict:
+  """Every config.model field with its default: configs start from it, so any can be overridden."""
+  return ml_collections.ConfigDict({"name": "bayes_mlp", **DEFAULTS})
+
+
 def model_config(config) -> ml_collections.ConfigDict:
   """config.model with every field of DEFAULTS present."""
   merged = ml_collections.ConfigDict(DEFAULTS)

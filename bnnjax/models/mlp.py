@@ -8,6 +8,7 @@ from typing import Sequence
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from bnnjax.distributions import categorical_log_prob
 from bnnjax.task import DataInfo, Task
@@ -26,6 +27,11 @@ def mlp(hidden_sizes: Sequence[int], num_outputs: int, activation_name: str = "r
   """A plain Haiku MLP that flattens its input; call inside hk.transform."""
   return hk.Sequential([hk.Flatten(), hk.nets.MLP([*hidden_sizes, num_outputs],
                                                   activation=activation(activation_name))])
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """Every config.model field with its default: configs start from it."""
+  return ml_collections.ConfigDict({"name": "mlp", "hidden_sizes": (400, 400), "activation": "relu"})
 
 
 def validate(config, info: DataInfo) -> None:
