@@ -6,6 +6,7 @@ import sys
 from typing import Mapping
 
 from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
 
 
 def _format(value: float) -> str:
@@ -37,12 +38,13 @@ class MetricWriter:
   def _print_row(self, step, metrics):
     keys = tuple(metrics)
     widths = [max(len(k), 10) for k in keys]
+    # tqdm.write keeps a running progress bar below the table instead of breaking it.
     if keys != self._header:
       self._header = keys
-      print(f"{'step':>8}  " + "  ".join(f"{k:>{w}}" for k, w in zip(keys, widths)),
-            file=self._console)
-    print(f"{step:>8}  " + "  ".join(f"{_format(metrics[k]):>{w}}" for k, w in zip(keys, widths)),
-          file=self._console, flush=True)
+      tqdm.write(f"{'step':>8}  " + "  ".join(f"{k:>{w}}" for k, w in zip(keys, widths)),
+                 file=self._console)
+    tqdm.write(f"{step:>8}  " + "  ".join(f"{_format(metrics[k]):>{w}}" for k, w in zip(keys, widths)),
+               file=self._console)
 
   def close(self) -> None:
     self._jsonl.close()
