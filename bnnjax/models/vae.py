@@ -42,7 +42,7 @@ MIN_STD = 1e-4  # keeps log q(z|x) finite when the encoder collapses a latent
 # ----------------------------------------------------------------------------- networks
 
 
-def _mlp(hidden_sizes: Sequence[int], activation: Callable, h: jax.Array) -> jax.Array:
+def hidden_layers(hidden_sizes: Sequence[int], activation: Callable, h: jax.Array) -> jax.Array:
   for i, size in enumerate(hidden_sizes):
     h = activation(hk.Linear(size, name=f"hidden_{i}")(h))
   return h
@@ -65,7 +65,7 @@ class Encoder(hk.Module):
   def __call__(self, x: jax.Array, y_onehot: Optional[jax.Array] = None):
     """x [B, *event] -> mean, std, each [B, latent_size]."""
     h = _with_label(x.reshape(x.shape[0], -1), y_onehot)
-    h = _mlp(self.hidden_sizes, self.activation, h)
+    h = hidden_layers(self.hidden_sizes, self.activation, h)
     mean = hk.Linear(self.latent_size, name="mean")(h)
     # softplus rather than exp: no overflow early in training, gradient bounded.
     std = jax.nn.softplus(hk.Linear(self.latent_size, name="std")(h)) + MIN_STD
@@ -84,7 +84,7 @@ class Decoder(hk.Module):
 
   def __call__(self, z: jax.Array, y_onehot: Optional[jax.Array] = None) -> jax.Array:
     """z [B, latent] -> logits [B, *event_shape]."""
-    h = _mlp(self.hidden_sizes, self.activation, _with_label(z, y_onehot))
+    h = hidden_layers(self.hidden_sizes, self.activation, _with_label(z, y_onehot))
     logits = hk.Linear(math.prod(self.event_shape), name="logits")(h)
     return logits.reshape(z.shape[:-1] + self.event_shape)
 
@@ -196,7 +196,7 @@ def check_binary(x) -> None:
                      "(data.binarize='static' or model.binarize_train='dynamic')")
 
 
-def _validate(model, info: DataInfo) -> None:
+def validate(model, info: DataInfo) -> None:
   check_latent_size(model.latent_size)
   for field in ("encoder_sizes", "decoder_sizes"):
     if any(int(size) <= 0 for size in model[field]):
@@ -354,19 +354,19 @@ def dynamic_binarize(rng: jax.Array, x: jax.Array) -> jax.Array:
   return jax.random.bernoulli(rng, x).astype(x.dtype)
 
 
-def _binarizer(binarize_train: str) -> Callable:
+def train_binarizer(binarize_train: str) -> Callable:
   return dynamic_binarize if binarize_train == "dynamic" else lambda rng, x: x
 
 
 def make_task(config, info: DataInfo) -> Task:
   """The loop's view of the model. Metrics are means over the batch, in nats per example."""
   model_config = config.model
-  _validate(model_config, info)
+  validate(model_config, info)
   if model_config.binarize_train == "none" and config.data.binarize != "static":
     raise ValueError("Bernoulli decoder needs binary data: set config.data.binarize='static' "
                      "or config.model.binarize_train='dynamic'")
   model = BernoulliVAE(model_config, info.input_shape, info.num_classes)
-  binarize = _binarizer(model_config.binarize_train)
+  binarize = train_binarizer(model_config.binarize_train)
   warmup, iwae_k = int(model_config.kl_warmup_steps), int(model_config.eval_iwae_samples)
 
   def labels(batch):

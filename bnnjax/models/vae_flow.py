@@ -87,7 +87,7 @@ class FlowEncoder(hk.Module):
     self.activation = vae.ACTIVATIONS[activation]
 
   def __call__(self, x: jax.Array):
-    h = vae._mlp(self.hidden_sizes, self.activation, x.reshape(x.shape[0], -1))
+    h = vae.hidden_layers(self.hidden_sizes, self.activation, x.reshape(x.shape[0], -1))
     mean = hk.Linear(self.latent_size, name="mean")(h)
     std = jax.nn.softplus(hk.Linear(self.latent_size, name="std")(h)) + vae.MIN_STD
     k, d, batch = self.num_flows, self.latent_size, x.shape[0]
@@ -155,7 +155,7 @@ def log_weights(networks: Networks, params, rng, x, event_ndim: int, *, k: int,
 
 
 def _validate(model, info: DataInfo) -> None:
-  vae._validate(model, info)  # the fields shared with the plain VAE
+  vae.validate(model, info)  # the fields shared with the plain VAE
   if not model.num_flows >= 1:
     raise ValueError(f"config.model.num_flows must be >= 1 (use model 'vae' for none), got {model.num_flows}")
   if model.conditional or model.corruption or not model.variational:
@@ -171,7 +171,7 @@ def make_task(config, info: DataInfo) -> Task:
     raise ValueError("Bernoulli decoder needs binary data: set config.data.binarize='static' "
                      "or config.model.binarize_train='dynamic'")
   networks = make_networks(model_config, info.input_shape)
-  binarize = vae._binarizer(model_config.binarize_train)
+  binarize = vae.train_binarizer(model_config.binarize_train)
   event_ndim = len(info.input_shape)
   warmup, iwae_k = int(model_config.kl_warmup_steps), int(model_config.eval_iwae_samples)
 
