@@ -45,6 +45,18 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def with_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted fields set, as --config.a.b=v would: {"model.lr": 1e-3}."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for path, value in overrides.items():
+    *parents, leaf = path.split(".")
+    node = config
+    for key in parents:
+      node = node[key]
+    node[leaf] = value
+  return config
+
+
 def _positive(config, path):
   value = config
   for key in path.split("."):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnnjax import data, models, train
+from bnnjax.config import with_overrides
 from bnnjax.task import DataInfo
 
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
@@ -58,13 +59,7 @@ def load_config(path, overrides):
   spec = importlib.util.spec_from_file_location("bench_config", os.path.join(REPO, path))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
+  config = with_overrides(module.get_config(), overrides)
   if "hidden_sizes" in config.model:
     config.model.hidden_sizes = (_WIDTH.value,) * len(config.model.hidden_sizes)
   config.batch_size = _BATCH.value

@@ -13,6 +13,7 @@ import pytest
 
 import bnnjax
 from bnnjax import checkpoint, datasets, train
+from bnnjax.config import with_overrides
 from bnnjax.task import Task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,13 +31,7 @@ def digits_config(**overrides):
   config.log_every = 10
   config.eval_batch_size = 200
   config.progress_bar = False
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return config
+  return with_overrides(config, overrides)
 
 
 def tree_equal(a, b):

@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from bnnjax import data
-from bnnjax.config import base_config
+from bnnjax.config import base_config, with_overrides
 from bnnjax.distributions import bernoulli_log_prob
 from bnnjax.models import vae
 from bnnjax.task import DataInfo
@@ -288,14 +288,7 @@ def tiny_loop_config():
   """configs/vae_mnist.py shrunk to 20 steps on sklearn digits (8x8, no download)."""
   sys.path.insert(0, REPO)
   from configs import vae_mnist  # pylint: disable=import-outside-toplevel
-  config = vae_mnist.get_config()
-  for path, value in _TINY_OVERRIDES.items():
-    *parents, leaf = path.split(".")
-    node = config
-    for key in parents:
-      node = node[key]
-    node[leaf] = value
-  return config
+  return with_overrides(vae_mnist.get_config(), _TINY_OVERRIDES)
 
 
 def run_script(script, *args):
