@@ -2,8 +2,9 @@
 
 Importing it reads no flags and touches no files: it is safe in a notebook.
 """
-from bnnjax import checkpoint, config, data, distributions, models
-from bnnjax.checkpoint import restore_params
+from bnnjax import (checkpoint, config, data, distributions, estimators, metrics, models,
+                    objectives, posterior, predictive, priors)
+from bnnjax.checkpoint import restore_params, restore_run
 from bnnjax.config import base_config
 from bnnjax.task import DataInfo, Task
 from bnnjax.train import TrainState, fit

@@ -235,3 +235,13 @@ def test_data_parallel_matches_one_device(tmp_path):
   for one, two in zip(*results):
     np.testing.assert_allclose(one, two, rtol=1e-4, atol=1e-5)
   assert not np.allclose(results[0][0], 0)
+
+
+def test_import_reads_no_flags():
+  """A notebook imports bnnjax with no absl flags parsed, and no plotting stack loaded."""
+  script = ("import sys; import bnnjax; from absl import flags; "
+            "assert not flags.FLAGS.is_parsed(); assert 'matplotlib' not in sys.modules; "
+            "assert bnnjax.base_config().model.name == 'mlp'")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
