@@ -68,3 +68,20 @@ def score_histograms(scores_in: Mapping[str, np.ndarray], scores_out: Mapping[st
     fig.suptitle(title)
   fig.tight_layout()
   return _save(fig, path)
+
+
+def regression_bands(x_grid, mean, epistemic_std, total_std, x_train, y_train, path: str,
+                     title: str = "") -> str:
+  """1-D regression: predictive mean, ±2 epistemic std and ±2 total std bands, training data."""
+  fig, ax = plt.subplots(figsize=(7, 4))
+  ax.fill_between(x_grid, mean - 2 * total_std, mean + 2 * total_std, color="tab:blue", alpha=0.15,
+                  label="±2 total std")
+  ax.fill_between(x_grid, mean - 2 * epistemic_std, mean + 2 * epistemic_std, color="tab:blue",
+                  alpha=0.35, label="±2 epistemic std")
+  ax.plot(x_grid, mean, color="tab:blue", label="predictive mean")
+  ax.scatter(x_train, y_train, s=6, color="black", label="training data")
+  ax.set_xlabel("x")
+  ax.set_ylabel("y")
+  ax.set_title(title)
+  ax.legend(loc="upper left", fontsize=8)
+  return _save(fig, path)

@@ -135,6 +135,29 @@ def evaluate_regression(run: Run, test, num_samples: int, seed: int, batch_size:
           "mean_epistemic_std": float(jnp.mean(pred.epistemic_std))}
 
 
+def regression_bands(run: Run, num_samples: int, seed: int) -> dict:
+  """For a 1-D input: the predictive on a grid beyond the data, as a PNG and as figures.
+
+  Reports the epistemic std inside the training range and outside it (in gaps and beyond
+  its ends): a posterior that knows what it has not seen is less sure there.
+  """
+  d = run.config.data
+  train_data = data.load(d.name, d.train_split, data_dir=d.data_dir or None, seed=d.get("seed", 0))
+  x_train = np.asarray(train_data["x"])[:, 0]
+  lo, hi = x_train.min(), x_train.max()
+  x_grid = np.linspace(lo - 0.5 * (hi - lo), hi + 0.5 * (hi - lo), 400, dtype=np.float32)
+  means = make_sampler(run, num_samples)(jax.random.PRNGKey(seed), jnp.asarray(x_grid[:, None]))
+  sigma = jnp.broadcast_to(run.module.noise_std(run.params, run.config), means.shape)
+  pred = jax.tree_util.tree_map(np.asarray, predictive.regression_predictive(means, sigma))
+  distance = np.abs(x_grid[:, None] - x_train[None]).min(axis=1)  # to the nearest training x
+  near, far = distance < 0.05 * (hi - lo), distance > 0.25 * (hi - lo)
+  path = plots.regression_bands(x_grid, pred.mean, pred.epistemic_std, pred.std, x_train,
+                                np.asarray(train_data["y"]), os.path.join(run.workdir, "regression_bands.png"),
+                                title=f"{run.config.model.name} on {d.name} (K={num_samples})")
+  return {"plot": path, "epistemic_std_near_data": float(pred.epistemic_std[near].mean()),
+          "epistemic_std_far_from_data": float(pred.epistemic_std[far].mean())}
+
+
 def _json_safe(value):
   """NaN (empty reliability bins) -> null, numpy -> Python."""
   if isinstance(value, dict):
@@ -193,6 +216,8 @@ def evaluate(workdir: str, ood_specs: Sequence[str] = (), num_samples: int = 32,
       raise ValueError("--ood and --compare apply to classifiers; this run is a regression")
     result = {"workdir": workdir, "model": run.config.model.name, "data": run.config.data.name,
               "regression": evaluate_regression(run, test, num_samples, seed, batch_size)}
+    if run.info.input_shape == (1,):
+      result["regression"]["bands"] = regression_bands(run, num_samples, seed)
     return write_json(workdir, result)
 
   ood_sets = dict(load_ood(spec, run, data_dir) for spec in ood_specs)

@@ -143,3 +143,16 @@ def test_the_in_distribution_split_is_the_one_named_test():
   assert evaluate_script.test_split("val=train[90%:],test") == "test"
   assert evaluate_script.test_split("test=train[:10%],val=train[10%:20%]") == "train[:10%]"
   assert evaluate_script.test_split("val=train[90%:]") == "train[90%:]"
+
+
+def test_toy_regression_is_less_sure_away_from_its_data(tmp_path):
+  """The 1-D toy: epistemic std beyond the training range exceeds the std on the data."""
+  config = bnnjax.config.with_overrides(bnnjax.base_config(), {
+      "data.name": "toy_regression", "model.name": "bayes_mlp", "model.hidden_sizes": (32, 32),
+      "model.learn_noise": True, "model.num_samples": 4, "model.init_std": 1e-2,
+      "optimizer.lr": 1e-2, "batch_size": 50, "num_steps": 1000, "eval_batch_size": 500,
+      "progress_bar": False})
+  train.fit(config, str(tmp_path))
+  bands = evaluate_script.evaluate(str(tmp_path), num_samples=32)["regression"]["bands"]
+  assert os.path.isfile(bands["plot"])
+  assert bands["epistemic_std_far_from_data"] > 2 * bands["epistemic_std_near_data"]
