@@ -22,7 +22,8 @@ from bnnjax.config import with_overrides
 from bnnjax.task import DataInfo
 
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
-_WIDTH = flags.DEFINE_integer("width", 400, "Hidden width, for models with hidden_sizes.")
+_WIDTH = flags.DEFINE_integer("width", 0, "Hidden width for models with hidden_sizes; 0 keeps "
+                              "each config's own (784-400-400-10 for the MLPs).")
 _STEPS = flags.DEFINE_integer("steps", 200, "Steps per timing.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per row; the median is reported.")
 _ONLY = flags.DEFINE_string("only", "", "Comma-separated row names to run (default: all).")
@@ -60,7 +61,7 @@ def load_config(path, overrides):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = with_overrides(module.get_config(), overrides)
-  if "hidden_sizes" in config.model:
+  if _WIDTH.value and "hidden_sizes" in config.model:
     config.model.hidden_sizes = (_WIDTH.value,) * len(config.model.hidden_sizes)
   config.batch_size = _BATCH.value
   return config
@@ -111,7 +112,7 @@ def main(argv):
       continue
     rate, num_params = steps_per_second(load_config(path, overrides))
     results.append({"model": name, "steps_per_sec": round(rate, 1), "params": int(num_params),
-                    "batch_size": _BATCH.value, "width": _WIDTH.value})
+                    "batch_size": _BATCH.value, "width": _WIDTH.value or "config"})
     print(f"{name:<30} {rate:9.1f} steps/s  {num_params:>10,d} params", flush=True)
   base = next((r["steps_per_sec"] for r in results if r["model"] == "mlp"), None)
   if base:
