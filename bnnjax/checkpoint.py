@@ -92,6 +92,15 @@ def restore(manager: ocp.CheckpointManager, target_state: Any) -> Optional[Tuple
   return None
 
 
+def _local_target(manager: ocp.CheckpointManager, step: int):
+  """The saved tree as arrays on this process's first device, whatever topology wrote it."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  saved = manager.item_metadata(step)["state"].tree
+  return jax.tree_util.tree_map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved,
+      is_leaf=lambda m: hasattr(m, "shape") and not isinstance(m, dict))
+
+
 class Run(NamedTuple):
   """A trained run as evaluation scripts need it."""
   params: Any
@@ -112,7 +121,7 @@ def restore_run(workdir: str, step: Optional[int] = None) -> Run:
   for s in steps:
     try:
       restored = manager.restore(s, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+          state=ocp.args.StandardRestore(_local_target(manager, s)), meta=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except
       errors.append(f"step {s}: {e.__class__.__name__}: {e}")
       continue

@@ -2,10 +2,12 @@
 
 Elementwise and unreduced: callers sum over the axes that make one event.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 
-_LOG_2PI = jnp.log(2.0 * jnp.pi)
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def gaussian_log_prob(x, mean, std):

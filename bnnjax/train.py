@@ -211,8 +211,10 @@ def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[in
   if restored is not None:
     state, _ = restored
     logging.info("resumed from %s at step %d", manager.directory, int(state.step))
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(checkpoint.config_to_json(config), f, indent=2)
+  lead = jax.process_index() == 0  # with jax.distributed, one process writes the files
+  if lead:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(checkpoint.config_to_json(config), f, indent=2)
   meta = {"model": config.model.name, "config": checkpoint.config_to_json(config),
           "data_info": info._asdict()}
 
@@ -226,9 +228,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[in
   state = jax.device_put(state, replicated)
   last = num_steps if stop_after is None else min(stop_after, num_steps)
 
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, active=lead)
   step = int(state.step)
-  bar = tqdm(total=num_steps, initial=step, disable=not config.progress_bar, unit="step",
+  bar = tqdm(total=num_steps, initial=step, disable=not (config.progress_bar and lead), unit="step",
              dynamic_ncols=True, leave=False)
   try:
     sums, count, tic, tic_step = None, 0, time.perf_counter(), step

@@ -16,15 +16,23 @@ def _format(value: float) -> str:
 
 
 class MetricWriter:
-  """Writes one record per call to every sink; `close()` flushes them."""
+  """Writes one record per call to every sink; `close()` flushes them.
 
-  def __init__(self, workdir: str, console=sys.stdout, tensorboard: bool = True):
+  With several processes (jax.distributed) only process 0 writes: `active=False` elsewhere.
+  """
+
+  def __init__(self, workdir: str, console=sys.stdout, tensorboard: bool = True, active: bool = True):
+    self._active = active
+    if not active:
+      return
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if tensorboard else None
     self._console = console
     self._header = None
 
   def write(self, step: int, metrics: Mapping[str, float], console: bool = True) -> None:
+    if not self._active:
+      return
     metrics = {k: float(v) for k, v in sorted(metrics.items())}
     self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
     self._jsonl.flush()
@@ -47,6 +55,8 @@ class MetricWriter:
                file=self._console)
 
   def close(self) -> None:
+    if not self._active:
+      return
     self._jsonl.close()
     if self._tb is not None:
       self._tb.close()

@@ -6,12 +6,18 @@ r"""Trains any bnnjax model from a config file.
 Running it again on the same --workdir continues from the latest checkpoint.
 """
 from absl import app, flags, logging
+import jax
 from ml_collections import config_flags
 
 import bnnjax
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "host:port of process 0, for a run over several processes "
+    "(jax.distributed); empty = one process.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in a jax.distributed run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index in a jax.distributed run.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,6 +35,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
+  if _COORDINATOR.value:
+    # Every process runs this same command; jax.sharding then sees all processes' devices.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
     bnnjax.fit(config, _WORKDIR.value)
   except (ValueError, FileNotFoundError, FloatingPointError) as e:
