@@ -179,12 +179,8 @@ def total_steps(config, num_train: int) -> int:
   return config.num_epochs * data.steps_per_epoch(num_train, config.batch_size)
 
 
-def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[int] = None) -> TrainState:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
-
-  `stop_after` ends the run early after that many steps in total (checkpointing first), as a
-  pre-emption would; the same call without it later continues to the configured length.
-  """
+def _prepare(config: ml_collections.ConfigDict, workdir: str):
+  """Every check that can fail before compiling, then (config, task, train, evals, info)."""
   validate(config)
   check_workdir(workdir)
   config = resolve_fallback(config)
@@ -194,23 +190,44 @@ def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[in
   if config.batch_size > info.num_train:
     raise ValueError(f"config.batch_size={config.batch_size} exceeds the {info.num_train} "
                      f"training examples of {config.data.name}:{config.data.train_split}")
-  task = module.make_task(config, info)
+  return config, module.make_task(config, info), train, evals, info
+
+
+def _initial_state(task: Task, optimizer, train, seed: int, manager) -> TrainState:
+  """A fresh state, or the latest readable checkpoint's (which must be of the same model)."""
+  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
+  params = task.init(init_rng, jax.tree_util.tree_map(lambda a: jnp.asarray(a[:1]), train))
+  state = TrainState(params, optimizer.init(params), train_rng, jnp.asarray(0, jnp.int32))
+  restored = checkpoint.restore(manager, state)
+  if restored is None:
+    return state
+  logging.info("resumed from %s at step %d", manager.directory, restored[1])
+  return restored[0]
+
+
+def _finite_means(sums, count: int, step: int, manager) -> Dict[str, float]:
+  means = {f"train/{k}": float(v) / count for k, v in sums.items()}
+  if not math.isfinite(means["train/loss"]):
+    raise FloatingPointError(
+        f"training loss is {means['train/loss']} at step {step}; the last good checkpoint "
+        f"in {manager.directory} (step {manager.latest_step()}) is kept")
+  return means
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[int] = None) -> TrainState:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
+
+  `stop_after` ends the run early after that many steps in total (checkpointing first), as a
+  pre-emption would; the same call without it later continues to the configured length.
+  """
+  config, task, train, evals, info = _prepare(config, workdir)
   num_steps = total_steps(config, info.num_train)
   per_epoch = data.steps_per_epoch(info.num_train, config.batch_size)
   eval_every = config.eval_every or per_epoch
   checkpoint_every = config.checkpoint_every or per_epoch
   optimizer = make_optimizer(config.optimizer, num_steps)
-
-  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  example = jax.tree_util.tree_map(lambda a: jnp.asarray(a[:1]), train)
-  params = task.init(init_rng, example)
-  state = TrainState(params, optimizer.init(params), train_rng, jnp.asarray(0, jnp.int32))
-
   manager = checkpoint.make_manager(workdir, config.max_to_keep)
-  restored = checkpoint.restore(manager, state)
-  if restored is not None:
-    state, _ = restored
-    logging.info("resumed from %s at step %d", manager.directory, int(state.step))
+  state = _initial_state(task, optimizer, train, config.seed, manager)
   lead = jax.process_index() == 0  # with jax.distributed, one process writes the files
   if lead:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
@@ -223,9 +240,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[in
   evaluate_fn = jax.jit(task.evaluate)
   eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
   replicated = None if mesh is None else NamedSharding(mesh, P())
-  train = jax.device_put(train, replicated)
-  evals = {name: jax.device_put(split, replicated) for name, split in evals.items()}
-  state = jax.device_put(state, replicated)
+  train, evals, state = jax.device_put((train, evals, state), replicated)
   last = num_steps if stop_after is None else min(stop_after, num_steps)
 
   writer = MetricWriter(workdir, active=lead)
@@ -233,35 +248,26 @@ def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[in
   bar = tqdm(total=num_steps, initial=step, disable=not (config.progress_bar and lead), unit="step",
              dynamic_ncols=True, leave=False)
   try:
-    sums, count, tic, tic_step = None, 0, time.perf_counter(), step
-    epoch, order = None, None
+    sums, count, tic, tic_step, epoch, order = None, 0, time.perf_counter(), step, None, None
     while step < last:
       if step // per_epoch != epoch:
         epoch = step // per_epoch
         order = data.epoch_order(config.seed, epoch, info.num_train)
       state, metrics = update(state, train, order)
-      step += 1
+      step, count = step + 1, count + 1
       sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
-      count += 1
       bar.update(1)
-      is_last = step == last
-      saving = step % checkpoint_every == 0 or is_last
+      saving = step % checkpoint_every == 0 or step == last
       if step % config.log_every == 0 or step % eval_every == 0 or saving:
-        means = {f"train/{k}": float(v) / count for k, v in sums.items()}
-        if not math.isfinite(means["train/loss"]):
-          raise FloatingPointError(
-              f"training loss is {means['train/loss']} at step {step}; the last good checkpoint "
-              f"in {manager.directory} (step {manager.latest_step()}) is kept")
-        seconds = time.perf_counter() - tic
-        means["train/steps_per_sec"] = (step - tic_step) / max(seconds, 1e-9)
+        means = _finite_means(sums, count, step, manager)
+        means["train/steps_per_sec"] = (step - tic_step) / max(time.perf_counter() - tic, 1e-9)
         writer.write(step, means, console=False)
         sums, count, tic, tic_step = None, 0, time.perf_counter(), step
       if step % eval_every == 0 or step == num_steps:
         results = {f"{name}/{k}": v for name, split in evals.items()
                    for k, v in evaluate_split(evaluate_fn, state.params, eval_rng, split,
                                               config.eval_batch_size).items()}
-        results["epoch"] = step / per_epoch
-        writer.write(step, results, console=True)
+        writer.write(step, {**results, "epoch": step / per_epoch}, console=True)
       if saving:
         checkpoint.save(manager, step, state, meta)
   finally:
