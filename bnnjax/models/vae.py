@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from bnnjax.distributions import bernoulli_log_prob, gaussian_kl, gaussian_log_prob
@@ -408,7 +409,6 @@ def make_task(config, info: DataInfo) -> Task:
 
 def default_model_config():
   """The fields make_task reads, with a plain VAE's defaults (configs/ override them)."""
-  import ml_collections
   m = ml_collections.ConfigDict()
   m.name = "vae"
   m.latent_size = 50
