@@ -4,6 +4,10 @@ Experiment files in configs/ call `base_config()` and override fields; they stay
 declarative. `validate` runs before any data is loaded or anything compiled, so a
 bad value is a one-line error that names the field.
 """
+import importlib.util
+import itertools
+import os
+
 import ml_collections
 
 
@@ -55,6 +59,25 @@ def with_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collectio
       node = node[key]
     node[leaf] = value
   return config
+
+
+def product(axes) -> list:
+  """Every combination of dotted-field values: {"a.b": [1, 2], "c": [3]} -> [{"a.b": 1, "c": 3}, ...].
+
+  Config files return such a list from get_sweep(), beside get_config().
+  """
+  keys = list(axes)
+  return [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
+
+
+def load_config_file(path: str):
+  """The Python module of a config file (configs/x.py): its get_config(), maybe get_sweep()."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config file {path} does not exist")
+  spec = importlib.util.spec_from_file_location(f"bnnjax_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def _positive(config, path):

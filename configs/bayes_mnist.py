@@ -6,7 +6,7 @@ temperature 1) after a short linear KL warm-up.
 """
 import math
 
-from bnnjax.config import base_config
+from bnnjax.config import base_config, product
 from bnnjax.models.bayes_mlp import default_model_config
 
 
@@ -34,3 +34,9 @@ def get_config():
   c.batch_size = 128
   c.num_epochs = 20
   return c
+
+
+def get_sweep():
+  """Estimator by prior, the comparisons the benchmark and evaluate.py report."""
+  return product({"model.estimator": ["reparam", "local", "flipout"],
+                  "model.prior": ["gaussian", "mixture"]})

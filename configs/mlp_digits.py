@@ -1,5 +1,5 @@
 """Deterministic MLP on scikit-learn's bundled 8x8 digits: runs offline in seconds."""
-from bnnjax.config import base_config
+from bnnjax.config import base_config, product
 from bnnjax.models.mlp import default_model_config
 
 
@@ -13,3 +13,8 @@ def get_config():
   c.num_epochs = 30
   c.eval_batch_size = 500
   return c
+
+
+def get_sweep():
+  """Learning rate by width: `python scripts/sweep.py --config=configs/mlp_digits.py --workdir=...`."""
+  return product({"optimizer.lr": [3e-4, 1e-3, 3e-3], "model.hidden_sizes": [(64,), (128, 128)]})

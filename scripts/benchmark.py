@@ -6,7 +6,6 @@ Data are synthetic arrays of the real shapes (no files read), so the figure is t
 the step itself: the same `make_update` that `bnnjax.fit` runs. Each row reports the median
 of --repeats timings of --steps steps, after a warm-up that includes compilation.
 """
-import importlib.util
 import json
 import os
 import statistics
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnnjax import data, models, train
-from bnnjax.config import with_overrides
+from bnnjax.config import load_config_file, with_overrides
 from bnnjax.task import DataInfo
 
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
@@ -57,10 +56,7 @@ SHAPES = {"mnist": ((28, 28, 1), 10, 60000), "fashion_mnist": ((28, 28, 1), 10, 
 
 
 def load_config(path, overrides):
-  spec = importlib.util.spec_from_file_location("bench_config", os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = with_overrides(module.get_config(), overrides)
+  config = with_overrides(load_config_file(os.path.join(REPO, path)).get_config(), overrides)
   if _WIDTH.value and "hidden_sizes" in config.model:
     config.model.hidden_sizes = (_WIDTH.value,) * len(config.model.hidden_sizes)
   config.batch_size = _BATCH.value
