@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from bnnjax import objectives
 from bnnjax.distributions import bernoulli_log_prob, gaussian_kl, gaussian_log_prob
 from bnnjax.task import DataInfo, Task
 
@@ -344,10 +345,11 @@ class BernoulliVAE:
 
 
 def kl_weight(step: jax.Array, warmup_steps: int) -> jax.Array:
-  """beta rises linearly from 1/warmup to 1 over the first warmup steps (0 = always 1)."""
-  if warmup_steps == 0:
-    return jnp.ones(())
-  return jnp.minimum(1.0, (step + 1.0) / warmup_steps)
+  """beta rises linearly from 1/warmup to 1 over the first warmup steps (0 = always 1).
+
+  bnnjax.objectives.kl_weight counted from step 1, so the first step already sees some KL.
+  """
+  return jnp.asarray(objectives.kl_weight(step + 1, warmup_steps=warmup_steps), jnp.float32)
 
 
 def dynamic_binarize(rng: jax.Array, x: jax.Array) -> jax.Array:
