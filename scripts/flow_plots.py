@@ -57,6 +57,16 @@ def split_means(evaluate, params, rng, split, batch_size=1000):
   return {key: value / count for key, value in totals.items()}
 
 
+def _save_panels(fig, axes, low, high, path):
+  """Same square limits on every panel, then the PNG."""
+  for ax in axes:
+    ax.set_xlim(low[0], high[0])
+    ax.set_ylim(low[1], high[1])
+    ax.set_aspect("equal")
+  fig.savefig(path, dpi=100, bbox_inches="tight")
+  plt.close(fig)
+
+
 def plot_2d(flow, params, train_x, test_x, workdir, rng):
   """Density and sample PNGs; returns the grid's total mass (about 1 if the grid holds the data)."""
   low, high = test_x.min(0) - 1.0, test_x.max(0) + 1.0
@@ -72,20 +82,14 @@ def plot_2d(flow, params, train_x, test_x, workdir, rng):
   axes[0].set_title(f"learned density (grid mass {mass:.3f})")
   axes[1].scatter(*test_x.T, s=2, c="k")
   axes[1].set_title("test points")
-  for ax in axes:
-    ax.set_xlim(low[0], high[0]); ax.set_ylim(low[1], high[1]); ax.set_aspect("equal")
-  fig.savefig(os.path.join(workdir, "flow_density.png"), dpi=100, bbox_inches="tight")
-  plt.close(fig)
+  _save_panels(fig, axes, low, high, os.path.join(workdir, "flow_density.png"))
 
   fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharex=True, sharey=True)
   axes[0].scatter(*samples.T, s=2, c="tab:blue")
   axes[0].set_title(f"{len(samples)} flow samples")
   axes[1].scatter(*train_x.T, s=2, c="k")
   axes[1].set_title("training points")
-  for ax in axes:
-    ax.set_xlim(low[0], high[0]); ax.set_ylim(low[1], high[1]); ax.set_aspect("equal")
-  fig.savefig(os.path.join(workdir, "flow_samples.png"), dpi=100, bbox_inches="tight")
-  plt.close(fig)
+  _save_panels(fig, axes, low, high, os.path.join(workdir, "flow_samples.png"))
   return mass
 
 
