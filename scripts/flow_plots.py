@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from bnnjax import checkpoint, data  # pylint: disable=wrong-import-position
+from bnnjax import train as train_lib  # pylint: disable=wrong-import-position
 from bnnjax.models import flow as flow_lib  # pylint: disable=wrong-import-position
-from bnnjax.task import DataInfo  # pylint: disable=wrong-import-position
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory of a trained flow.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 2000, "Flow samples to draw (2-D) / 64 images.")
@@ -45,16 +45,6 @@ def gaussian_fit_log_lik(train_x: np.ndarray, test_x: np.ndarray) -> float:
   _, log_det = np.linalg.slogdet(cov)
   dim = train_x.shape[1]
   return float(np.mean(-0.5 * (mahalanobis + log_det + dim * np.log(2 * np.pi))))
-
-
-def split_means(evaluate, params, rng, split, batch_size=1000):
-  totals, count = {}, 0
-  for i, batch in enumerate(data.eval_batches(split, batch_size)):
-    n = len(batch["x"])
-    for key, value in evaluate(params, jax.random.fold_in(rng, i), batch).items():
-      totals[key] = totals.get(key, 0.0) + n * float(value)
-    count += n
-  return {key: value / count for key, value in totals.items()}
 
 
 def _save_panels(fig, axes, low, high, path):
@@ -107,23 +97,23 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   workdir = _WORKDIR.value
-  params, config = checkpoint.restore_params(workdir)
+  params, config, info = checkpoint.restore_run(workdir)
   if config.model.name != "flow":
     raise SystemExit(f"error: {workdir} holds a {config.model.name!r} run, not a 'flow' run")
   d = config.data
   load = lambda split: data.load(d.name, split, d.data_dir or None, flatten=d.flatten)
-  train, test = load(d.train_split), load("test")
-  info = DataInfo(tuple(train["x"].shape[1:]), data.num_classes(d.name), len(train["x"]))
+  test = load("test")
   flow = flow_lib.flow_from_config(config, info.input_shape)
   evaluate = jax.jit(flow_lib.make_task(config, info).evaluate)
   rng = jax.random.PRNGKey(_SEED.value)
 
-  draws = [split_means(evaluate, params, jax.random.fold_in(rng, i), test)
+  draws = [train_lib.evaluate_split(evaluate, params, jax.random.fold_in(rng, i), test, 1000)
            for i in range(_DRAWS.value)]
   results = {key: float(np.mean([r[key] for r in draws])) for key in draws[0]}
   results.update(data=d.name, num_test=len(test["x"]), dequantization_draws=_DRAWS.value)
   sample_rng = jax.random.fold_in(rng, 1_000_000)
   if config.model.preprocess == "none" and info.input_shape == (2,):
+    train = load(d.train_split)
     results["gaussian_fit_log_lik"] = gaussian_fit_log_lik(train["x"], test["x"])
     results["grid_mass"] = plot_2d(flow, params, train["x"], test["x"], workdir, sample_rng)
   elif config.model.preprocess == "dequantize_logit":
