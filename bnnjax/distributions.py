@@ -23,6 +23,11 @@ def gaussian_kl(mean_q, std_q, mean_p, std_p):
   return 0.5 * (var_ratio + mean_term - 1.0 - jnp.log(var_ratio))
 
 
+def gaussian_cross_entropy(mean_q, std_q, mean_p, std_p):
+  """-E_{N(mean_q, std_q^2)}[log N(x; mean_p, std_p^2)], elementwise, in closed form."""
+  return 0.5 * _LOG_2PI + jnp.log(std_p) + ((mean_q - mean_p)**2 + std_q**2) / (2.0 * std_p**2)
+
+
 def gaussian_entropy(std):
   """Entropy of N(., std^2), elementwise."""
   return 0.5 * (1.0 + _LOG_2PI) + jnp.log(std)

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from bnnjax import priors
-from bnnjax.distributions import gaussian_entropy, gaussian_kl, gaussian_log_prob
+from bnnjax.distributions import (gaussian_cross_entropy, gaussian_entropy, gaussian_kl,
+                                  gaussian_log_prob)
 
 Predicate = Callable[[str, str, jax.Array], bool]  # (module_name, name, value) -> Bayesian?
 
@@ -114,9 +115,14 @@ def kl(posterior, prior, rng: Optional[jax.Array] = None):
   """KL(q || p) summed over the Bayesian leaves.
 
   Closed form for a Gaussian prior and for a previous posterior used as prior.
-  For the scale-mixture prior, the unbiased one-sample Monte Carlo estimate
-  KL = -H[q] - E_q[log p(w)] ~= -H[q] - log p(w), w ~ q: the entropy is exact,
-  only the cross term is sampled, which keeps the variance low. Needs `rng`.
+  For the scale-mixture prior p = pi N(0, s1^2) + (1 - pi) N(0, s2^2):
+  - prior.kl == "mc": the unbiased one-sample Monte Carlo estimate
+    KL = -H[q] - E_q[log p(w)] ~= -H[q] - log p(w), w ~ q: the entropy is exact,
+    only the cross term is sampled, which keeps the variance low. Needs `rng`.
+  - prior.kl == "bound": Jensen's inequality with the best per-weight component
+    responsibilities, E_q[log p(w)] >= logsumexp_k(log pi_k + E_q[log N(w; 0, s_k^2)]),
+    gives a closed-form upper bound on the KL (exact when one component carries
+    the weight). No weight draw, no variance; the ELBO stays a lower bound.
   """
   means, sigmas = bayesian_means(posterior), stds(posterior)
   if isinstance(prior, priors.GaussianPrior):
@@ -128,6 +134,9 @@ def kl(posterior, prior, rng: Optional[jax.Array] = None):
     terms = jax.tree_util.tree_map(lambda m, s, mp, sp: gaussian_kl(m, s, mp, sp).sum(), means,
                                    sigmas, bayesian_means(prior.posterior), stds(prior.posterior))
     return sum(jax.tree_util.tree_leaves(terms))
+  if isinstance(prior, priors.ScaleMixturePrior) and prior.kl == "bound":
+    terms = jax.tree_util.tree_map(lambda m, s: _mixture_kl_bound(m, s, prior).sum(), means, sigmas)
+    return sum(jax.tree_util.tree_leaves(terms))
   if isinstance(prior, priors.ScaleMixturePrior):
     if rng is None:
       raise ValueError("kl to a scale-mixture prior is a Monte Carlo estimate: pass rng")
@@ -135,3 +144,10 @@ def kl(posterior, prior, rng: Optional[jax.Array] = None):
     w = jax.tree_util.tree_map(lambda m, s, e: m + s * e, means, sigmas, eps)
     return -entropy(posterior) - priors.log_prob(w, prior)
   raise ValueError(f"kl: unknown prior {type(prior).__name__}")
+
+
+def _mixture_kl_bound(mean, std, prior):
+  """Elementwise upper bound on KL(N(mean, std^2) || scale mixture), see `kl`."""
+  cross_1 = jnp.log(prior.pi) - gaussian_cross_entropy(mean, std, 0.0, prior.scale1)
+  cross_2 = jnp.log1p(-prior.pi) - gaussian_cross_entropy(mean, std, 0.0, prior.scale2)
+  return -gaussian_entropy(std) - jnp.logaddexp(cross_1, cross_2)

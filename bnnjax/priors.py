@@ -4,9 +4,12 @@ Three priors, each a small immutable record (a pytree-free NamedTuple, so that i
 can be closed over by jitted functions):
 
 - `GaussianPrior(scale)`: every weight ~ N(0, scale^2).
-- `ScaleMixturePrior(pi, scale1, scale2)`: every weight ~ pi N(0, scale1^2) +
+- `ScaleMixturePrior(pi, scale1, scale2, kl)`: every weight ~ pi N(0, scale1^2) +
   (1 - pi) N(0, scale2^2), as in Bayes by Backprop (Blundell et al. 2015). Its KL
-  to a Gaussian posterior has no closed form; `bnnjax.posterior.kl` estimates it.
+  to a Gaussian posterior has no closed form; `bnnjax.posterior.kl` either
+  estimates it by Monte Carlo (kl="mc", unbiased, one weight draw per step) or
+  replaces it by a closed-form upper bound (kl="bound", no draw; the ELBO it
+  gives is still a lower bound on log p(D)).
 - `PosteriorPrior(posterior)`: a previously trained mean-field posterior used as
   the prior of a new task (continual learning); KL in closed form.
 
@@ -20,6 +23,7 @@ import jax.numpy as jnp
 from bnnjax.distributions import gaussian_log_prob
 
 PRIORS = ("gaussian", "mixture", "posterior")
+MIXTURE_KL = ("mc", "bound")
 
 
 class GaussianPrior(NamedTuple):
@@ -30,6 +34,7 @@ class ScaleMixturePrior(NamedTuple):
   pi: float  # weight of the first component
   scale1: float
   scale2: float
+  kl: str = "mc"  # how KL(q || p) is computed: "mc" or "bound", see bnnjax.posterior.kl
 
 
 class PosteriorPrior(NamedTuple):
@@ -42,13 +47,16 @@ def gaussian_prior(scale: float) -> GaussianPrior:
   return GaussianPrior(float(scale))
 
 
-def scale_mixture_prior(pi: float, scale1: float, scale2: float) -> ScaleMixturePrior:
+def scale_mixture_prior(pi: float, scale1: float, scale2: float,
+                        kl: str = "mc") -> ScaleMixturePrior:
   if not 0 < pi < 1:
     raise ValueError(f"mixture weight pi must lie in (0, 1), got {pi!r}")
   for name, scale in (("scale1", scale1), ("scale2", scale2)):
     if not scale > 0:
       raise ValueError(f"mixture {name} must be positive, got {scale!r}")
-  return ScaleMixturePrior(float(pi), float(scale1), float(scale2))
+  if kl not in MIXTURE_KL:
+    raise ValueError(f"mixture kl must be one of {', '.join(MIXTURE_KL)}, got {kl!r}")
+  return ScaleMixturePrior(float(pi), float(scale1), float(scale2), kl)
 
 
 def scale_mixture_log_prob(w, prior: ScaleMixturePrior):

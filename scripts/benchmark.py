@@ -39,6 +39,7 @@ ROWS = [
     ("bayes_mlp/reparam/K=4", "configs/bayes_mnist.py", {"model.estimator": "reparam", "model.num_samples": 4}),
     ("bayes_mlp/local/K=4", "configs/bayes_mnist.py", {"model.estimator": "local", "model.num_samples": 4}),
     ("bayes_mlp/flipout/K=4", "configs/bayes_mnist.py", {"model.estimator": "flipout", "model.num_samples": 4}),
+    ("bayes_mlp/local/K=1/mixture_kl_bound", "configs/bayes_mnist.py", {"model.mixture_kl": "bound"}),
     ("bayes_mlp/local/K=1/gaussian_prior", "configs/bayes_mnist.py", {"model.prior": "gaussian", "model.prior_scale": 1.0}),
     ("bayes_mlp/local/K=1/last_layer", "configs/bayes_mnist.py", {"model.bayesian": "last_layer"}),
     ("vae", "configs/vae_mnist.py", {}),

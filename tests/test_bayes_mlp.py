@@ -160,6 +160,7 @@ def test_posterior_prior_from_a_previous_run(tmp_path):
     ("prior_scale", -1.0, "config.model.prior_scale must be positive"),
     ("init_std", 0.0, "config.model.init_std must be positive"),
     ("mixture_pi", 1.0, r"config.model.mixture_pi must lie in \(0, 1\)"),
+    ("mixture_kl", "exact", "config.model.mixture_kl must be one of mc, bound, got 'exact'"),
     ("num_samples", 0, r"config.model.num_samples \(K\) must be an integer >= 1"),
     ("eval_samples", -2, r"config.model.eval_samples \(K\) must be an integer >= 1"),
     ("estimator", "bbb", "config.model.estimator: unknown estimator 'bbb'"),
@@ -168,7 +169,7 @@ def test_posterior_prior_from_a_previous_run(tmp_path):
 ])
 def test_bad_config_is_a_one_line_error(field, value, message):
   overrides = {field: value}
-  if field == "mixture_pi":
+  if field.startswith("mixture_"):
     overrides["prior"] = "mixture"
   with pytest.raises(ValueError, match=message):
     bayes_mlp.make_task(_config(**overrides), DataInfo((4,), 3, 100))

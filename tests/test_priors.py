@@ -76,3 +76,41 @@ def test_non_positive_mixture_scale_is_an_error(scales):
 def test_non_positive_gaussian_scale_is_an_error(scale):
   with pytest.raises(ValueError, match="prior scale must be positive"):
     priors.gaussian_prior(scale)
+
+
+def _posterior_with_stds(mean, std):
+  q = post.init_posterior({"layer": {"w": jnp.asarray(mean, jnp.float32)}}, 0.1)
+  q["rho"]["layer"]["w"] = post.inverse_softplus(jnp.asarray(std, jnp.float32))
+  return q
+
+
+def test_scale_mixture_kl_bound_is_an_upper_bound_and_tight_where_one_component_rules():
+  prior = priors.scale_mixture_prior(0.5, 1.0, np.exp(-3), kl="bound")
+  # Each weight alone: the bound must hold per weight, not only in the sum.
+  for m, s in [(0.0, 0.01), (0.02, 0.2), (-0.3, 0.1), (1.2, 0.5), (-0.05, 0.03), (0.6, 0.3)]:
+    exact = _kl_by_quadrature(np.array([m]), np.array([s]), prior)
+    bound = float(post.kl(_posterior_with_stds([m], [s]), prior))
+    assert bound >= exact - 1e-4, (m, s, bound, exact)
+  # q far in the wide component's territory (|m| >> s2, m / s >= 8): the narrow one has no say.
+  for m, s in [(1.2, 0.1), (0.8, 0.05), (-1.0, 0.1)]:
+    exact = _kl_by_quadrature(np.array([m]), np.array([s]), prior)
+    bound = float(post.kl(_posterior_with_stds([m], [s]), prior))
+    assert -1e-4 <= bound - exact < 1e-3, (m, s, bound, exact)
+  # A weight straddling both components shows a real gap: the bound is not the exact KL.
+  exact = _kl_by_quadrature(np.array([0.0]), np.array([0.1]), prior)
+  bound = float(post.kl(_posterior_with_stds([0.0], [0.1]), prior))
+  assert bound - exact > 1e-3
+
+
+def test_scale_mixture_kl_bound_is_exact_when_the_components_coincide():
+  # pi N(0, s^2) + (1 - pi) N(0, s^2) = N(0, s^2): the bound must equal the closed form.
+  mean, std = jnp.array([0.3, -1.0, 0.0]), jnp.array([0.2, 0.05, 0.7])
+  q = _posterior_with_stds(mean, std)
+  bound = post.kl(q, priors.scale_mixture_prior(0.3, 0.5, 0.5, kl="bound"))
+  closed = post.kl(q, priors.gaussian_prior(0.5))
+  np.testing.assert_allclose(float(bound), float(closed), rtol=1e-5)
+
+
+def test_unknown_mixture_kl_method_is_an_error():
+  with pytest.raises(ValueError, match="mixture kl must be one of mc, bound"):
+    priors.scale_mixture_prior(0.5, 1.0, 0.1, kl="exact")

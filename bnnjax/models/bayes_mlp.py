@@ -23,7 +23,8 @@ config.model fields (defaults in `DEFAULTS`):
     num_samples                   K Monte Carlo samples per training step
     eval_samples                  K for `evaluate`
     prior                         "gaussian" (prior_scale) | "mixture" (mixture_pi,
-                                  mixture_scale1, mixture_scale2) | "posterior"
+                                  mixture_scale1, mixture_scale2, mixture_kl:
+                                  "mc" unbiased or "bound" closed form) | "posterior"
                                   (prior_workdir: a previous bayes_mlp run)
     init_std                      initial posterior std
     bayesian                      "all" | "last_layer"
@@ -46,7 +47,7 @@ from bnnjax.task import DataInfo, Task
 DEFAULTS = dict(
     hidden_sizes=(400, 400), activation="relu", estimator="local", num_samples=1,
     eval_samples=16, prior="gaussian", prior_scale=1.0, mixture_pi=0.5, mixture_scale1=1.0,
-    mixture_scale2=math.exp(-6), prior_workdir="", init_std=1e-2, bayesian="all",
+    mixture_scale2=math.exp(-6), mixture_kl="mc", prior_workdir="", init_std=1e-2, bayesian="all",
     init_from="", kl_beta=1.0, kl_warmup_steps=0, temperature=1.0, noise_std=1.0,
     learn_noise=False)
 
@@ -92,6 +93,9 @@ def validate(m: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.model.mixture_pi must lie in (0, 1), got {m.mixture_pi!r}")
     positive("mixture_scale1")
     positive("mixture_scale2")
+    if m.mixture_kl not in priors.MIXTURE_KL:
+      raise ValueError(f"config.model.mixture_kl must be one of {', '.join(priors.MIXTURE_KL)}, "
+                       f"got {m.mixture_kl!r}")
   if m.prior == "posterior" and not m.prior_workdir:
     raise ValueError("config.model.prior='posterior' needs config.model.prior_workdir")
   if m.bayesian not in ("all", "last_layer"):
@@ -124,7 +128,8 @@ def make_prior(m, reference_posterior):
   if m.prior == "gaussian":
     return priors.gaussian_prior(m.prior_scale)
   if m.prior == "mixture":
-    return priors.scale_mixture_prior(m.mixture_pi, m.mixture_scale1, m.mixture_scale2)
+    return priors.scale_mixture_prior(m.mixture_pi, m.mixture_scale1, m.mixture_scale2,
+                                      m.mixture_kl)
   from bnnjax import checkpoint  # pylint: disable=import-outside-toplevel
   previous, _ = checkpoint.restore_params(m.prior_workdir)
   if not (isinstance(previous, dict) and set(previous) >= {"mean", "rho"}):
