@@ -18,7 +18,7 @@ import numpy as np
 
 from bnnjax import data, models, train
 from bnnjax.config import load_config_file, with_overrides
-from bnnjax.task import DataInfo
+from bnnjax.task import DataInfo, Task
 
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
 _WIDTH = flags.DEFINE_integer("width", 0, "Hidden width for models with hidden_sizes; 0 keeps "
@@ -33,6 +33,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (row name, config file, overrides). A row whose config file does not exist is skipped.
 ROWS = [
     ("mlp", "configs/mlp_mnist.py", {}),
+    # A reference, not a model: the MLP's loss on two independent copies of its params, i.e. the
+    # matmul and Adam work of local reparameterisation / flipout (a mean and a variance path).
+    ("mlp/two_copies", "configs/mlp_mnist.py", {}),
     ("bayes_mlp/reparam/K=1", "configs/bayes_mnist.py", {"model.estimator": "reparam", "model.num_samples": 1}),
     ("bayes_mlp/local/K=1", "configs/bayes_mnist.py", {"model.estimator": "local", "model.num_samples": 1}),
     ("bayes_mlp/flipout/K=1", "configs/bayes_mnist.py", {"model.estimator": "flipout", "model.num_samples": 1}),
@@ -78,9 +81,21 @@ def synthetic_data(config, rng):
   return {"x": x, "y": y}, info
 
 
-def steps_per_second(config):
+def two_copies(task: Task) -> Task:
+  """The same task on a pair of independent params: twice the arithmetic of one step."""
+  init = lambda rng, batch: (task.init(rng, batch), task.init(jax.random.fold_in(rng, 1), batch))
+
+  def loss(params, rng, batch, step):
+    (loss_a, metrics), (loss_b, _) = (task.loss(p, rng, batch, step) for p in params)
+    return loss_a + loss_b, metrics
+
+  return Task(init, loss, task.evaluate)
+
+
+def steps_per_second(config, twice=False):
   train_data, info = synthetic_data(config, jax.random.PRNGKey(0))
   task = models.get(config.model.name).make_task(config, info)
+  task = two_copies(task) if twice else task
   optimizer = train.make_optimizer(config.optimizer, 10_000)
   params = task.init(jax.random.PRNGKey(1), jax.tree_util.tree_map(lambda a: a[:1], train_data))
   state = train.TrainState(params, optimizer.init(params), jax.random.PRNGKey(2), jnp.asarray(0))
@@ -107,7 +122,8 @@ def main(argv):
   for name, path, overrides in ROWS:
     if (only and name not in only) or not os.path.exists(os.path.join(REPO, path)):
       continue
-    rate, num_params = steps_per_second(load_config(path, overrides))
+    config = load_config(path, overrides)
+    rate, num_params = steps_per_second(config, twice=name.endswith("two_copies"))
     results.append({"model": name, "steps_per_sec": round(rate, 1), "params": int(num_params),
                     "batch_size": _BATCH.value, "width": _WIDTH.value or "config"})
     print(f"{name:<30} {rate:9.1f} steps/s  {num_params:>10,d} params", flush=True)
