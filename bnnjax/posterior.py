@@ -115,6 +115,7 @@ def kl(posterior, prior, rng: Optional[jax.Array] = None):
   """KL(q || p) summed over the Bayesian leaves.
 
   Closed form for a Gaussian prior and for a previous posterior used as prior.
+  A layerwise prior sums the KL of each module under its own prior.
   For the scale-mixture prior p = pi N(0, s1^2) + (1 - pi) N(0, s2^2):
   - prior.kl == "mc": the unbiased one-sample Monte Carlo estimate
     KL = -H[q] - E_q[log p(w)] ~= -H[q] - log p(w), w ~ q: the entropy is exact,
@@ -124,6 +125,8 @@ def kl(posterior, prior, rng: Optional[jax.Array] = None):
     gives a closed-form upper bound on the KL (exact when one component carries
     the weight). No weight draw, no variance; the ELBO stays a lower bound.
   """
+  if isinstance(prior, priors.LayerwisePrior):
+    return _layerwise_kl(posterior, prior, rng)
   means, sigmas = bayesian_means(posterior), stds(posterior)
   if isinstance(prior, priors.GaussianPrior):
     terms = jax.tree_util.tree_map(lambda m, s: gaussian_kl(m, s, 0.0, prior.scale).sum(),
@@ -144,6 +147,22 @@ def kl(posterior, prior, rng: Optional[jax.Array] = None):
     w = jax.tree_util.tree_map(lambda m, s, e: m + s * e, means, sigmas, eps)
     return -entropy(posterior) - priors.log_prob(w, prior)
   raise ValueError(f"kl: unknown prior {type(prior).__name__}")
+
+
+def _layerwise_kl(posterior, prior, rng):
+  modules = [module for module, _ in prior.by_module]
+  if sorted(modules) != sorted(posterior["rho"]):
+    raise ValueError(f"layerwise prior covers modules {sorted(modules)} but the Bayesian "
+                     f"modules are {sorted(posterior['rho'])}")
+  total = 0.0
+  for i, (module, module_prior) in enumerate(prior.by_module):
+    one = {"mean": {module: posterior["mean"][module]}, "rho": {module: posterior["rho"][module]}}
+    if isinstance(module_prior, priors.PosteriorPrior):
+      previous = module_prior.posterior
+      module_prior = priors.PosteriorPrior({"mean": {module: previous["mean"][module]},
+                                            "rho": {module: previous["rho"][module]}})
+    total = total + kl(one, module_prior, None if rng is None else jax.random.fold_in(rng, i))
+  return total
 
 
 def _mixture_kl_bound(mean, std, prior):

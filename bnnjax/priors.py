@@ -12,10 +12,12 @@ can be closed over by jitted functions):
   gives is still a lower bound on log p(D)).
 - `PosteriorPrior(posterior)`: a previously trained mean-field posterior used as
   the prior of a new task (continual learning); KL in closed form.
+- `LayerwisePrior(by_module)`: one of the priors above per Haiku module, e.g. a
+  wide Gaussian on the input layer and a scale mixture elsewhere.
 
 The KL divergences themselves live in `bnnjax.posterior.kl`, beside the posterior.
 """
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +41,18 @@ class ScaleMixturePrior(NamedTuple):
 
 class PosteriorPrior(NamedTuple):
   posterior: Any  # {"mean": params, "rho": params}, see bnnjax.posterior
+
+
+class LayerwisePrior(NamedTuple):
+  by_module: Tuple[Tuple[str, Any], ...]  # ((module_name, prior), ...), each module once
+
+
+def layerwise_prior(by_module: Mapping[str, Any]) -> LayerwisePrior:
+  for module, prior in by_module.items():
+    if not isinstance(prior, (GaussianPrior, ScaleMixturePrior, PosteriorPrior)):
+      raise ValueError(f"layerwise prior for {module!r} must be a Gaussian, scale-mixture or "
+                       f"posterior prior, got {type(prior).__name__}")
+  return LayerwisePrior(tuple(sorted(by_module.items())))
 
 
 def gaussian_prior(scale: float) -> GaussianPrior:

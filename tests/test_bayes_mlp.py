@@ -160,6 +160,9 @@ def test_posterior_prior_from_a_previous_run(tmp_path):
     ("prior_scale", -1.0, "config.model.prior_scale must be positive"),
     ("init_std", 0.0, "config.model.init_std must be positive"),
     ("mixture_pi", 1.0, r"config.model.mixture_pi must lie in \(0, 1\)"),
+    ("layer_priors", ("gaussian",), r"config.model.layer_priors must name 'gaussian' or 'mixture' "
+     r"for each of the 2 layers, got \('gaussian',\)"),
+    ("layer_priors", ("gaussian", "laplace"), "config.model.layer_priors must name"),
     ("mixture_kl", "exact", "config.model.mixture_kl must be one of mc, bound, got 'exact'"),
     ("num_samples", 0, r"config.model.num_samples \(K\) must be an integer >= 1"),
     ("eval_samples", -2, r"config.model.eval_samples \(K\) must be an integer >= 1"),
@@ -173,3 +176,16 @@ def test_bad_config_is_a_one_line_error(field, value, message):
     overrides["prior"] = "mixture"
   with pytest.raises(ValueError, match=message):
     bayes_mlp.make_task(_config(**overrides), DataInfo((4,), 3, 100))
+
+
+def test_layer_priors_reach_the_loss_per_layer():
+  info = DataInfo((4,), 3, 100)
+  batch = {"x": jnp.ones((2, 4)), "y": jnp.array([0, 1])}
+  kl_of = lambda **model: bayes_mlp.make_task(_config(**model), info).loss(
+      q, jax.random.PRNGKey(1), batch, 0)[1]["kl"]
+  q = bayes_mlp.make_task(_config(), info).init(jax.random.PRNGKey(0), batch)
+  gaussian = kl_of(prior="gaussian", prior_scale=0.5)
+  np.testing.assert_allclose(kl_of(layer_priors=("gaussian", "gaussian"), prior_scale=0.5),
+                             gaussian, rtol=1e-6)
+  mixed = kl_of(layer_priors=("gaussian", "mixture"), prior_scale=0.5, mixture_kl="bound")
+  assert abs(float(mixed) - float(gaussian)) > 1.0

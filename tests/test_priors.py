@@ -114,3 +114,30 @@ def test_scale_mixture_kl_bound_is_exact_when_the_components_coincide():
 def test_unknown_mixture_kl_method_is_an_error():
   with pytest.raises(ValueError, match="mixture kl must be one of mc, bound"):
     priors.scale_mixture_prior(0.5, 1.0, 0.1, kl="exact")
+
+
+def _two_layer_posterior():
+  params = {"a": {"w": jnp.array([[0.3, -0.2], [1.0, 0.0]])}, "b": {"w": jnp.array([0.5, -0.7])}}
+  q = post.init_posterior(params, 0.1)
+  q["rho"]["b"]["w"] = post.inverse_softplus(jnp.array([0.05, 0.4]))
+  return q
+
+
+def test_layerwise_prior_is_the_sum_of_each_module_under_its_own_prior():
+  q = _two_layer_posterior()
+  wide, mixture = priors.gaussian_prior(1.0), priors.scale_mixture_prior(0.5, 1.0, 0.05, kl="bound")
+  layerwise = priors.layerwise_prior({"a": wide, "b": mixture})
+  only = lambda module: {"mean": {module: q["mean"][module]}, "rho": {module: q["rho"][module]}}
+  expected = float(post.kl(only("a"), wide)) + float(post.kl(only("b"), mixture))
+  np.testing.assert_allclose(float(post.kl(q, layerwise)), expected, rtol=1e-6)
+  # Swapping the priors changes the answer: the modules are matched by name, not by order.
+  swapped = priors.layerwise_prior({"a": mixture, "b": wide})
+  assert abs(float(post.kl(q, swapped)) - expected) > 0.05
+  # One prior everywhere is the plain prior.
+  np.testing.assert_allclose(float(post.kl(q, priors.layerwise_prior({"a": wide, "b": wide}))),
+                             float(post.kl(q, wide)), rtol=1e-6)
+
+
+def test_layerwise_prior_must_cover_exactly_the_bayesian_modules():
+  with pytest.raises(ValueError, match=r"covers modules \['a'\] but the Bayesian modules are"):
+    post.kl(_two_layer_posterior(), priors.layerwise_prior({"a": priors.gaussian_prior(1.0)}))

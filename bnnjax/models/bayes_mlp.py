@@ -26,6 +26,9 @@ config.model fields (defaults in `DEFAULTS`):
                                   mixture_scale1, mixture_scale2, mixture_kl:
                                   "mc" unbiased or "bound" closed form) | "posterior"
                                   (prior_workdir: a previous bayes_mlp run)
+    layer_priors                  () for `prior` everywhere, or one name per layer,
+                                  input layer first, e.g. ("gaussian", "mixture",
+                                  "mixture"): each layer "gaussian" or "mixture"
     init_std                      initial posterior std
     bayesian                      "all" | "last_layer"
     init_from                     "" or a workdir of a deterministic mlp run: its
@@ -47,7 +50,7 @@ from bnnjax.task import DataInfo, Task
 DEFAULTS = dict(
     hidden_sizes=(400, 400), activation="relu", estimator="local", num_samples=1,
     eval_samples=16, prior="gaussian", prior_scale=1.0, mixture_pi=0.5, mixture_scale1=1.0,
-    mixture_scale2=math.exp(-6), mixture_kl="mc", prior_workdir="", init_std=1e-2, bayesian="all",
+    mixture_scale2=math.exp(-6), mixture_kl="mc", layer_priors=(), prior_workdir="", init_std=1e-2, bayesian="all",
     init_from="", kl_beta=1.0, kl_warmup_steps=0, temperature=1.0, noise_std=1.0,
     learn_noise=False)
 
@@ -86,9 +89,15 @@ def validate(m: ml_collections.ConfigDict) -> None:
   if m.prior not in priors.PRIORS:
     raise ValueError(f"config.model.prior: unknown prior {m.prior!r}; "
                      f"choose one of {', '.join(priors.PRIORS)}")
-  if m.prior == "gaussian":
+  layer_priors = tuple(m.layer_priors)
+  if layer_priors and (len(layer_priors) != len(sizes) + 1
+                       or not set(layer_priors) <= {"gaussian", "mixture"}):
+    raise ValueError(f"config.model.layer_priors must name 'gaussian' or 'mixture' for each of "
+                     f"the {len(sizes) + 1} layers, got {layer_priors}")
+  used = set(layer_priors) or {m.prior}
+  if "gaussian" in used:
     positive("prior_scale")
-  if m.prior == "mixture":
+  if "mixture" in used:
     if not 0 < m.mixture_pi < 1:
       raise ValueError(f"config.model.mixture_pi must lie in (0, 1), got {m.mixture_pi!r}")
     positive("mixture_scale1")
@@ -125,11 +134,13 @@ def bayesian_predicate(m):
 
 def make_prior(m, reference_posterior):
   """The prior object; a posterior prior is restored and checked against our architecture."""
-  if m.prior == "gaussian":
-    return priors.gaussian_prior(m.prior_scale)
-  if m.prior == "mixture":
-    return priors.scale_mixture_prior(m.mixture_pi, m.mixture_scale1, m.mixture_scale2,
-                                      m.mixture_kl)
+  if m.layer_priors:
+    layers = [f"mlp/~/linear_{i}" for i in range(len(tuple(m.hidden_sizes)) + 1)]
+    return priors.layerwise_prior({layer: _named_prior(kind, m) for layer, kind
+                                   in zip(layers, m.layer_priors)
+                                   if layer in reference_posterior["rho"]})
+  if m.prior in ("gaussian", "mixture"):
+    return _named_prior(m.prior, m)
   from bnnjax import checkpoint  # pylint: disable=import-outside-toplevel
   previous, _ = checkpoint.restore_params(m.prior_workdir)
   if not (isinstance(previous, dict) and set(previous) >= {"mean", "rho"}):
@@ -138,6 +149,13 @@ def make_prior(m, reference_posterior):
   previous = jax.tree_util.tree_map(jnp.asarray, {"mean": previous["mean"], "rho": previous["rho"]})
   post.check_same_architecture(reference_posterior, previous)
   return priors.PosteriorPrior(previous)
+
+
+def _named_prior(kind, m):
+  if kind == "gaussian":
+    return priors.gaussian_prior(m.prior_scale)
+  return priors.scale_mixture_prior(m.mixture_pi, m.mixture_scale1, m.mixture_scale2,
+                                    m.mixture_kl)
 
 
 def initial_means(m, fresh_params):
