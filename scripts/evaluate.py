@@ -80,12 +80,20 @@ def load_ood(spec: str, run: Run, data_dir: str):
     x = data.load_idx_folder(spec, "test", binarize=run.config.data.binarize)
   else:
     name = spec
-    x = data.load(spec, "test", data_dir=data_dir or run.config.data.data_dir or None,
+    x = data.load(spec, "test", data_dir=ood_data_dir(data_dir or run.config.data.data_dir),
                   binarize=run.config.data.binarize)["x"]
   if tuple(x.shape[1:]) != run.image_shape:
     raise ValueError(f"OOD set {spec!r} has images of shape {tuple(x.shape[1:])}, but the model "
                      f"was trained on {run.image_shape} ({run.config.data.name})")
   return name, x
+
+
+def ood_data_dir(data_dir: str) -> Optional[str]:
+  """Where to look for a named OOD set: a run trained on .../mnist finds .../fashion-mnist."""
+  if not data_dir:
+    return None
+  path = os.path.normpath(data_dir)
+  return os.path.dirname(path) if os.path.basename(path) in data.IMAGE_FOLDERS.values() else path
 
 
 def make_sampler(run: Run, num_samples: int):

@@ -156,3 +156,11 @@ def test_toy_regression_is_less_sure_away_from_its_data(tmp_path):
   bands = evaluate_script.evaluate(str(tmp_path), num_samples=32)["regression"]["bands"]
   assert os.path.isfile(bands["plot"])
   assert bands["epistemic_std_far_from_data"] > 2 * bands["epistemic_std_near_data"]
+
+
+def test_named_ood_sets_are_found_beside_the_training_folder(tmp_path):
+  # A run trained with data_dir=.../mnist looks for fashion_mnist in .../fashion-mnist.
+  assert evaluate_script.ood_data_dir(str(tmp_path / "mnist")) == str(tmp_path)
+  assert evaluate_script.ood_data_dir(str(tmp_path / "kmnist") + "/") == str(tmp_path)
+  assert evaluate_script.ood_data_dir(str(tmp_path)) == str(tmp_path)
+  assert evaluate_script.ood_data_dir("") is None
