@@ -7,6 +7,7 @@ bad value is a one-line error that names the field.
 import importlib.util
 import itertools
 import os
+from typing import Dict
 
 import ml_collections
 
@@ -36,6 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.0
   c.optimizer.momentum = 0.9  # sgd only
   c.optimizer.grad_clip = 0.0  # global norm; 0 = off
+  # "key=factor,...": the learning rate times factor for the params under a top-level key,
+  # e.g. "rho=10" lets a posterior's scales travel as far as its means in a short run.
+  c.optimizer.lr_multipliers = ""
 
   c.batch_size = 128
   c.num_epochs = 10
@@ -104,5 +108,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.optimizer.schedule not in ("constant", "cosine"):
     raise ValueError(f"config.optimizer.schedule: unknown schedule {config.optimizer.schedule!r}; "
                      "choose constant or cosine")
+  parse_lr_multipliers(config.optimizer.get("lr_multipliers", ""))
   if config.data.binarize not in ("", "static"):
     raise ValueError(f"config.data.binarize must be '' or 'static', got {config.data.binarize!r}")
+
+
+def parse_lr_multipliers(spec: str) -> Dict[str, float]:
+  """{"rho": 10.0} from "rho=10"; a one-line ValueError naming a malformed entry."""
+  multipliers = {}
+  for entry in filter(None, (e.strip() for e in spec.split(","))):
+    key, _, value = entry.partition("=")
+    try:
+      factor = float(value)
+    except ValueError:
+      factor = float("nan")
+    if not key or not factor > 0:
+      raise ValueError(f"config.optimizer.lr_multipliers: {entry!r} is not 'key=positive factor'")
+    multipliers[key.strip()] = factor
+  return multipliers

@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from bnnjax import checkpoint, data, datasets, models
-from bnnjax.config import validate
+from bnnjax.config import parse_lr_multipliers, validate
 from bnnjax.task import DataInfo, Task
 from bnnjax.writers import MetricWriter
 
@@ -51,9 +51,27 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Gr
     tx = optax.adamw(lr, weight_decay=opt.weight_decay)
   else:
     tx = optax.sgd(lr, momentum=opt.momentum or None)
+  multipliers = parse_lr_multipliers(opt.get("lr_multipliers", ""))
+  if multipliers:
+    tx = _with_lr_multipliers(tx, multipliers)
   if opt.grad_clip > 0:
     tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
   return tx
+
+
+def _with_lr_multipliers(tx, multipliers: Dict[str, float]) -> optax.GradientTransformation:
+  """tx, its updates scaled by multipliers[key] under each named top-level key of the params."""
+  def labels(params):
+    if not isinstance(params, dict):
+      raise ValueError("config.optimizer.lr_multipliers needs params that are a dict of top-level keys")
+    missing = sorted(set(multipliers) - set(params))
+    if missing:
+      raise ValueError(f"config.optimizer.lr_multipliers names {missing}, but the params' "
+                       f"top-level keys are {sorted(params)}")
+    return {key: jax.tree_util.tree_map(lambda _, k=key: k if k in multipliers else "", value)
+            for key, value in params.items()}
+  transforms = {key: optax.chain(tx, optax.scale(factor)) for key, factor in multipliers.items()}
+  return optax.multi_transform({"": tx, **transforms}, labels)
 
 
 def data_mesh(batch_size: int) -> Optional[Mesh]:

@@ -89,11 +89,26 @@ def test_restore_params_for_scripts(uninterrupted):
     ("model.hidden_sizes", (32, -4), "hidden_sizes must be positive"),
     ("data.name", "cifar1000", "cifar1000"),
     ("data.train_split", "validation", "validation"),
+    ("optimizer.lr_multipliers", "rho=-2", "'rho=-2' is not 'key=positive factor'"),
+    ("optimizer.lr_multipliers", "rho", "'rho' is not 'key=positive factor'"),
+    ("optimizer.lr_multipliers", "rho=3", "lr_multipliers names .'rho'., but the params' top-level keys"),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, field, value, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(")) as info:
     train.fit(digits_config(**{field: value}), str(tmp_path))
   assert "\n" not in str(info.value)
+
+
+def test_lr_multipliers_scale_only_the_named_params():
+  opt = bnnjax.base_config().optimizer
+  opt.lr, opt.lr_multipliers = 1e-2, "rho=10"
+  tx = train.make_optimizer(opt, total_steps=10)
+  params = {"mean": {"w": jnp.ones(3)}, "rho": {"w": jnp.ones(3)}}
+  grads = {"mean": {"w": jnp.array([1.0, -2.0, 0.5])}, "rho": {"w": jnp.array([3.0, -0.1, 1.0])}}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # Adam's first step is -lr * sign(g) per coordinate: 1e-2 for "mean", 1e-1 for "rho".
+  np.testing.assert_allclose(updates["mean"]["w"], -1e-2 * np.sign(grads["mean"]["w"]), rtol=1e-4)
+  np.testing.assert_allclose(updates["rho"]["w"], -1e-1 * np.sign(grads["rho"]["w"]), rtol=1e-4)
 
 
 def test_unwritable_workdir(tmp_path):
