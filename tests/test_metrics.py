@@ -132,6 +132,9 @@ def test_regression_metrics_hand_case():
   std = np.full(4, 2.0)
   expected = 0.5 * np.log(2 * np.pi * 4.0) + np.mean((y - mean)**2) / (2 * 4.0)
   assert metrics.gaussian_nll(y, mean, std) == pytest.approx(expected, rel=1e-6)
+  report = metrics.regression_metrics(y, mean, std, mean - np.array([0.6, 0.6, 1.0, 0.2]),
+                                      mean + 0.6)
+  assert report["coverage"] == 0.75 and report["mean_interval_width"] == pytest.approx(1.2)
 
 
 def test_gaussian_nll_rejects_nonpositive_std():
