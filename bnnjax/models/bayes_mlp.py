@@ -61,7 +61,11 @@ def default_model_config() -> ml_collections.ConfigDict:
 
 
 def model_config(config) -> ml_collections.ConfigDict:
-  """config.model with every field of DEFAULTS present."""
+  """config.model with every field of DEFAULTS present; an unknown field is a typo, an error."""
+  unknown = sorted(set(config.model) - set(DEFAULTS) - {"name"})
+  if unknown:
+    raise ValueError(f"config.model has unknown field(s) {unknown} for bayes_mlp; "
+                     f"known: {', '.join(sorted(DEFAULTS))}")
   merged = ml_collections.ConfigDict(DEFAULTS)
   merged.update(config.model)
   return merged

@@ -1,0 +1,45 @@
+"""Bayesian MLP on MNIST, 784-400-400-10, tuned for "how sure are you?": the run that met every target.
+
+A mean-field Gaussian posterior under a N(0, 1) prior, tempered to T = 0.1 (the "cold
+posterior" of Wenzel et al. 2020: loss = NLL + 0.1 * KL / N, not the true ELBO), initial
+std 3e-2, local reparameterisation, 20 epochs. Its means start from a trained deterministic
+MLP of the same shape (`configs/mlp_mnist.py`):
+
+  python scripts/train.py --config=configs/mlp_mnist.py --workdir=runs/mlp_mnist
+  python scripts/train.py --config=configs/bayes_mnist_tempered.py --workdir=runs/bayes_tempered \
+      --config.model.init_from=runs/mlp_mnist
+
+Why each choice (measured; see the issue note): the unscaled N(0, 1) prior lets the weights
+that MNIST never exercises (border pixels, unused units) keep a wide posterior, which is
+what makes the predictions disagree on Fashion-MNIST and KMNIST; init std 3e-2 lets those
+scales reach the prior's within 20 epochs; T = 0.1 keeps the exercised weights sharp
+(accuracy, calibration) without changing where the unexercised ones go (their KL optimum is
+the prior for any T); starting from the MLP's weights buys about one point of accuracy.
+Without init_from it still trains, from a fresh initialisation.
+"""
+from bnnjax.config import base_config
+from bnnjax.models.bayes_mlp import default_model_config
+
+
+def get_config():
+  c = base_config()
+  c.data.name = "mnist"
+  c.model = default_model_config()
+  c.model.hidden_sizes = (400, 400)
+  c.model.activation = "relu"
+  c.model.estimator = "local"
+  c.model.num_samples = 1
+  c.model.eval_samples = 16
+  c.model.prior = "gaussian"
+  c.model.prior_scale = 1.0
+  c.model.init_std = 3e-2
+  c.model.bayesian = "all"
+  c.model.init_from = ""  # e.g. runs/mlp_mnist: a deterministic MLP of the same shape
+  c.model.kl_beta = 1.0
+  c.model.kl_warmup_steps = 2000
+  c.model.temperature = 0.1
+  c.optimizer.lr = 1e-3
+  c.optimizer.schedule = "cosine"
+  c.batch_size = 128
+  c.num_epochs = 20
+  return c

@@ -1,0 +1,52 @@
+"""Every config file in configs/ loads, validates and builds its task; every sweep point too.
+
+A typo'd field (config.model.prior_sclae), a value the model refuses or a sweep axis that
+names a missing field fails here rather than minutes into a run.
+"""
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from bnnjax import models
+from bnnjax.config import load_config_file, validate, with_overrides
+from bnnjax.task import DataInfo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+
+# One example's shape, classes and training-set size per data set, so that no file is read.
+SHAPES = {"mnist": ((28, 28, 1), 10, 60000), "digits": ((8, 8, 1), 10, 1437),
+          "moons": ((2,), 0, 10000), "ring": ((2,), 0, 10000), "diabetes": ((10,), 0, 353),
+          "toy_regression": ((1,), 0, 1000)}
+
+
+def _task(config):
+  validate(config)
+  shape, num_classes, num_train = SHAPES[config.data.name]
+  if config.data.flatten:
+    shape = (int(np.prod(shape)),)
+  return models.get(config.model.name).make_task(config, DataInfo(shape, num_classes, num_train))
+
+
+def test_the_configs_are_all_here():
+  names = {os.path.basename(p) for p in CONFIGS}
+  assert {"quickstart.py", "bayes_mnist.py", "bayes_mnist_tempered.py", "mlp_mnist.py",
+          "vae_mnist.py", "flow_moons.py"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_builds_its_task(path):
+  module = load_config_file(path)
+  task = _task(module.get_config())
+  assert callable(task.loss) and callable(task.init)
+  for point in getattr(module, "get_sweep", lambda: [])():
+    _task(with_overrides(module.get_config(), point))
+
+
+def test_a_misspelt_model_field_is_an_error():
+  config = load_config_file(os.path.join(REPO, "configs", "bayes_mnist.py")).get_config()
+  config.model.prior_sclae = 0.5
+  with pytest.raises(ValueError, match=r"unknown field\(s\) \['prior_sclae'\] for bayes_mlp"):
+    _task(config)
