@@ -14,8 +14,8 @@ that MNIST never exercises (border pixels, unused units) keep a wide posterior, 
 what makes the predictions disagree on Fashion-MNIST and KMNIST; init std 3e-2 lets those
 scales reach the prior's within 20 epochs; T = 0.1 keeps the exercised weights sharp
 (accuracy, calibration) without changing where the unexercised ones go (their KL optimum is
-the prior for any T); starting from the MLP's weights buys about one point of accuracy.
-Without init_from it still trains, from a fresh initialisation.
+the prior for any T). Without init_from it trains from a fresh initialisation and reached
+the same accuracy but a Fashion-MNIST AUROC of 0.979 instead of 0.990.
 """
 from bnnjax.config import base_config
 from bnnjax.models.bayes_mlp import default_model_config
