@@ -2,6 +2,8 @@
 import functools
 import json
 import os
+import subprocess
+import sys
 
 import bnnjax
 import jax
@@ -313,6 +315,21 @@ def test_fit_moons_beats_a_gaussian_fit(tmp_path):
                                      + np.linalg.slogdet(cov)[1] + 2 * np.log(2 * np.pi)))
   print(f"moons after 600 steps: flow {test_log_lik:.3f}, Gaussian fit {gaussian_log_lik:.3f} nats")
   assert test_log_lik > gaussian_log_lik + 0.5, (test_log_lik, gaussian_log_lik)
+
+  # scripts/flow_plots.py on the same run: the same figures, a grid that holds the mass, PNGs.
+  script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                        "flow_plots.py")
+  result = subprocess.run([sys.executable, script, f"--workdir={tmp_path}", "--grid_size=200",
+                           "--num_samples=300"], capture_output=True, text=True, timeout=600,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(tmp_path / "flow_eval.json", encoding="utf-8") as f:
+    report = json.load(f)
+  assert report["log_lik"] == pytest.approx(test_log_lik, abs=1e-4)
+  assert report["gaussian_fit_log_lik"] == pytest.approx(gaussian_log_lik, abs=1e-4)
+  assert report["grid_mass"] == pytest.approx(1.0, abs=0.02)
+  for name in ("flow_density.png", "flow_samples.png"):
+    assert (tmp_path / name).stat().st_size > 10_000
 
 
 @pytest.mark.slow
