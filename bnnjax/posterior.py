@@ -154,14 +154,13 @@ def _layerwise_kl(posterior, prior, rng):
   if sorted(modules) != sorted(posterior["rho"]):
     raise ValueError(f"layerwise prior covers modules {sorted(modules)} but the Bayesian "
                      f"modules are {sorted(posterior['rho'])}")
+  only = lambda q, module: {"mean": {module: q["mean"][module]}, "rho": {module: q["rho"][module]}}
   total = 0.0
   for i, (module, module_prior) in enumerate(prior.by_module):
-    one = {"mean": {module: posterior["mean"][module]}, "rho": {module: posterior["rho"][module]}}
     if isinstance(module_prior, priors.PosteriorPrior):
-      previous = module_prior.posterior
-      module_prior = priors.PosteriorPrior({"mean": {module: previous["mean"][module]},
-                                            "rho": {module: previous["rho"][module]}})
-    total = total + kl(one, module_prior, None if rng is None else jax.random.fold_in(rng, i))
+      module_prior = priors.PosteriorPrior(only(module_prior.posterior, module))
+    module_rng = None if rng is None else jax.random.fold_in(rng, i)
+    total = total + kl(only(posterior, module), module_prior, module_rng)
   return total
 
 

@@ -1,6 +1,6 @@
 """Priors over network weights, and their log-densities.
 
-Three priors, each a small immutable record (a pytree-free NamedTuple, so that it
+Four priors, each a small immutable record (a pytree-free NamedTuple, so that it
 can be closed over by jitted functions):
 
 - `GaussianPrior(scale)`: every weight ~ N(0, scale^2).

@@ -50,9 +50,9 @@ from bnnjax.task import DataInfo, Task
 DEFAULTS = dict(
     hidden_sizes=(400, 400), activation="relu", estimator="local", num_samples=1,
     eval_samples=16, prior="gaussian", prior_scale=1.0, mixture_pi=0.5, mixture_scale1=1.0,
-    mixture_scale2=math.exp(-6), mixture_kl="mc", layer_priors=(), prior_workdir="", init_std=1e-2, bayesian="all",
-    init_from="", kl_beta=1.0, kl_warmup_steps=0, temperature=1.0, noise_std=1.0,
-    learn_noise=False)
+    mixture_scale2=math.exp(-6), mixture_kl="mc", layer_priors=(), prior_workdir="",
+    init_std=1e-2, bayesian="all", init_from="", kl_beta=1.0, kl_warmup_steps=0,
+    temperature=1.0, noise_std=1.0, learn_noise=False)
 
 
 def default_model_config() -> ml_collections.ConfigDict:
