@@ -63,7 +63,8 @@ def _with_lr_multipliers(tx, multipliers: Dict[str, float]) -> optax.GradientTra
   """tx, its updates scaled by multipliers[key] under each named top-level key of the params."""
   def labels(params):
     if not isinstance(params, dict):
-      raise ValueError("config.optimizer.lr_multipliers needs params that are a dict of top-level keys")
+      raise ValueError("config.optimizer.lr_multipliers needs params that are a dict "
+                       "of top-level keys")
     missing = sorted(set(multipliers) - set(params))
     if missing:
       raise ValueError(f"config.optimizer.lr_multipliers names {missing}, but the params' "
