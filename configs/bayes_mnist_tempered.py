@@ -19,7 +19,7 @@ the same accuracy but a Fashion-MNIST AUROC of 0.979 instead of 0.990.
 """
 import os
 
-from bnnjax.config import load_config_file
+from bnnjax.config import load_config_file, product
 
 
 def get_config():
@@ -31,3 +31,8 @@ def get_config():
   c.model.temperature = 0.1
   c.model.init_from = ""  # e.g. runs/mlp_mnist: a deterministic MLP of the same shape
   return c
+
+
+def get_sweep():
+  """The temperature, from the cold posterior to the true ELBO (T = 1)."""
+  return product({"model.temperature": [0.1, 0.3, 1.0]})
