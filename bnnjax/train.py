@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from bnnjax import checkpoint, data, datasets, models
-from bnnjax.config import parse_lr_multipliers, validate
+from bnnjax.config import base_config, parse_lr_multipliers, validate
 from bnnjax.task import DataInfo, Task
 from bnnjax.writers import MetricWriter
 
@@ -185,11 +185,26 @@ def check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
   with open(path, encoding="utf-8") as f:
     saved = json.load(f)
   now = checkpoint.config_to_json(config)
+  defaults = _default_fields(config)
   for field in _IDENTITY_FIELDS:
+    # A field that a newer bnnjax added is absent from an older run's config.json: it
+    # counts as its default, so upgrading does not block resuming at the same settings.
+    if isinstance(saved.get(field), dict) and field in defaults:
+      saved[field], now[field] = ({**defaults[field], **saved[field]},
+                                  {**defaults[field], **now[field]})
     if saved.get(field) != now.get(field):
       raise checkpoint.CheckpointError(
           f"workdir {workdir} holds a run with another config.{field}: saved {saved.get(field)}, "
           f"now {now.get(field)}; use a new --workdir")
+
+
+def _default_fields(config) -> dict:
+  """The default data, optimizer and model sections, as config.json would hold them."""
+  defaults = base_config()
+  module = models.get(config.model.name)
+  if hasattr(module, "default_model_config"):
+    defaults.model = module.default_model_config()
+  return {k: v for k, v in checkpoint.config_to_json(defaults).items() if isinstance(v, dict)}
 
 
 def total_steps(config, num_train: int) -> int:

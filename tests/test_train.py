@@ -125,6 +125,21 @@ def test_workdir_of_another_config_is_refused(uninterrupted, tmp_path):
     train.fit(digits_config(**{"model.hidden_sizes": (64,)}), workdir)
 
 
+def test_run_saved_before_a_field_existed_resumes_at_its_default(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(uninterrupted[0], workdir)
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    saved = json.load(f)
+  del saved["optimizer"]["lr_multipliers"], saved["optimizer"]["grad_clip"]  # as an older bnnjax wrote
+  with open(path, "w") as f:
+    json.dump(saved, f)
+  state = train.fit(digits_config(), workdir)  # defaults: resumes, at its last step
+  assert int(state.step) == 40
+  with pytest.raises(checkpoint.CheckpointError, match="another config.optimizer"):
+    train.fit(digits_config(**{"optimizer.grad_clip": 1.0}), workdir)
+
+
 def test_checkpoint_of_another_model_names_the_parameter(uninterrupted, tmp_path):
   workdir = str(tmp_path / "run")
   shutil.copytree(uninterrupted[0], workdir)
