@@ -5,22 +5,17 @@ Set model.variational = True for a denoising VAE instead.
 
   python scripts/train.py --config=configs/dae_mnist.py --workdir=runs/dae
 """
-from bnnjax.config import base_config
-from bnnjax.models.vae import default_model_config
+import os
+
+from bnnjax.config import load_config_file
 
 
 def get_config():
-  c = base_config()
-  c.data.name = "mnist"
-  c.data.flatten = True
-  c.data.binarize = ""
-  c.model = default_model_config()
+  """configs/vae_mnist.py with these changes."""
+  c = load_config_file(os.path.join(os.path.dirname(__file__), "vae_mnist.py")).get_config()
   c.model.variational = False
-  c.model.latent_size = 50
   c.model.corruption = "mask"
   c.model.corruption_level = 0.5
-  c.model.binarize_train = "dynamic"
-  c.batch_size = 100
+  c.optimizer.schedule = "constant"
   c.num_epochs = 10
-  c.eval_batch_size = 1000
   return c

@@ -3,21 +3,13 @@
   python scripts/train.py --config=configs/flow_ring.py --workdir=runs/flow_ring
   python scripts/flow_plots.py --workdir=runs/flow_ring
 """
-from bnnjax.config import base_config
-from bnnjax.models.flow import default_model_config
+import os
+
+from bnnjax.config import load_config_file
 
 
 def get_config():
-  c = base_config()
+  """configs/flow_moons.py on the ring."""
+  c = load_config_file(os.path.join(os.path.dirname(__file__), "flow_moons.py")).get_config()
   c.data.name = "ring"
-  c.model = default_model_config()
-  c.model.num_coupling_layers = 8
-  c.model.hidden_sizes = (64, 64)
-  c.optimizer.lr = 1e-3
-  c.optimizer.schedule = "cosine"
-  c.batch_size = 256
-  c.num_steps = 3000
-  c.eval_every = 500
-  c.checkpoint_every = 1000
-  c.eval_batch_size = 1000
   return c
