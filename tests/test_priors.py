@@ -38,12 +38,16 @@ def _kl_by_quadrature(mean, std, prior):
   return total
 
 
+def _posterior_with_stds(mean, std):
+  q = post.init_posterior({"layer": {"w": jnp.asarray(mean, jnp.float32)}}, 0.1)
+  q["rho"]["layer"]["w"] = post.inverse_softplus(jnp.asarray(std, jnp.float32))
+  return q
+
+
 def test_scale_mixture_kl_estimator_is_unbiased():
   prior = priors.scale_mixture_prior(0.5, 1.0, np.exp(-3))
   mean = jnp.array([[0.0, 0.02, -0.3], [1.2, -0.05, 0.6]])
-  q = post.init_posterior({"layer": {"w": mean}}, 0.1)
-  q["rho"]["layer"]["w"] = post.inverse_softplus(
-      jnp.array([[0.03, 0.2, 0.1], [0.5, 0.01, 0.3]]))
+  q = _posterior_with_stds(mean, [[0.03, 0.2, 0.1], [0.5, 0.01, 0.3]])
   exact = _kl_by_quadrature(np.asarray(mean, np.float64),
                             np.asarray(post.stds(q)["layer"]["w"], np.float64), prior)
   estimates = jax.vmap(lambda k: post.kl(q, prior, k))(jax.random.split(jax.random.PRNGKey(0),
@@ -76,12 +80,6 @@ def test_non_positive_mixture_scale_is_an_error(scales):
 def test_non_positive_gaussian_scale_is_an_error(scale):
   with pytest.raises(ValueError, match="prior scale must be positive"):
     priors.gaussian_prior(scale)
-
-
-def _posterior_with_stds(mean, std):
-  q = post.init_posterior({"layer": {"w": jnp.asarray(mean, jnp.float32)}}, 0.1)
-  q["rho"]["layer"]["w"] = post.inverse_softplus(jnp.asarray(std, jnp.float32))
-  return q
 
 
 def test_scale_mixture_kl_bound_is_an_upper_bound_and_tight_where_one_component_rules():
