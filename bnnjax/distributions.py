@@ -16,11 +16,16 @@ def gaussian_log_prob(x, mean, std):
   return -0.5 * (z**2 + _LOG_2PI) - jnp.log(std)
 
 
-def gaussian_kl(mean_q, std_q, mean_p, std_p):
-  """KL(N(mean_q, std_q^2) || N(mean_p, std_p^2)), elementwise, in closed form."""
+def gaussian_kl(mean_q, std_q, mean_p, std_p, log_std_q=None):
+  """KL(N(mean_q, std_q^2) || N(mean_p, std_p^2)), elementwise, in closed form.
+
+  log_std_q: log(std_q), where the caller holds it exactly (a log-std parameter):
+  it saves a log per element, which is a good part of a Bayesian step's cost.
+  """
+  log_std_q = jnp.log(std_q) if log_std_q is None else log_std_q
   var_ratio = (std_q / std_p)**2
   mean_term = ((mean_q - mean_p) / std_p)**2
-  return 0.5 * (var_ratio + mean_term - 1.0 - jnp.log(var_ratio))
+  return 0.5 * (var_ratio + mean_term - 1.0) - log_std_q + jnp.log(std_p)
 
 
 def gaussian_cross_entropy(mean_q, std_q, mean_p, std_p):
@@ -28,9 +33,11 @@ def gaussian_cross_entropy(mean_q, std_q, mean_p, std_p):
   return 0.5 * _LOG_2PI + jnp.log(std_p) + ((mean_q - mean_p)**2 + std_q**2) / (2.0 * std_p**2)
 
 
-def gaussian_entropy(std):
-  """Entropy of N(., std^2), elementwise."""
-  return 0.5 * (1.0 + _LOG_2PI) + jnp.log(std)
+def gaussian_entropy(std=None, log_std=None):
+  """Entropy of N(., std^2), elementwise; from std or, without a log, from log_std."""
+  if (std is None) == (log_std is None):
+    raise ValueError("gaussian_entropy takes exactly one of std and log_std")
+  return 0.5 * (1.0 + _LOG_2PI) + (jnp.log(std) if log_std is None else log_std)
 
 
 def bernoulli_log_prob(logits, x):

@@ -2,17 +2,24 @@
 
 A posterior is a plain pytree, so optax, jit and orbax handle it like params:
 
-    posterior = {"mean": params, "rho": bayesian_subset_of_params}
+    posterior = {"mean": params, "rho": bayesian_subset_of_params}      # scale="softplus"
+    posterior = {"mean": params, "log_std": bayesian_subset_of_params}  # scale="log_std"
 
 - "mean" is a complete Haiku params mapping (module -> name -> array): the
   posterior means of the Bayesian leaves and the point estimates of the rest.
   `mean_params(posterior)` is therefore directly usable by `apply`.
-- "rho" holds only the Bayesian leaves, same module/name keys and shapes; their
-  standard deviation is std = softplus(rho) (unconstrained, positive, and for
-  small std almost linear in exp(rho)).
+- the scale subtree ("rho" or "log_std", see `scale_params`) holds only the
+  Bayesian leaves, same module/name keys and shapes. Its key names how the
+  unconstrained parameter becomes a standard deviation:
+  - "rho":     std = softplus(rho), Blundell et al.'s choice;
+  - "log_std": std = exp(log_std) (log-variance / 2). Cheaper: one exp per weight
+    gives std and variance, and log std, which the KL needs, is the parameter
+    itself, where softplus costs an exp and a log1p forward, a sigmoid backward
+    and a log in the KL. For small std softplus(rho) ~ exp(rho), so Adam moves
+    both the same way; log std rather than log variance keeps that.
 
-Every weight w of a Bayesian leaf is independent: q(w) = N(mean, softplus(rho)^2).
-Leaves absent from "rho" are point estimates: they have no prior and no KL term.
+Every weight w of a Bayesian leaf is independent: q(w) = N(mean, std^2). Leaves
+absent from the scale subtree are point estimates: no prior and no KL term.
 """
 from typing import Callable, Optional, Union
 
@@ -27,19 +34,31 @@ from bnnjax.distributions import (gaussian_cross_entropy, gaussian_entropy, gaus
 Predicate = Callable[[str, str, jax.Array], bool]  # (module_name, name, value) -> Bayesian?
 
 
+# scale parameterisation -> the posterior key that holds it
+SCALE_KEYS = {"softplus": "rho", "log_std": "log_std"}
+
+
 def inverse_softplus(std):
   """rho such that softplus(rho) = std; stable for small std (expm1)."""
   return jnp.log(jnp.expm1(std))
 
 
-def init_posterior(params, init_std: float, bayesian: Optional[Union[str, Predicate]] = None):
+def _unconstrained(std, scale: str):
+  return inverse_softplus(std) if scale == "softplus" else jnp.log(std)
+
+
+def init_posterior(params, init_std: float, bayesian: Optional[Union[str, Predicate]] = None,
+                   scale: str = "softplus"):
   """A posterior whose means are `params` (fresh or trained) and whose stds are init_std.
 
   bayesian: None or "all" makes every leaf Bayesian; otherwise a Haiku-style
   predicate (module_name, name, value) -> bool choosing the Bayesian leaves.
+  scale: "softplus" (std = softplus(rho)) or "log_std" (std = exp(log_std)).
   """
   if not init_std > 0:
     raise ValueError(f"init_std must be positive, got {init_std!r}")
+  if scale not in SCALE_KEYS:
+    raise ValueError(f"unknown posterior scale {scale!r}; choose one of {', '.join(SCALE_KEYS)}")
   if bayesian is None or bayesian == "all":
     bayesian = lambda module_name, name, value: True
   elif not callable(bayesian):
@@ -47,10 +66,30 @@ def init_posterior(params, init_std: float, bayesian: Optional[Union[str, Predic
   bayes_params, _ = hk.data_structures.partition(bayesian, params)
   if not jax.tree_util.tree_leaves(bayes_params):
     raise ValueError("bayesian predicate selected no parameters")
-  rho = jax.tree_util.tree_map(
-      lambda w: jnp.full(w.shape, inverse_softplus(jnp.asarray(init_std, w.dtype)), w.dtype),
+  unconstrained = jax.tree_util.tree_map(
+      lambda w: jnp.full(w.shape, _unconstrained(jnp.asarray(init_std, w.dtype), scale), w.dtype),
       bayes_params)
-  return {"mean": params, "rho": rho}
+  return {"mean": params, SCALE_KEYS[scale]: unconstrained}
+
+
+def is_posterior(tree) -> bool:
+  """Whether `tree` is a posterior pytree: {"mean": ..., "rho" or "log_std": ...}."""
+  return (isinstance(tree, dict) and "mean" in tree
+          and sum(key in tree for key in SCALE_KEYS.values()) == 1)
+
+
+def scale_key(posterior) -> str:
+  """"rho" or "log_std": the key of the posterior's scale subtree."""
+  keys = [key for key in SCALE_KEYS.values() if key in posterior]
+  if len(keys) != 1:
+    raise ValueError(f"a posterior holds 'mean' and one of {list(SCALE_KEYS.values())}; "
+                     f"got keys {sorted(posterior)}")
+  return keys[0]
+
+
+def scale_params(posterior):
+  """The unconstrained scale parameters of the Bayesian leaves (module -> name -> array)."""
+  return posterior[scale_key(posterior)]
 
 
 def mean_params(posterior):
@@ -59,14 +98,23 @@ def mean_params(posterior):
 
 
 def bayesian_means(posterior):
-  """The means of the Bayesian leaves only, structured like posterior["rho"]."""
-  mean, rho = posterior["mean"], posterior["rho"]
-  return {m: {n: mean[m][n] for n in rho[m]} for m in rho}
+  """The means of the Bayesian leaves only, structured like `scale_params(posterior)`."""
+  mean, scales = posterior["mean"], scale_params(posterior)
+  return {m: {n: mean[m][n] for n in scales[m]} for m in scales}
 
 
 def stds(posterior):
-  """softplus(rho): the standard deviations of the Bayesian leaves."""
-  return jax.tree_util.tree_map(jax.nn.softplus, posterior["rho"])
+  """The standard deviations of the Bayesian leaves: softplus(rho) or exp(log_std)."""
+  if scale_key(posterior) == "rho":
+    return jax.tree_util.tree_map(jax.nn.softplus, posterior["rho"])
+  return jax.tree_util.tree_map(jnp.exp, posterior["log_std"])
+
+
+def log_stds(posterior):
+  """log std of the Bayesian leaves; exactly the parameter under "log_std" (no log computed)."""
+  if scale_key(posterior) == "rho":
+    return jax.tree_util.tree_map(jnp.log, stds(posterior))
+  return posterior["log_std"]
 
 
 def _normal_like(rng, tree):
@@ -87,7 +135,8 @@ def sample_params(posterior, rng):
 
 def log_prob(posterior, params):
   """log q(params) summed over the Bayesian leaves (point estimates are ignored)."""
-  values = {m: {n: params[m][n] for n in posterior["rho"][m]} for m in posterior["rho"]}
+  scales = scale_params(posterior)
+  values = {m: {n: params[m][n] for n in scales[m]} for m in scales}
   terms = jax.tree_util.tree_map(lambda w, m, s: gaussian_log_prob(w, m, s).sum(), values,
                                  bayesian_means(posterior), stds(posterior))
   return sum(jax.tree_util.tree_leaves(terms))
@@ -95,12 +144,13 @@ def log_prob(posterior, params):
 
 def entropy(posterior):
   """H[q] in closed form, summed over the Bayesian leaves."""
-  return sum(gaussian_entropy(s).sum() for s in jax.tree_util.tree_leaves(stds(posterior)))
+  return sum(gaussian_entropy(log_std=s).sum() for s in jax.tree_util.tree_leaves(log_stds(posterior)))
 
 
 def check_same_architecture(posterior, prior_posterior):
   """ValueError unless the two posteriors have the same Bayesian leaves and shapes."""
-  shapes = lambda p: {m: {n: tuple(jnp.shape(w)) for n, w in p["rho"][m].items()} for m in p["rho"]}
+  shapes = lambda p: {m: {n: tuple(jnp.shape(w)) for n, w in leaves.items()}
+                      for m, leaves in scale_params(p).items()}
   ours, theirs = shapes(posterior), shapes(prior_posterior)
   if ours != theirs:
     raise ValueError("prior posterior comes from another architecture: Bayesian leaves "
@@ -127,18 +177,21 @@ def kl(posterior, prior, rng: Optional[jax.Array] = None):
   """
   if isinstance(prior, priors.LayerwisePrior):
     return _layerwise_kl(posterior, prior, rng)
-  means, sigmas = bayesian_means(posterior), stds(posterior)
+  means, sigmas, log_sigmas = bayesian_means(posterior), stds(posterior), log_stds(posterior)
   if isinstance(prior, priors.GaussianPrior):
-    terms = jax.tree_util.tree_map(lambda m, s: gaussian_kl(m, s, 0.0, prior.scale).sum(),
-                                   means, sigmas)
+    terms = jax.tree_util.tree_map(
+        lambda m, s, log_s: gaussian_kl(m, s, 0.0, prior.scale, log_std_q=log_s).sum(),
+        means, sigmas, log_sigmas)
     return sum(jax.tree_util.tree_leaves(terms))
   if isinstance(prior, priors.PosteriorPrior):
     check_same_architecture(posterior, prior.posterior)
-    terms = jax.tree_util.tree_map(lambda m, s, mp, sp: gaussian_kl(m, s, mp, sp).sum(), means,
-                                   sigmas, bayesian_means(prior.posterior), stds(prior.posterior))
+    terms = jax.tree_util.tree_map(
+        lambda m, s, log_s, mp, sp: gaussian_kl(m, s, mp, sp, log_std_q=log_s).sum(),
+        means, sigmas, log_sigmas, bayesian_means(prior.posterior), stds(prior.posterior))
     return sum(jax.tree_util.tree_leaves(terms))
   if isinstance(prior, priors.ScaleMixturePrior) and prior.kl == "bound":
-    terms = jax.tree_util.tree_map(lambda m, s: _mixture_kl_bound(m, s, prior).sum(), means, sigmas)
+    terms = jax.tree_util.tree_map(lambda m, s, log_s: _mixture_kl_bound(m, s, log_s, prior).sum(),
+                                   means, sigmas, log_sigmas)
     return sum(jax.tree_util.tree_leaves(terms))
   if isinstance(prior, priors.ScaleMixturePrior):
     if rng is None:
@@ -151,10 +204,12 @@ def kl(posterior, prior, rng: Optional[jax.Array] = None):
 
 def _layerwise_kl(posterior, prior, rng):
   modules = [module for module, _ in prior.by_module]
-  if sorted(modules) != sorted(posterior["rho"]):
+  bayesian_modules = sorted(scale_params(posterior))
+  if sorted(modules) != bayesian_modules:
     raise ValueError(f"layerwise prior covers modules {sorted(modules)} but the Bayesian "
-                     f"modules are {sorted(posterior['rho'])}")
-  only = lambda q, module: {"mean": {module: q["mean"][module]}, "rho": {module: q["rho"][module]}}
+                     f"modules are {bayesian_modules}")
+  only = lambda q, module: {"mean": {module: q["mean"][module]},
+                            scale_key(q): {module: scale_params(q)[module]}}
   total = 0.0
   for i, (module, module_prior) in enumerate(prior.by_module):
     if isinstance(module_prior, priors.PosteriorPrior):
@@ -164,8 +219,8 @@ def _layerwise_kl(posterior, prior, rng):
   return total
 
 
-def _mixture_kl_bound(mean, std, prior):
+def _mixture_kl_bound(mean, std, log_std, prior):
   """Elementwise upper bound on KL(N(mean, std^2) || scale mixture), see `kl`."""
   cross_1 = jnp.log(prior.pi) - gaussian_cross_entropy(mean, std, 0.0, prior.scale1)
   cross_2 = jnp.log1p(-prior.pi) - gaussian_cross_entropy(mean, std, 0.0, prior.scale2)
-  return -gaussian_entropy(std) - jnp.logaddexp(cross_1, cross_2)
+  return -gaussian_entropy(log_std=log_std) - jnp.logaddexp(cross_1, cross_2)

@@ -40,7 +40,7 @@ class ScaleMixturePrior(NamedTuple):
 
 
 class PosteriorPrior(NamedTuple):
-  posterior: Any  # {"mean": params, "rho": params}, see bnnjax.posterior
+  posterior: Any  # {"mean": params, "rho" or "log_std": params}, see bnnjax.posterior
 
 
 class LayerwisePrior(NamedTuple):

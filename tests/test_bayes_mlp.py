@@ -56,13 +56,14 @@ def _train(task, batch, num_steps, lr):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("temperature", [1.0, 0.25])
-def test_mean_field_linear_regression_recovers_the_exact_answer(temperature):
+@pytest.mark.parametrize("temperature, scale", [(1.0, "softplus"), (0.25, "softplus"),
+                                                (1.0, "log_std")])
+def test_mean_field_linear_regression_recovers_the_exact_answer(temperature, scale):
   noise_std, prior_scale = 0.5, 1.0
   x, y = _linear_regression_problem(noise_std=noise_std)
   config = _config(hidden_sizes=(), estimator="local", num_samples=8, prior="gaussian",
                    prior_scale=prior_scale, noise_std=noise_std, learn_noise=False,
-                   init_std=0.02, temperature=temperature)
+                   init_std=0.02, temperature=temperature, posterior_scale=scale)
   task = bayes_mlp.make_task(config, DataInfo((3,), 0, num_train=len(x)))
   q = _train(task, {"x": jnp.asarray(x), "y": jnp.asarray(y)}, num_steps=3000, lr=0.03)
 
@@ -137,9 +138,10 @@ def test_init_from_a_deterministic_checkpoint_uses_its_weights_as_means(tmp_path
     np.testing.assert_allclose(post.stds(q)[layer]["w"], 0.01, rtol=1e-5)
 
 
-def test_posterior_prior_from_a_previous_run(tmp_path):
+@pytest.mark.parametrize("scale_a", ["softplus", "log_std"])
+def test_posterior_prior_from_a_previous_run(tmp_path, scale_a):
   info = DataInfo((4,), 3, 100)
-  task_a = bayes_mlp.make_task(_config(init_std=0.05), info)
+  task_a = bayes_mlp.make_task(_config(init_std=0.05, posterior_scale=scale_a), info)
   q_a = task_a.init(jax.random.PRNGKey(3), {"x": jnp.ones((1, 4))})
   _save_run(tmp_path / "a", q_a, _config(), info)
   config_b = _config(prior="posterior", prior_workdir=str(tmp_path / "a"))
@@ -169,6 +171,8 @@ def test_posterior_prior_from_a_previous_run(tmp_path):
     ("estimator", "bbb", "config.model.estimator: unknown estimator 'bbb'"),
     ("prior", "laplace", "config.model.prior: unknown prior 'laplace'"),
     ("bayesian", "first_layer", "config.model.bayesian must be 'all' or 'last_layer'"),
+    ("posterior_scale", "log_var", "config.model.posterior_scale must be one of softplus, "
+     "log_std, got 'log_var'"),
 ])
 def test_bad_config_is_a_one_line_error(field, value, message):
   overrides = {field: value}

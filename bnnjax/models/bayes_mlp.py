@@ -7,7 +7,7 @@ Carlo estimator from `bnnjax.estimators` and the ELBO of `bnnjax.objectives`:
     loss = E_q[-log p(y | x, w)] + kl_weight * KL(q || p) / N     (per example)
 
 The params the loop optimises and checkpoints are the posterior pytree
-{"mean": haiku params, "rho": haiku params of the Bayesian leaves}; for regression
+{"mean": haiku params, "rho" or "log_std": haiku params of the Bayesian leaves}; for regression
 with learned noise, "mean" also holds {"likelihood": {"log_noise_std": scalar}}.
 
 For evaluation code:
@@ -30,6 +30,8 @@ config.model fields (defaults in `DEFAULTS`):
                                   input layer first, e.g. ("gaussian", "mixture",
                                   "mixture"): each layer "gaussian" or "mixture"
     init_std                      initial posterior std
+    posterior_scale               "softplus" (std = softplus(rho)) | "log_std" (std =
+                                  exp(log_std): the same fit, a faster step)
     bayesian                      "all" | "last_layer"
     init_from                     "" or a workdir of a deterministic mlp run: its
                                   weights become the posterior means
@@ -51,7 +53,7 @@ DEFAULTS = dict(
     hidden_sizes=(400, 400), activation="relu", estimator="local", num_samples=1,
     eval_samples=16, prior="gaussian", prior_scale=1.0, mixture_pi=0.5, mixture_scale1=1.0,
     mixture_scale2=math.exp(-6), mixture_kl="mc", layer_priors=(), prior_workdir="",
-    init_std=1e-2, bayesian="all", init_from="", kl_beta=1.0, kl_warmup_steps=0,
+    init_std=1e-2, posterior_scale="softplus", bayesian="all", init_from="", kl_beta=1.0, kl_warmup_steps=0,
     temperature=1.0, noise_std=1.0, learn_noise=False)
 
 
@@ -111,6 +113,9 @@ def validate(m: ml_collections.ConfigDict) -> None:
                        f"got {m.mixture_kl!r}")
   if m.prior == "posterior" and not m.prior_workdir:
     raise ValueError("config.model.prior='posterior' needs config.model.prior_workdir")
+  if m.posterior_scale not in post.SCALE_KEYS:
+    raise ValueError(f"config.model.posterior_scale must be one of {', '.join(post.SCALE_KEYS)}, "
+                     f"got {m.posterior_scale!r}")
   if m.bayesian not in ("all", "last_layer"):
     raise ValueError(f"config.model.bayesian must be 'all' or 'last_layer', got {m.bayesian!r}")
   if m.kl_beta < 0 or m.kl_warmup_steps < 0:
@@ -142,15 +147,16 @@ def make_prior(m, reference_posterior):
     layers = [f"mlp/~/linear_{i}" for i in range(len(tuple(m.hidden_sizes)) + 1)]
     return priors.layerwise_prior({layer: _named_prior(kind, m) for layer, kind
                                    in zip(layers, m.layer_priors)
-                                   if layer in reference_posterior["rho"]})
+                                   if layer in post.scale_params(reference_posterior)})
   if m.prior in ("gaussian", "mixture"):
     return _named_prior(m.prior, m)
   from bnnjax import checkpoint  # pylint: disable=import-outside-toplevel
   previous, _ = checkpoint.restore_params(m.prior_workdir)
-  if not (isinstance(previous, dict) and set(previous) >= {"mean", "rho"}):
+  if not post.is_posterior(previous):
     raise ValueError(f"config.model.prior_workdir={m.prior_workdir!r} holds no Bayesian "
-                     "posterior (no 'mean'/'rho' params)")
-  previous = jax.tree_util.tree_map(jnp.asarray, {"mean": previous["mean"], "rho": previous["rho"]})
+                     "posterior (no 'mean' and 'rho' or 'log_std' params)")
+  key = post.scale_key(previous)
+  previous = jax.tree_util.tree_map(jnp.asarray, {"mean": previous["mean"], key: previous[key]})
   post.check_same_architecture(reference_posterior, previous)
   return priors.PosteriorPrior(previous)
 
@@ -168,7 +174,7 @@ def initial_means(m, fresh_params):
     return fresh_params
   from bnnjax import checkpoint  # pylint: disable=import-outside-toplevel
   trained, _ = checkpoint.restore_params(m.init_from)
-  if isinstance(trained, dict) and "mean" in trained and "rho" in trained:
+  if post.is_posterior(trained):
     trained = trained["mean"]
   checkpoint.check_compatible(trained, fresh_params, f"config.model.init_from={m.init_from!r}")
   return jax.tree_util.tree_map(lambda t, f: jnp.asarray(t, f.dtype), trained, fresh_params)
@@ -202,11 +208,11 @@ def make_task(config, info: DataInfo) -> Task:
   fresh = net.init(jax.random.PRNGKey(0), jnp.zeros((1, *info.input_shape), jnp.float32))
   means = initial_means(m, fresh)
   predicate = bayesian_predicate(m)
-  prior = make_prior(m, post.init_posterior(fresh, m.init_std, predicate))
+  prior = make_prior(m, post.init_posterior(fresh, m.init_std, predicate, m.posterior_scale))
 
   def init(rng, batch):
     params = net.init(rng, batch["x"]) if not m.init_from else means
-    posterior = post.init_posterior(params, m.init_std, predicate)
+    posterior = post.init_posterior(params, m.init_std, predicate, m.posterior_scale)
     if m.learn_noise and not classification:
       posterior["mean"]["likelihood"] = {"log_noise_std": jnp.log(jnp.float32(m.noise_std))}
     return posterior
