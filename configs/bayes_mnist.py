@@ -2,7 +2,8 @@
 
 Mean-field Gaussian posterior, scale-mixture prior (pi = 0.5, sigma1 = 1, sigma2 = e^-6,
 Bayes by Backprop's choice), local reparameterisation, the true ELBO (beta = 1,
-temperature 1) after a short linear KL warm-up.
+temperature 1) after a short linear KL warm-up. Posterior stds are exp(log_std): the same
+fit as softplus(rho) here (measured), with a cheaper step.
 """
 import math
 
@@ -24,6 +25,7 @@ def get_config():
   c.model.mixture_scale1 = 1.0
   c.model.mixture_scale2 = math.exp(-6)
   c.model.init_std = 1e-3
+  c.model.posterior_scale = "log_std"
   c.model.bayesian = "all"
   c.model.init_from = ""
   c.model.kl_beta = 1.0
