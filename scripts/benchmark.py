@@ -45,6 +45,8 @@ ROWS = [
     ("bayes_mlp/flipout/K=4", "configs/bayes_mnist.py", {"model.estimator": "flipout", "model.num_samples": 4}),
     ("bayes_mlp/local/K=1/mixture_kl_bound", "configs/bayes_mnist.py", {"model.mixture_kl": "bound"}),
     ("bayes_mlp/local/K=1/gaussian_prior", "configs/bayes_mnist.py", {"model.prior": "gaussian", "model.prior_scale": 1.0}),
+    ("bayes_mlp/reparam/K=1/gaussian_prior", "configs/bayes_mnist.py",
+     {"model.estimator": "reparam", "model.prior": "gaussian", "model.prior_scale": 1.0}),
     # bayes_mnist.py's stds are exp(log_std); the same step with softplus(rho) stds.
     ("bayes_mlp/local/K=1/gaussian_prior/softplus", "configs/bayes_mnist.py",
      {"model.prior": "gaussian", "model.prior_scale": 1.0, "model.posterior_scale": "softplus"}),
