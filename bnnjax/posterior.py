@@ -144,7 +144,8 @@ def log_prob(posterior, params):
 
 def entropy(posterior):
   """H[q] in closed form, summed over the Bayesian leaves."""
-  return sum(gaussian_entropy(log_std=s).sum() for s in jax.tree_util.tree_leaves(log_stds(posterior)))
+  log_sigmas = jax.tree_util.tree_leaves(log_stds(posterior))
+  return sum(gaussian_entropy(log_std=log_s).sum() for log_s in log_sigmas)
 
 
 def check_same_architecture(posterior, prior_posterior):

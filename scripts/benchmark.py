@@ -57,6 +57,7 @@ ROWS = [
     ("flow/moons", "configs/flow_moons.py", {}),
     ("flow/mnist", "configs/flow_mnist.py", {}),
     ("vae_flow", "configs/vae_flow_mnist.py", {}),
+    ("vae_iaf", "configs/vae_iaf_mnist.py", {}),
 ]
 
 # Shapes and class counts of the data sets, so that no data file is read.

@@ -1,4 +1,4 @@
-"""RealNVP and planar flows: invertibility, log-determinants, normalisation, bad input."""
+"""RealNVP, planar flows and IAF: invertibility, log-determinants, normalisation, bad input."""
 import functools
 import json
 import os
@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import bnnjax
+import haiku as hk
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -261,18 +262,19 @@ def _vae_flow_config(**model):
   return c
 
 
-def test_flow_vae_kl_term_is_log_q_minus_log_prior_by_change_of_variables():
+@pytest.mark.parametrize("flow", ["planar", "iaf"])
+def test_flow_vae_kl_term_is_log_q_minus_log_prior_by_change_of_variables(flow):
   info = task_lib.DataInfo(input_shape=(2, 2, 1), num_classes=10, num_train=10)
-  networks = vae_flow.make_networks(_vae_flow_config().model, info.input_shape)
+  networks = vae_flow.make_networks(_vae_flow_config(flow=flow).model, info.input_shape)
   x = jnp.array([[[[1.0], [0.0]], [[0.0], [1.0]]]] * 3)
   params = jax.jit(networks.init)(jax.random.PRNGKey(0), x)
 
   @jax.jit
   def terms_and_by_hand(params, rng):
     _, kl = vae_flow.elbo_terms(networks, params, rng, x, 3)
-    mean, std, planar = networks.encode(params, x)
+    mean, std, flow_inputs = networks.encode(params, x)
     z0 = mean + std * jax.random.normal(rng, mean.shape)  # the draw elbo_terms makes
-    z, log_det = vae_flow.planar_flow(z0, planar)
+    z, log_det = networks.flow(params, z0, flow_inputs)
     log_q = gaussian_log_prob(z0, mean, std).sum(-1) - log_det
     return kl, log_q - gaussian_log_prob(z, 0.0, 1.0).sum(-1), log_det
 
@@ -287,6 +289,59 @@ def test_flow_vae_bad_config_is_an_error():
     vae_flow.make_task(_vae_flow_config(num_flows=0), info)
   with pytest.raises(ValueError, match="plain VAE only"):
     vae_flow.make_task(_vae_flow_config(conditional=True), info)
+  with pytest.raises(ValueError, match="unknown flow 'maf'; choose one of planar, iaf"):
+    vae_flow.make_task(_vae_flow_config(flow="maf"), info)
+  with pytest.raises(ValueError, match="iaf_hidden_size must be >= 1"):
+    vae_flow.make_task(_vae_flow_config(flow="iaf", iaf_hidden_size=0), info)
+
+
+# ---------------------------------------------------------------- inverse autoregressive flow
+
+@pytest.mark.parametrize("dim, hidden", [(5, 12), (2, 3), (1, 4)])
+def test_made_masks_let_output_i_see_exactly_the_earlier_inputs(dim, hidden):
+  to_hidden, to_output = vae_flow.made_masks(dim, hidden)
+  paths = to_hidden @ to_output  # [input j, output i]: number of hidden units linking them
+  earlier = np.tril(np.ones((dim, dim)), -1).T  # j < i
+  np.testing.assert_array_equal(paths > 0, earlier > 0)
+
+
+def _iaf_jacobian(num_steps, dim=4, hidden=10, reverse_only=False, seed=0):
+  """(z0, context, z_T, log_det, jacobian dz_T/dz0 per example) of a random IAF."""
+  def forward(z, context):
+    if reverse_only:
+      z, log_det = vae_flow.IAFStep(hidden, reverse=True)(z, context)
+      return z, log_det
+    return vae_flow.iaf(z, context, num_steps, hidden)
+
+  net = hk.without_apply_rng(hk.transform(forward))
+  z0 = jax.random.normal(jax.random.PRNGKey(seed), (3, dim))
+  context = jax.random.normal(jax.random.PRNGKey(seed + 1), (3, 6))
+  params = _perturbed(net.init(jax.random.PRNGKey(seed + 2), z0, context),
+                      jax.random.PRNGKey(seed + 3), 0.3)
+  z, log_det = net.apply(params, z0, context)
+  one = lambda z_i, c_i: net.apply(params, z_i[None], c_i[None])[0][0]
+  jacobian = jax.vmap(jax.jacfwd(one))(z0, context)
+  return z, log_det, jacobian
+
+
+def test_iaf_step_is_triangular_with_diagonal_sigma():
+  _, log_det, jacobian = _iaf_jacobian(num_steps=1)
+  # Output i depends on inputs <= i only: dz_i/dz_j = 0 for j > i, and the diagonal is sigma.
+  np.testing.assert_allclose(np.triu(jacobian, 1), 0.0, atol=1e-7)
+  assert float(np.abs(np.tril(jacobian, -1)).max()) > 1e-3  # ... and it does depend on them
+  np.testing.assert_allclose(log_det, np.log(np.diagonal(jacobian, axis1=1, axis2=2)).sum(-1),
+                             rtol=1e-5)
+  # A reversed step is autoregressive in the reverse order: upper triangular.
+  _, _, reversed_jacobian = _iaf_jacobian(num_steps=1, reverse_only=True)
+  np.testing.assert_allclose(np.tril(reversed_jacobian, -1), 0.0, atol=1e-7)
+
+
+def test_iaf_log_det_matches_autodiff_jacobian():
+  _, log_det, jacobian = _iaf_jacobian(num_steps=3)
+  sign, expected = np.linalg.slogdet(np.asarray(jacobian, np.float64))
+  assert np.all(sign > 0)
+  assert float(np.abs(np.triu(jacobian, 1)).max()) > 1e-3  # alternating orders: a full Jacobian
+  np.testing.assert_allclose(log_det, expected, rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------- through the loop
@@ -333,12 +388,13 @@ def test_fit_moons_beats_a_gaussian_fit(tmp_path):
 
 
 @pytest.mark.slow
-def test_fit_flow_vae_on_digits_iwae_above_elbo(tmp_path):
+@pytest.mark.parametrize("flow", ["planar", "iaf"])
+def test_fit_flow_vae_on_digits_iwae_above_elbo(tmp_path, flow):
   config = bnnjax.base_config()
   config.data.name = "digits"
   config.model = vae_flow.default_model_config()
   config.model.update(dict(latent_size=2, encoder_sizes=(32,), decoder_sizes=(32,), num_flows=2,
-                           eval_iwae_samples=8))
+                           eval_iwae_samples=8, flow=flow, iaf_hidden_size=16))
   config.batch_size, config.num_steps, config.eval_every = 64, 40, 40
   config.checkpoint_every, config.log_every = 40, 40
   config.progress_bar = False

@@ -1,4 +1,5 @@
-"""A Bernoulli VAE whose posterior q(z | x) is a diagonal Gaussian pushed through planar flows.
+"""A Bernoulli VAE whose posterior q(z | x) is a diagonal Gaussian pushed through a flow:
+planar maps (`config.model.flow = "planar"`) or inverse autoregressive flow ("iaf").
 
 Planar flows (Rezende & Mohamed, 2015): K maps
 
@@ -17,6 +18,16 @@ f_k is invertible when w_k . u_k >= -1; u_k is reparameterised so that it always
 u_hat = u + (m(w . u) - w . u) w / |w|^2 with m(a) = -1 + softplus(a), giving
 w . u_hat = m(w . u) > -1.
 
+Inverse autoregressive flow (Kingma et al., 2016, eqs. 10-14): T steps
+
+    [m_t, s_t] = MADE_t(z_{t-1}, h),   sigma_t = sigmoid(s_t),
+    z_t = sigma_t * z_{t-1} + (1 - sigma_t) * m_t,   log |det dz_t/dz_{t-1}| = sum_i log sigma_t,i,
+
+where MADE_t is a masked network in which output i sees only z_{<i} (so the Jacobian is
+triangular with diagonal sigma_t) and h, the encoder's last hidden layer, enters every
+hidden unit. The variable order reverses from one step to the next. s_t starts near +1
+(the paper's forget-gate bias), so each step starts close to the identity.
+
 Everything else (decoder, Bernoulli likelihood, prior, IWAE bound, KL warm-up, dynamic
 binarisation) is the plain VAE's, imported from bnnjax.models.vae.
 """
@@ -25,6 +36,7 @@ from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bnnjax.models import vae
 from bnnjax.task import DataInfo, Task
@@ -65,10 +77,74 @@ def planar_flow(z: jax.Array, params: PlanarParams) -> Tuple[jax.Array, jax.Arra
   return z, log_det
 
 
-def sample_flow_posterior(rng, mean, std, params: PlanarParams, num_samples: Optional[int] = None):
+# ------------------------------------------------------------- inverse autoregressive flow
+
+FLOWS = ("planar", "iaf")
+IAF_GATE_BIAS = 1.0  # sigma_t starts at sigmoid(1) = 0.73: near the identity, as in the paper
+
+
+def made_masks(dim: int, hidden_size: int) -> Tuple[np.ndarray, np.ndarray]:
+  """MADE masks (Germain et al., 2015): input->hidden [D, H] and hidden->output [H, D].
+
+  Inputs and outputs get degrees 1..D, hidden units degrees cycling through 1..D-1; a
+  hidden unit sees inputs of degree <= its own, output i sees hidden units of degree < i,
+  so output i depends on inputs 1..i-1 only.
+  """
+  degrees = np.arange(1, dim + 1)
+  hidden_degrees = np.arange(hidden_size) % max(dim - 1, 1) + 1
+  to_hidden = (hidden_degrees[None, :] >= degrees[:, None]).astype(np.float32)
+  to_output = (degrees[None, :] > hidden_degrees[:, None]).astype(np.float32)
+  return to_hidden, to_output
+
+
+class MaskedLinear(hk.Module):
+  """x @ (w * mask) + b: a dense layer with some connections cut."""
+
+  def __init__(self, mask: np.ndarray, bias_init: float = 0.0, name=None):
+    super().__init__(name=name)
+    self.mask, self.bias_init = mask, bias_init
+
+  def __call__(self, x):
+    fan_in, size = self.mask.shape
+    w = hk.get_parameter("w", self.mask.shape, x.dtype,
+                         hk.initializers.TruncatedNormal(1.0 / np.sqrt(fan_in)))
+    b = hk.get_parameter("b", (size,), x.dtype, hk.initializers.Constant(self.bias_init))
+    return x @ (w * self.mask) + b
+
+
+class IAFStep(hk.Module):
+  """One IAF step z -> sigma * z + (1 - sigma) * m, and sum_i log sigma_i, see the module doc."""
+
+  def __init__(self, hidden_size: int, reverse: bool, name=None):
+    super().__init__(name=name)
+    self.hidden_size, self.reverse = hidden_size, reverse
+
+  def __call__(self, z, context):
+    z = z[..., ::-1] if self.reverse else z
+    to_hidden, to_output = made_masks(z.shape[-1], self.hidden_size)
+    hidden = jax.nn.elu(MaskedLinear(to_hidden, name="hidden")(z)
+                        + hk.Linear(self.hidden_size, with_bias=False, name="context")(context))
+    m = MaskedLinear(to_output, name="m")(hidden)
+    s = MaskedLinear(to_output, bias_init=IAF_GATE_BIAS, name="s")(hidden)
+    sigma = jax.nn.sigmoid(s)
+    z = sigma * z + (1.0 - sigma) * m
+    return (z[..., ::-1] if self.reverse else z), jax.nn.log_sigmoid(s).sum(-1)
+
+
+def iaf(z, context, num_steps: int, hidden_size: int):
+  """z_T and sum_t log |det dz_t/dz_{t-1}| (inside hk.transform); z [..., B, D], context [B, C]."""
+  log_det = jnp.zeros(z.shape[:-1])
+  for t in range(num_steps):
+    z, step_log_det = IAFStep(hidden_size, reverse=t % 2 == 1, name=f"iaf_{t}")(z, context)
+    log_det += step_log_det
+  return z, log_det
+
+
+def sample_flow_posterior(rng, networks, params, mean, std, flow_inputs,
+                          num_samples: Optional[int] = None):
   """z_K ~ q_K(z | x) and log q_K(z_K | x); [num_samples, B, D] if num_samples."""
   z0 = vae.sample_posterior(rng, mean, std, num_samples)
-  z, log_det = planar_flow(z0, params)
+  z, log_det = networks.flow(params, z0, flow_inputs)
   return z, vae.posterior_log_prob(z0, mean, std) - log_det
 
 
@@ -76,20 +152,24 @@ def sample_flow_posterior(rng, mean, std, params: PlanarParams, num_samples: Opt
 
 
 class FlowEncoder(hk.Module):
-  """vae.Encoder's (mean, std), plus the K planar maps' parameters from the same hidden layer."""
+  """vae.Encoder's (mean, std), plus what the flow needs from the same hidden layer:
+  the K planar maps' parameters, or that hidden layer itself as IAF's context h."""
 
   def __init__(self, hidden_sizes: Sequence[int], latent_size: int, num_flows: int,
-               activation: str = "relu", name: str = "encoder"):
+               activation: str = "relu", flow: str = "planar", name: str = "encoder"):
     super().__init__(name=name)
     self.hidden_sizes = tuple(hidden_sizes)
     self.latent_size = latent_size
     self.num_flows = num_flows
     self.activation = vae.ACTIVATIONS[activation]
+    self.flow = flow
 
   def __call__(self, x: jax.Array):
     h = vae.hidden_layers(self.hidden_sizes, self.activation, x.reshape(x.shape[0], -1))
     mean = hk.Linear(self.latent_size, name="mean")(h)
     std = jax.nn.softplus(hk.Linear(self.latent_size, name="std")(h)) + vae.MIN_STD
+    if self.flow == "iaf":
+      return mean, std, h
     k, d, batch = self.num_flows, self.latent_size, x.shape[0]
     raw = hk.Linear(k * (2 * d + 1), name="planar")(h).reshape(batch, k, 2 * d + 1)
     raw = jnp.swapaxes(raw, 0, 1)  # [K, B, 2D + 1]
@@ -98,25 +178,39 @@ class FlowEncoder(hk.Module):
 
 class Networks(NamedTuple):
   init: Callable  # (rng, x) -> params
-  encode: Callable  # (params, x) -> (mean, std, PlanarParams)
+  encode: Callable  # (params, x) -> (mean, std, flow inputs: PlanarParams or IAF context)
   decode: Callable  # (params, z) -> logits
+  flow: Callable  # (params, z0, flow inputs) -> (z_K, sum of log |det|)
+
+
+def flow_kind(model_config) -> str:
+  """config.model.flow; runs saved before IAF existed have no such field and are planar."""
+  return model_config.get("flow", "planar")
 
 
 def make_networks(model_config, event_shape: Sequence[int]) -> Networks:
+  kind = flow_kind(model_config)
+
   def build():
     encoder = FlowEncoder(model_config.encoder_sizes, model_config.latent_size,
-                          model_config.num_flows, model_config.activation)
+                          model_config.num_flows, model_config.activation, kind)
     decoder = vae.Decoder(model_config.decoder_sizes, event_shape, model_config.activation)
 
-    def init(x):
-      mean, _, _ = encoder(x)
-      return decoder(mean)
+    def flow(z0, flow_inputs):
+      if kind == "planar":
+        return planar_flow(z0, flow_inputs)
+      return iaf(z0, flow_inputs, model_config.num_flows, model_config.iaf_hidden_size)
 
-    return init, (encoder, decoder)
+    def init(x):
+      mean, _, flow_inputs = encoder(x)
+      z, _ = flow(mean, flow_inputs)
+      return decoder(z)
+
+    return init, (encoder, decoder, flow)
 
   transformed = hk.without_apply_rng(hk.multi_transform(build))
-  encode, decode = transformed.apply
-  return Networks(transformed.init, encode, decode)
+  encode, decode, flow = transformed.apply
+  return Networks(transformed.init, encode, decode, flow)
 
 
 # --------------------------------------------------------------------------------- bounds
@@ -124,8 +218,8 @@ def make_networks(model_config, event_shape: Sequence[int]) -> Networks:
 
 def elbo_terms(networks: Networks, params, rng, x, event_ndim: int):
   """Per example (log p(x | z_K), log q_K(z_K | x) - log p(z_K)) from one sample z_K."""
-  mean, std, planar = networks.encode(params, x)
-  z, log_q = sample_flow_posterior(rng, mean, std, planar)
+  mean, std, flow_inputs = networks.encode(params, x)
+  z, log_q = sample_flow_posterior(rng, networks, params, mean, std, flow_inputs)
   log_px = vae.log_likelihood(networks.decode(params, z), x, event_ndim)
   return log_px, log_q - vae.prior_log_prob(z)
 
@@ -137,10 +231,11 @@ def log_weights(networks: Networks, params, rng, x, event_ndim: int, *, k: int,
   The decoder runs on chunks of samples, as in vae.BernoulliVAE.log_weights.
   """
   vae.check_num_samples(k)
-  mean, std, planar = networks.encode(params, x)
+  mean, std, flow_inputs = networks.encode(params, x)
   chunk_size = min(chunk_size, k)
   num_chunks = -(-k // chunk_size)
-  z, log_q = sample_flow_posterior(rng, mean, std, planar, num_chunks * chunk_size)
+  z, log_q = sample_flow_posterior(rng, networks, params, mean, std, flow_inputs,
+                                   num_chunks * chunk_size)
 
   def one_sample(z_i, log_q_i):
     log_px = vae.log_likelihood(networks.decode(params, z_i), x, event_ndim)
@@ -158,13 +253,17 @@ def _validate(model, info: DataInfo) -> None:
   vae.validate(model, info)  # the fields shared with the plain VAE
   if not model.num_flows >= 1:
     raise ValueError(f"config.model.num_flows must be >= 1 (use model 'vae' for none), got {model.num_flows}")
+  if flow_kind(model) not in FLOWS:
+    raise ValueError(f"config.model.flow: unknown flow {model.flow!r}; choose one of {', '.join(FLOWS)}")
+  if flow_kind(model) == "iaf" and not model.iaf_hidden_size >= 1:
+    raise ValueError(f"config.model.iaf_hidden_size must be >= 1, got {model.iaf_hidden_size}")
   if model.conditional or model.corruption or not model.variational:
     raise ValueError("the flow posterior supports the plain VAE only: set config.model.conditional=False, "
                      "corruption='' and variational=True")
 
 
 def make_task(config, info: DataInfo) -> Task:
-  """The plain VAE's task with q(z | x) replaced by a planar-flow posterior. Nats per example."""
+  """The plain VAE's task with q(z | x) replaced by a flow posterior. Nats per example."""
   model_config = config.model
   _validate(model_config, info)
   if model_config.binarize_train == "none" and config.data.binarize != "static":
@@ -203,8 +302,10 @@ def make_task(config, info: DataInfo) -> Task:
 
 
 def default_model_config():
-  """The plain VAE's fields plus the number of planar maps."""
+  """The plain VAE's fields plus the flow: its kind, its number of maps, IAF's MADE width."""
   m = vae.default_model_config()
   m.name = "vae_flow"
+  m.flow = "planar"
   m.num_flows = 10
+  m.iaf_hidden_size = 320
   return m
