@@ -1,4 +1,4 @@
-r"""Evaluates a trained VAE-family run and draws its pictures.
+r"""Evaluates a trained VAE-family run (vae, or vae_flow: planar / IAF posterior) and draws its pictures.
 
   python scripts/sample.py --workdir=runs/vae                 # ELBO, IWAE log p(x), PNGs
   python scripts/sample.py --workdir=runs/cvae --classifier_workdir=runs/mlp
@@ -32,7 +32,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 import bnnjax  # pylint: disable=wrong-import-position
 from bnnjax import data, models  # pylint: disable=wrong-import-position
-from bnnjax.models import vae  # pylint: disable=wrong-import-position
+from bnnjax.models import vae, vae_flow  # pylint: disable=wrong-import-position
 from bnnjax.task import DataInfo  # pylint: disable=wrong-import-position
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run trained with a vae-family config.")
@@ -179,12 +179,15 @@ def main(argv):
   try:
     vae.check_num_samples(_K.value)
     params, config = bnnjax.restore_params(_WORKDIR.value)
-    if config.model.name != "vae":
-      raise ValueError(f"{_WORKDIR.value} holds a {config.model.name!r} run, not a vae")
+    if config.model.name not in ("vae", "vae_flow"):
+      raise ValueError(f"{_WORKDIR.value} holds a {config.model.name!r} run, not a vae or vae_flow")
     test = binarised_test_set(config, _NUM_TEST.value, _BINARIZATION.value, _SEED.value)
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
-  model = vae.BernoulliVAE(config.model, test["x"].shape[1:], data.num_classes(config.data.name))
+  if config.model.name == "vae_flow":
+    model = vae_flow.FlowVAE(config.model, test["x"].shape[1:])
+  else:
+    model = vae.BernoulliVAE(config.model, test["x"].shape[1:], data.num_classes(config.data.name))
   rng = jax.random.PRNGKey(_SEED.value)
   metrics_rng, picture_rng, class_rng = jax.random.split(rng, 3)
 

@@ -351,6 +351,16 @@ def _read_final_metrics(workdir):
   return {k: v for line in lines for k, v in line.items()}  # later lines win
 
 
+def _run_script(script, workdir, report_name, *flags):
+  """Runs scripts/<script> --workdir=workdir *flags and returns the JSON report it wrote there."""
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", script)
+  result = subprocess.run([sys.executable, path, f"--workdir={workdir}", *flags],
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(os.path.join(workdir, report_name), encoding="utf-8") as f:
+    return json.load(f)
+
+
 @pytest.mark.slow
 def test_fit_moons_beats_a_gaussian_fit(tmp_path):
   config = bnnjax.base_config()
@@ -372,14 +382,8 @@ def test_fit_moons_beats_a_gaussian_fit(tmp_path):
   assert test_log_lik > gaussian_log_lik + 0.5, (test_log_lik, gaussian_log_lik)
 
   # scripts/flow_plots.py on the same run: the same figures, a grid that holds the mass, PNGs.
-  script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
-                        "flow_plots.py")
-  result = subprocess.run([sys.executable, script, f"--workdir={tmp_path}", "--grid_size=200",
-                           "--num_samples=300"], capture_output=True, text=True, timeout=600,
-                          check=False)
-  assert result.returncode == 0, result.stderr[-2000:]
-  with open(tmp_path / "flow_eval.json", encoding="utf-8") as f:
-    report = json.load(f)
+  report = _run_script("flow_plots.py", tmp_path, "flow_eval.json", "--grid_size=200",
+                       "--num_samples=300")
   assert report["log_lik"] == pytest.approx(test_log_lik, abs=1e-4)
   assert report["gaussian_fit_log_lik"] == pytest.approx(gaussian_log_lik, abs=1e-4)
   assert report["grid_mass"] == pytest.approx(1.0, abs=0.02)
@@ -403,3 +407,11 @@ def test_fit_flow_vae_on_digits_iwae_above_elbo(tmp_path, flow):
   assert np.isfinite(metrics["train/loss"])
   # IWAE_8 >= ELBO in expectation; averaged over the test split the gap exceeds the noise.
   assert metrics["test/log_px_iwae8"] > metrics["test/elbo"], metrics
+
+  # scripts/sample.py evaluates a flow VAE run too: its own IWAE, the same identities, pictures.
+  report = _run_script("sample.py", tmp_path, "vae_eval.json", "--k=20", "--batch_size=200")
+  assert report["model"]["flow"] == flow and report["k"] == 20
+  np.testing.assert_allclose(report["elbo"], report["reconstruction"] - report["kl"], rtol=1e-5)
+  assert report["elbo"] < report["log_px_iwae"] < 0, report
+  for picture in ("samples.png", "reconstructions.png", "latent_scatter.png"):
+    assert (tmp_path / picture).stat().st_size > 1000

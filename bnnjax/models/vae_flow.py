@@ -246,6 +246,44 @@ def log_weights(networks: Networks, params, rng, x, event_ndim: int, *, k: int,
   return log_w.reshape((-1,) + log_w.shape[2:])[:k]
 
 
+class FlowVAE:
+  """A trained flow VAE behind vae.BernoulliVAE's evaluation interface (scripts/sample.py)."""
+  conditional, variational, corruption, num_classes = False, True, "", 0
+
+  def __init__(self, model_config, event_shape: Sequence[int]):
+    self.networks = make_networks(model_config, event_shape)
+    self.event_shape = tuple(event_shape)
+    self.latent_size = int(model_config.latent_size)
+
+  def corrupt(self, rng, x):
+    del rng
+    return x
+
+  def elbo_terms(self, params, rng, x_in, x, y=None):
+    del x_in, y  # the plain VAE only: no corruption, no labels
+    return elbo_terms(self.networks, params, rng, x, len(self.event_shape))
+
+  def iwae(self, params, rng, x, y=None, *, k: int, chunk_size: int = 100):
+    del y
+    return vae.iwae_bound(log_weights(self.networks, params, rng, x, len(self.event_shape), k=k,
+                                      chunk_size=chunk_size))
+
+  def generate(self, params, rng, num: int, labels=None, *, binary: bool = False):
+    del labels
+    z_rng, x_rng = jax.random.split(rng)
+    probs = jax.nn.sigmoid(self.networks.decode(params, jax.random.normal(z_rng, (num, self.latent_size))))
+    return jax.random.bernoulli(x_rng, probs).astype(jnp.float32) if binary else probs
+
+  def encode_mean(self, params, x, y=None):
+    """The flow applied to the base posterior's mean: a point code for pictures, not E_q[z]."""
+    del y
+    mean, _, flow_inputs = self.networks.encode(params, x)
+    return self.networks.flow(params, mean, flow_inputs)[0]
+
+  def reconstruct(self, params, x_in, y=None):
+    return jax.nn.sigmoid(self.networks.decode(params, self.encode_mean(params, x_in, y)))
+
+
 # --------------------------------------------------------------------------------- task
 
 
