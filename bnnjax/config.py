@@ -38,7 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.momentum = 0.9  # sgd only
   c.optimizer.grad_clip = 0.0  # global norm; 0 = off
   # "key=factor,...": the learning rate times factor for the params under a top-level key,
-  # e.g. "rho=10" lets a posterior's scales travel as far as its means in a short run.
+  # e.g. "log_std=10" (or "rho=10" for softplus stds) lets a posterior's scales travel as
+  # far as its means in a short run.
   c.optimizer.lr_multipliers = ""
 
   c.batch_size = 128
