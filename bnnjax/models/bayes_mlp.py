@@ -7,8 +7,8 @@ Carlo estimator from `bnnjax.estimators` and the ELBO of `bnnjax.objectives`:
     loss = E_q[-log p(y | x, w)] + kl_weight * KL(q || p) / N     (per example)
 
 The params the loop optimises and checkpoints are the posterior pytree
-{"mean": haiku params, "rho" or "log_std": haiku params of the Bayesian leaves}; for regression
-with learned noise, "mean" also holds {"likelihood": {"log_noise_std": scalar}}.
+{"mean": haiku params, "rho" or "log_std": haiku params of the Bayesian leaves}; for
+regression with learned noise, "mean" also holds {"likelihood": {"log_noise_std": scalar}}.
 
 For evaluation code:
     predict_samples(params, rng, x, num_samples, config, info)
@@ -53,8 +53,8 @@ DEFAULTS = dict(
     hidden_sizes=(400, 400), activation="relu", estimator="local", num_samples=1,
     eval_samples=16, prior="gaussian", prior_scale=1.0, mixture_pi=0.5, mixture_scale1=1.0,
     mixture_scale2=math.exp(-6), mixture_kl="mc", layer_priors=(), prior_workdir="",
-    init_std=1e-2, posterior_scale="softplus", bayesian="all", init_from="", kl_beta=1.0, kl_warmup_steps=0,
-    temperature=1.0, noise_std=1.0, learn_noise=False)
+    init_std=1e-2, posterior_scale="softplus", bayesian="all", init_from="", kl_beta=1.0,
+    kl_warmup_steps=0, temperature=1.0, noise_std=1.0, learn_noise=False)
 
 
 def default_model_config() -> ml_collections.ConfigDict:

@@ -271,7 +271,8 @@ class FlowVAE:
   def generate(self, params, rng, num: int, labels=None, *, binary: bool = False):
     del labels
     z_rng, x_rng = jax.random.split(rng)
-    probs = jax.nn.sigmoid(self.networks.decode(params, jax.random.normal(z_rng, (num, self.latent_size))))
+    z = jax.random.normal(z_rng, (num, self.latent_size))
+    probs = jax.nn.sigmoid(self.networks.decode(params, z))
     return jax.random.bernoulli(x_rng, probs).astype(jnp.float32) if binary else probs
 
   def encode_mean(self, params, x, y=None):
