@@ -72,15 +72,18 @@ def init_posterior(params, init_std: float, bayesian: Optional[Union[str, Predic
   return {"mean": params, SCALE_KEYS[scale]: unconstrained}
 
 
+def _scale_keys_in(tree):
+  return [key for key in SCALE_KEYS.values() if key in tree]
+
+
 def is_posterior(tree) -> bool:
   """Whether `tree` is a posterior pytree: {"mean": ..., "rho" or "log_std": ...}."""
-  return (isinstance(tree, dict) and "mean" in tree
-          and sum(key in tree for key in SCALE_KEYS.values()) == 1)
+  return isinstance(tree, dict) and "mean" in tree and len(_scale_keys_in(tree)) == 1
 
 
 def scale_key(posterior) -> str:
   """"rho" or "log_std": the key of the posterior's scale subtree."""
-  keys = [key for key in SCALE_KEYS.values() if key in posterior]
+  keys = _scale_keys_in(posterior)
   if len(keys) != 1:
     raise ValueError(f"a posterior holds 'mean' and one of {list(SCALE_KEYS.values())}; "
                      f"got keys {sorted(posterior)}")
