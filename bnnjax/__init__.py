@@ -1,12 +1,17 @@
 """bnnjax: Bayesian deep learning in JAX and Haiku.
 
+    run = bnnjax.fit(config, workdir)        # or bnnjax.load(workdir)
+    run.predict(x, num_samples=32); run.evaluate(ood=["fashion_mnist"])
+
 Importing it reads no flags and touches no files: it is safe in a notebook.
 """
-from bnnjax import (checkpoint, config, data, distributions, estimators, metrics, models,
-                    objectives, posterior, predictive, priors)
+from bnnjax import (checkpoint, config, data, datasets, distributions, estimators, evaluation,
+                    methods, metrics, models, objectives, posterior, predictive, priors)
 from bnnjax.checkpoint import restore_params, restore_run
-from bnnjax.config import base_config
-from bnnjax.task import DataInfo, Task
-from bnnjax.train import TrainState, fit
+from bnnjax.config import base_config, resolve
+from bnnjax.models import register
+from bnnjax.run import Run, fit, load
+from bnnjax.task import DataInfo, Density, Generative, Model, Predictor, Task
+from bnnjax.train import TrainState
 
 __version__ = "0.1.0"

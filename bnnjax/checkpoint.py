@@ -101,14 +101,14 @@ def _local_target(manager: ocp.CheckpointManager, step: int):
       is_leaf=lambda m: hasattr(m, "shape") and not isinstance(m, dict))
 
 
-class Run(NamedTuple):
-  """A trained run as evaluation scripts need it."""
+class Restored(NamedTuple):
+  """A run's checkpoint as read from disk; `bnnjax.load` builds a `bnnjax.Run` from it."""
   params: Any
   config: ml_collections.ConfigDict
   info: DataInfo  # the data the model was built for (input shape, classes, N)
 
 
-def restore_run(workdir: str, step: Optional[int] = None) -> Run:
+def restore_run(workdir: str, step: Optional[int] = None) -> Restored:
   """The newest readable checkpoint of a finished or running run (or the given step)."""
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
   if not os.path.isdir(directory):
@@ -127,8 +127,8 @@ def restore_run(workdir: str, step: Optional[int] = None) -> Run:
       continue
     meta = restored.meta
     info = meta["data_info"]
-    info = DataInfo(tuple(info["input_shape"]), info["num_classes"], info["num_train"])
-    return Run(restored.state["params"], ml_collections.ConfigDict(meta["config"]), info)
+    info = DataInfo(**{**info, "input_shape": tuple(info["input_shape"])})
+    return Restored(restored.state["params"], ml_collections.ConfigDict(meta["config"]), info)
   raise CheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(errors))
 
 

@@ -4,10 +4,11 @@ Experiment files in configs/ call `base_config()` and override fields; they stay
 declarative. `validate` runs before any data is loaded or anything compiled, so a
 bad value is a one-line error that names the field.
 """
+import difflib
 import importlib.util
 import itertools
 import os
-from typing import Dict
+from typing import Dict, Mapping
 
 import ml_collections
 
@@ -18,7 +19,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist"  # see bnnjax.data.DATASETS
-  c.data.data_dir = ""  # "" = $BNNJAX_DATA_DIR, else ../shared/data, else download via tfds
+  c.data.data_dir = ""  # "" = $BNNJAX_DATA_DIR, else download via tfds
   c.data.train_split = "train"  # tfds split syntax, e.g. "train[:90%]"
   c.data.eval_splits = "test"  # comma separated; metric keys are "<split>/<name>"
   c.data.flatten = False
@@ -27,7 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.fallback = ""  # data set to use when c.data.name is found neither locally nor online
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "mlp"  # a module in bnnjax.models exposing make_task(config, info)
+  c.model.name = "mlp"  # a declared bnnjax.task.Model; its default_config() holds the other fields
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"  # adam | adamw | sgd
@@ -54,16 +55,83 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def with_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
-  """A copy of `config` with dotted fields set, as --config.a.b=v would: {"model.lr": 1e-3}."""
-  config = ml_collections.ConfigDict(config.to_dict())
+def with_overrides(config: ml_collections.ConfigDict, overrides: Mapping) -> ml_collections.ConfigDict:
+  """The resolved `config` with dotted fields set, as --config.a.b=v would: {"model.lr": 1e-3}.
+
+  Every field must exist in the resolved schema (a misspelt one is a one-line ValueError
+  naming the closest valid name); the result is resolved again, so an override of
+  config.model.name brings that model's fields.
+  """
+  config = resolve(config)
+  overrides = dict(overrides)
+  if "model.name" in overrides:  # another model: its own schema, before its fields are set
+    config.model = ml_collections.ConfigDict({"name": overrides.pop("model.name")})
+    config = resolve(config)
   for path, value in overrides.items():
     *parents, leaf = path.split(".")
-    node = config
+    node, where = config, "config"
     for key in parents:
-      node = node[key]
-    node[leaf] = value
-  return config
+      _check_field(node, key, where)
+      node, where = node[key], f"{where}.{key}"
+      if not isinstance(node, ml_collections.ConfigDict):
+        raise ValueError(f"{where} is a value, not a section: cannot set {path!r}")
+    _check_field(node, leaf, where)
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise ValueError(f"{where}.{leaf}: {e}") from None
+  return resolve(config)
+
+
+def _check_field(node: ml_collections.ConfigDict, key: str, where: str) -> None:
+  """A one-line ValueError if `node` has no field `key`, naming the closest valid one."""
+  if key in node:
+    return
+  close = difflib.get_close_matches(key, list(node), n=1, cutoff=0.6)
+  hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(node))}"
+  raise ValueError(f"{where} has no field {key!r}{hint}")
+
+
+def _merge_strict(schema: ml_collections.ConfigDict, given, where: str) -> ml_collections.ConfigDict:
+  """`schema` with the values of `given` written over it; a field the schema lacks is an error.
+
+  Types follow the schema's defaults (ml_collections refuses a str where an int is expected;
+  an int is accepted where a float is).
+  """
+  merged = ml_collections.ConfigDict(schema.to_dict())
+  for key in given:
+    _check_field(merged, key, where)
+    value = given[key]
+    if isinstance(merged[key], ml_collections.ConfigDict):
+      if not isinstance(value, (ml_collections.ConfigDict, dict)):
+        raise ValueError(f"{where}.{key} is a section; got the value {value!r}")
+      merged[key] = _merge_strict(merged[key], value, f"{where}.{key}")
+      continue
+    try:
+      merged[key] = value
+    except TypeError:
+      raise ValueError(f"{where}.{key} must be a {type(merged[key]).__name__} like its default "
+                       f"{merged[key]!r}, got {value!r}") from None
+  return merged
+
+
+def resolve(config) -> ml_collections.ConfigDict:
+  """The full config: base_config's fields and config.model.name's schema, with `config`'s
+  values over them. An unknown or misspelt field anywhere is a one-line ValueError naming
+  the closest valid name, raised before any data is read or anything compiled.
+  """
+  from bnnjax import models  # pylint: disable=import-outside-toplevel
+  if not isinstance(config, (ml_collections.ConfigDict, dict)):
+    raise ValueError(f"a config must be an ml_collections.ConfigDict, got {type(config).__name__}")
+  given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+  given_model = dict(given.pop("model", {}) or {})
+  schema = base_config()
+  del schema["model"]
+  resolved = _merge_strict(schema, given, "config")
+  name = given_model.get("name", "mlp")
+  model_schema = models.get(name).default_config()
+  resolved.model = _merge_strict(model_schema, given_model, "config.model")
+  return resolved
 
 
 def product(axes) -> list:

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bnnjax import datasets as idx_datasets
+from bnnjax.task import DataInfo
 
 Data = Dict[str, np.ndarray]
 
@@ -52,7 +53,6 @@ MOONS_NOISE = 0.05
 # (train, test) sizes of the synthetic sets.
 TOY_SIZES = {"toy_regression": (200, 200), "moons": (2000, 1000), "ring": (2000, 1000)}
 TEST_FRACTION = 0.2  # sklearn sets: a fixed random 80/20 split
-_REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def num_classes(name: str) -> int:
@@ -62,11 +62,10 @@ def num_classes(name: str) -> int:
 
 
 def default_data_dir() -> Optional[pathlib.Path]:
-  """$BNNJAX_DATA_DIR, else <repo>/../shared/data if it exists, else None (= tfds download)."""
+  """$BNNJAX_DATA_DIR if set, else None (= the tfds cache, downloading once)."""
   if os.environ.get("BNNJAX_DATA_DIR"):
     return pathlib.Path(os.environ["BNNJAX_DATA_DIR"])
-  shared = _REPO.parent / "shared" / "data"
-  return shared if shared.is_dir() else None
+  return None
 
 
 def find_idx_dir(name: str, data_dir: os.PathLike) -> pathlib.Path:
@@ -239,6 +238,78 @@ _SYNTHETIC_LOADERS = {"digits": _digits, "diabetes": _diabetes,
 def _check_name(name: str) -> None:
   if name not in _NUM_CLASSES:
     raise ValueError(f"unknown data set {name!r}; valid: {', '.join(DATASETS)}")
+
+
+# --- the one data path: from a config.data section -----------------------------
+
+
+def parse_eval_splits(spec: str) -> Dict[str, str]:
+  """"val=train[90%:],test" -> {"val": "train[90%:]", "test": "test"}."""
+  splits = {}
+  for item in filter(None, (s.strip() for s in spec.split(","))):
+    name, _, split = item.partition("=")
+    splits[name.strip()] = (split or name).strip()
+  return splits
+
+
+def load_split(data_config, split: str, data_dir: Optional[os.PathLike] = None) -> Data:
+  """One split, as the config asks (name, data seed, flattening, binarisation).
+
+  Every caller (the loop, `Run.evaluate`, the scripts) loads through here, so the split a
+  run is evaluated on is, example for example, the split its loop evaluated. `data_dir`
+  overrides `data_config.data_dir` (a run moved to another machine).
+  """
+  d = data_config
+  return load(d.name, split, data_dir or d.data_dir or None, flatten=d.flatten,
+              binarize=d.binarize, seed=d.seed)
+
+
+def test_split(data_config) -> str:
+  """The split named "test" in data_config.eval_splits, else the last one named there."""
+  named = parse_eval_splits(data_config.eval_splits)
+  return named.get("test", list(named.values())[-1]) if named else "test"
+
+
+def data_info(data_config, train: Data) -> DataInfo:
+  """What the model may know of its data, from the training split."""
+  return DataInfo(input_shape=tuple(train["x"].shape[1:]), num_classes=num_classes(data_config.name),
+                  num_train=len(train["x"]), binary=data_config.binarize == "static")
+
+
+def load_splits(data_config, data_dir: Optional[os.PathLike] = None):
+  """(train split, {eval name: split}, DataInfo) of a config.data section."""
+  train = load_split(data_config, data_config.train_split, data_dir)
+  evals = {name: load_split(data_config, split, data_dir)
+           for name, split in parse_eval_splits(data_config.eval_splits).items()}
+  return train, evals, data_info(data_config, train)
+
+
+def load_ood(spec: str, data_config, input_shape, data_dir: Optional[os.PathLike] = None) -> np.ndarray:
+  """Inputs [N, *input_shape] of an OOD set for a run trained on `data_config`.
+
+  `spec` is a data set name (its test split, looked up beside the run's own data: a run
+  trained on .../mnist finds .../fashion-mnist) or a folder of MNIST-format t10k IDX files.
+  Binarised and flattened as the run's data; a shape other than the model's is an error.
+  """
+  d = data_config
+  if os.path.isdir(spec):
+    x = load_idx_folder(spec, "test", binarize=d.binarize)
+  else:
+    x = load(spec, "test", _ood_data_dir(data_dir or d.data_dir), binarize=d.binarize)["x"]
+  if d.flatten and x.ndim > 2:
+    x = x.reshape(len(x), -1)
+  if tuple(x.shape[1:]) != tuple(input_shape):
+    raise ValueError(f"OOD set {spec!r} has inputs of shape {tuple(x.shape[1:])}, but the model "
+                     f"was trained on {tuple(input_shape)} ({d.name})")
+  return x
+
+
+def _ood_data_dir(data_dir) -> Optional[str]:
+  """Where to look for a named OOD set: the parent of a data set's own folder."""
+  if not data_dir:
+    return None
+  path = os.path.normpath(str(data_dir))
+  return os.path.dirname(path) if os.path.basename(path) in IMAGE_FOLDERS.values() else path
 
 
 # --- batches ------------------------------------------------------------------

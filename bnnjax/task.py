@@ -1,11 +1,24 @@
-"""The contract between a model file and the one train loop.
+"""The contract between a model and everything else: the loop, `Run`, evaluation.
 
-A model module `bnnjax.models.<name>` exposes `make_task(config, info) -> Task`.
-The loop (`bnnjax.train.fit`) knows nothing else about the model: it optimises
-`Task.loss` with optax, calls `Task.evaluate` on every evaluation split and saves
-whatever pytree `Task.init` returns (plain params, or a posterior pytree).
+A model file declares, in one place, a `Model`:
+
+    MODEL = Model(name="bayes_mlp", default_config=default_model_config,
+                  make_task=make_task, workdir_fields=("init_from", "prior_workdir"))
+
+- `default_config()` is its config schema: every `config.model` field with its default
+  (and so its type). Any other field is refused by `bnnjax.config.resolve`.
+- `make_task(model_config, info, restored) -> Task` receives only its own config section,
+  the `DataInfo`, and the params of the runs named by its `workdir_fields`, which the
+  caller has read from disk (`restored[field]`; absent where the field is empty). It
+  checks its values and builds pure functions; it reads no files.
+
+The `Task` the loop trains holds `init`, `loss` and `evaluate`, and declares its
+capabilities by the optional fields it fills: `predictor` (a classifier or regressor
+predictive), `generative` (a latent-variable model: sample, importance-weighted
+log-likelihood, reconstruction), `density` (an explicit density: log-prob, sample).
+No caller looks for a capability by `hasattr` or by a model's name.
 """
-from typing import Any, Callable, Mapping, NamedTuple, Tuple
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 
@@ -13,23 +26,96 @@ Params = Any  # any pytree of arrays
 Batch = Mapping[str, jax.Array]  # {"x": inputs, "y": labels or targets}
 Metrics = Mapping[str, jax.Array]  # scalar values
 
+CLASSIFIER, REGRESSOR = "classifier", "regressor"
+
 
 class DataInfo(NamedTuple):
   """What a model may know about its data before it sees a batch."""
   input_shape: Tuple[int, ...]  # one example's "x" shape, e.g. (28, 28, 1) or (784,)
   num_classes: int  # 0 for regression / density estimation
   num_train: int  # N in the per-example ELBO: NLL + beta * KL / N
+  binary: bool = False  # inputs are exactly 0 or 1 (config.data.binarize = "static")
+
+
+class Predictor(NamedTuple):
+  """A predictive over labels or targets, from K draws of the model's weights.
+
+  kind: CLASSIFIER or REGRESSOR.
+  sample(params, rng, x, num_samples) with x [B, *input_shape]:
+      classifier: logits [K, B, C];
+      regressor: (means [K, B], noise stds [K, B]) of K Gaussian outputs.
+  K is what the method draws: a point estimate returns K = 1 whatever is asked.
+  """
+  kind: str
+  sample: Callable
+
+
+class Generative(NamedTuple):
+  """A latent-variable model of x (a VAE): p(x) = ∫ p(x | z[, y]) p(z) dz.
+
+  sample(params, rng, num, labels=None) -> Bernoulli means [num, *input_shape] of z ~ p(z).
+  log_likelihood(params, rng, x, labels=None, *, k, chunk_size) -> [B] the IWAE_k lower
+      bound on log p(x[| y]) (k = 1 is an ELBO estimate).
+  elbo_terms(params, rng, x, labels=None) -> ([B] reconstruction log p(x | z), [B] KL or
+      log q - log p), one sample of z.
+  reconstruct(params, rng, x, labels=None) -> [B, *input_shape] Bernoulli means decoded
+      from the code of x (the model's corruption applied first, for a denoiser).
+  encode(params, x, labels=None) -> [B, latent] a point code of x.
+  conditional: labels enter encoder and decoder (num_classes of them).
+  variational: False for a deterministic autoencoder (no ELBO, no log-likelihood).
+  latent_size: the dimension of z.
+  """
+  sample: Callable
+  log_likelihood: Callable
+  elbo_terms: Callable
+  reconstruct: Callable
+  encode: Callable
+  conditional: bool
+  variational: bool
+  latent_size: int
+
+
+class Density(NamedTuple):
+  """An explicit density of x (a normalising flow).
+
+  log_prob(params, rng, x) -> [B] log p(x) (of a dequantised x where the model is discrete;
+      rng draws the dequantisation).
+  sample(params, rng, num) -> [num, *input_shape] in data space.
+  discrete: x holds 8-bit values and log_prob is of dequantised data (bits/dim apply).
+  """
+  log_prob: Callable
+  sample: Callable
+  discrete: bool
 
 
 class Task(NamedTuple):
-  """Pure functions the train loop composes.
+  """Pure functions the train loop composes, and the capabilities of the trained model.
 
   init(rng, batch) -> params
   loss(params, rng, batch, step) -> (scalar loss to minimise, metrics)
       `step` is the global step (a traced int), for KL warm-up and the like.
   evaluate(params, rng, batch) -> metrics, each a mean over the batch; the loop
       averages them over a split weighting by batch size.
+  predictor / generative / density: None where the model has no such capability.
   """
   init: Callable[[jax.Array, Batch], Params]
   loss: Callable[[Params, jax.Array, Batch, jax.Array], Tuple[jax.Array, Metrics]]
   evaluate: Callable[[Params, jax.Array, Batch], Metrics]
+  predictor: Optional[Predictor] = None
+  generative: Optional[Generative] = None
+  density: Optional[Density] = None
+
+
+def capabilities(task: Task) -> Tuple[str, ...]:
+  """The names of what a task's model can do, e.g. ("classifier",) or ("generative",)."""
+  names = [task.predictor.kind] if task.predictor is not None else []
+  return tuple(names + [name for name in ("generative", "density")
+                        if getattr(task, name) is not None])
+
+
+class Model(NamedTuple):
+  """What a model file declares: its name, config schema, task builder and disk references."""
+  name: str
+  default_config: Callable[[], Any]  # () -> ml_collections.ConfigDict, with "name"
+  make_task: Callable[..., Task]  # (model_config, info, restored) -> Task
+  workdir_fields: Tuple[str, ...] = ()  # config.model fields naming another run's workdir

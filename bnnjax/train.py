@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from bnnjax import checkpoint, data, datasets, models
-from bnnjax.config import base_config, parse_lr_multipliers, validate
+from bnnjax.config import base_config, parse_lr_multipliers, resolve, validate
 from bnnjax.task import DataInfo, Task
 from bnnjax.writers import MetricWriter
 
@@ -124,27 +124,6 @@ def evaluate_split(evaluate_fn, params, rng, split_data, batch_size: int) -> Dic
   return {key: float(value) / count for key, value in totals.items()}
 
 
-def parse_eval_splits(spec: str) -> Dict[str, str]:
-  """"val=train[90%:],test" -> {"val": "train[90%:]", "test": "test"}."""
-  splits = {}
-  for item in filter(None, (s.strip() for s in spec.split(","))):
-    name, _, split = item.partition("=")
-    splits[name.strip()] = (split or name).strip()
-  return splits
-
-
-def load_data(config: ml_collections.ConfigDict):
-  """(train arrays, {eval name: arrays}, DataInfo) as the config asks."""
-  d = config.data
-  kwargs = dict(data_dir=d.data_dir or None, flatten=d.flatten, binarize=d.binarize, seed=d.seed)
-  train = data.load(d.name, d.train_split, **kwargs)
-  evals = {name: data.load(d.name, split, **kwargs)
-           for name, split in parse_eval_splits(d.eval_splits).items()}
-  info = DataInfo(input_shape=tuple(train["x"].shape[1:]), num_classes=data.num_classes(d.name),
-                  num_train=len(train["x"]))
-  return train, evals, info
-
-
 def resolve_fallback(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The config itself, or a copy on `config.data.fallback` if its data set cannot be had.
 
@@ -201,9 +180,7 @@ def check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
 def _default_fields(config) -> dict:
   """The default data, optimizer and model sections, as config.json would hold them."""
   defaults = base_config()
-  module = models.get(config.model.name)
-  if hasattr(module, "default_model_config"):
-    defaults.model = module.default_model_config()
+  defaults.model = models.get(config.model.name).default_config()
   return {k: v for k, v in checkpoint.config_to_json(defaults).items() if isinstance(v, dict)}
 
 
@@ -213,18 +190,31 @@ def total_steps(config, num_train: int) -> int:
   return config.num_epochs * data.steps_per_epoch(num_train, config.batch_size)
 
 
+def restore_references(model: models.Model, model_config) -> Dict[str, Any]:
+  """The params of the runs that `model`'s workdir fields name ({} where none is set)."""
+  return {field: checkpoint.restore_params(model_config[field])[0]
+          for field in model.workdir_fields if model_config[field]}
+
+
+def build_task(config: ml_collections.ConfigDict, info: DataInfo) -> Task:
+  """The Task of a resolved config: its model's make_task on its own section, with the
+  runs its workdir fields name read from disk here."""
+  model = models.get(config.model.name)
+  return model.make_task(config.model, info, restore_references(model, config.model))
+
+
 def _prepare(config: ml_collections.ConfigDict, workdir: str):
   """Every check that can fail before compiling, then (config, task, train, evals, info)."""
+  config = resolve(config)
   validate(config)
   check_workdir(workdir)
   config = resolve_fallback(config)
   check_same_run(workdir, config)
-  module = models.get(config.model.name)
-  train, evals, info = load_data(config)
+  train, evals, info = data.load_splits(config.data)
   if config.batch_size > info.num_train:
     raise ValueError(f"config.batch_size={config.batch_size} exceeds the {info.num_train} "
                      f"training examples of {config.data.name}:{config.data.train_split}")
-  return config, module.make_task(config, info), train, evals, info
+  return config, build_task(config, info), train, evals, info
 
 
 def _initial_state(task: Task, optimizer, train, seed: int, manager) -> TrainState:

@@ -1,7 +1,9 @@
-"""Multi-layer perceptron classifier: the deterministic baseline.
+"""Multi-layer perceptron classifier: the deterministic baseline (a point estimate).
 
     logits = W_L · act(... act(W_1 · flatten(x) + b_1) ...) + b_L
     loss   = − mean_i log softmax(logits_i)[y_i]
+
+The network `mlp` is shared with `bayes_mlp`; the method is `bnnjax.methods.point`.
 """
 from typing import Sequence
 
@@ -10,21 +12,32 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from bnnjax.distributions import categorical_log_prob
-from bnnjax.task import DataInfo, Task
+from bnnjax.methods import point
+from bnnjax.task import DataInfo, Model, Task
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "elu": jax.nn.elu}
 
 
 def activation(name: str):
+  """The activation function called `name`; a one-line ValueError for an unknown one."""
   if name not in ACTIVATIONS:
     raise ValueError(f"config.model.activation: unknown activation {name!r}; "
                      f"choose one of {sorted(ACTIVATIONS)}")
   return ACTIVATIONS[name]
 
 
+def check_hidden_sizes(sizes) -> tuple:
+  sizes = tuple(sizes)
+  if not all(isinstance(s, int) and s > 0 for s in sizes):
+    raise ValueError(f"config.model.hidden_sizes must be positive integers, got {sizes}")
+  return sizes
+
+
 def mlp(hidden_sizes: Sequence[int], num_outputs: int, activation_name: str = "relu"):
-  """A plain Haiku MLP that flattens its input; call inside hk.transform."""
+  """A plain Haiku MLP that flattens its input [B, ...] to outputs [B, num_outputs].
+
+  Call inside hk.transform. Its layers are named mlp/~/linear_0 ... linear_L.
+  """
   return hk.Sequential([hk.Flatten(), hk.nets.MLP([*hidden_sizes, num_outputs],
                                                   activation=activation(activation_name))])
 
@@ -34,45 +47,12 @@ def default_model_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({"name": "mlp", "hidden_sizes": (400, 400), "activation": "relu"})
 
 
-def validate(config, info: DataInfo) -> None:
-  sizes = tuple(config.model.get("hidden_sizes", (400, 400)))
-  if not all(isinstance(s, int) and s > 0 for s in sizes):
-    raise ValueError(f"config.model.hidden_sizes must be positive integers, got {sizes}")
-  if info.num_classes < 2:
-    raise ValueError(f"the mlp classifier needs a classification data set; "
-                     f"{config.data.name!r} has {info.num_classes} classes")
-  activation(config.model.get("activation", "relu"))
+def make_task(m, info: DataInfo, restored=None) -> Task:
+  """The point-estimate classifier of the MLP `m.hidden_sizes`, `m.activation`."""
+  del restored
+  sizes = check_hidden_sizes(m.hidden_sizes)
+  activation(m.activation)
+  return point.make_task(lambda x: mlp(sizes, info.num_classes, m.activation)(x), info)
 
 
-def make_network(config, info: DataInfo) -> hk.Transformed:
-  sizes = tuple(config.model.get("hidden_sizes", (400, 400)))
-  act = config.model.get("activation", "relu")
-  return hk.without_apply_rng(hk.transform(lambda x: mlp(sizes, info.num_classes, act)(x)))
-
-
-def make_task(config, info: DataInfo) -> Task:
-  validate(config, info)
-  net = make_network(config, info)
-
-  def init(rng, batch):
-    return net.init(rng, batch["x"])
-
-  def loss(params, rng, batch, step):
-    del rng, step
-    log_lik = categorical_log_prob(net.apply(params, batch["x"]), batch["y"])
-    nll = -jnp.mean(log_lik)
-    return nll, {"nll": nll}
-
-  def evaluate(params, rng, batch):
-    del rng
-    logits = net.apply(params, batch["x"])
-    return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["y"]),
-            "nll": -jnp.mean(categorical_log_prob(logits, batch["y"]))}
-
-  return Task(init, loss, evaluate)
-
-
-def predict_samples(params, rng, x, num_samples, config, info):
-  """Logits [1, B, C]: a point estimate is a predictive with one sample."""
-  del rng, num_samples
-  return make_network(config, info).apply(params, x)[None]
+MODEL = Model(name="mlp", default_config=default_model_config, make_task=make_task)

@@ -1,0 +1,12 @@
+"""Evaluation as a library: pure functions of a model's predictive and the labels, plus the
+writers of eval.json and the PNGs. `bnnjax.Run.evaluate` calls them by the run's declared
+capabilities; `scripts/evaluate.py` only parses flags and prints.
+
+    predictive.py      the K-sample predictive of a Predictor over a whole split, batched
+    classification.py  accuracy, NLL, Brier, ECE and reliability; OOD AUROC/AUPR/FPR95 and the
+                       rejection rule for every uncertainty score; a baseline side by side
+    regression.py      RMSE, NLL, interval coverage; epistemic std near and far from the data
+    generative.py      VAE family: ELBO terms, IWAE log-likelihood, sample and reconstruction grids
+    density.py         flows: test log-likelihood, bits/dim, density and sample pictures
+    report.py          JSON-safe reports, eval.json, one-line summaries
+"""

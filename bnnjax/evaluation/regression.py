@@ -1,0 +1,43 @@
+"""Regression: accuracy and honesty of a predictive's mean and intervals."""
+import numpy as np
+
+from bnnjax import metrics, predictive
+
+INTERVAL_LEVEL = 0.95
+
+
+def report(pred: predictive.RegressionPredictive, targets, level: float = INTERVAL_LEVEL) -> dict:
+  """RMSE, Gaussian NLL, coverage and width of the central `level` interval, mean stds.
+
+  Args:
+    pred: the predictive of N inputs (numpy arrays [N]).
+    targets: [N] (or [N, 1]) true targets.
+  """
+  targets = np.asarray(targets, np.float64).reshape(len(pred.mean))
+  lower, upper = predictive.central_interval(pred.mean, pred.std, level)
+  return {"interval_level": level,
+          **metrics.regression_metrics(targets, pred.mean, pred.std, np.asarray(lower),
+                                       np.asarray(upper)),
+          "mean_aleatoric_std": float(np.mean(pred.aleatoric_std)),
+          "mean_epistemic_std": float(np.mean(pred.epistemic_std))}
+
+
+def input_grid(x_train, num: int = 400, margin: float = 0.5) -> np.ndarray:
+  """A 1-D grid [num] reaching `margin` times the data's range beyond each end."""
+  x_train = np.asarray(x_train).reshape(-1)
+  lo, hi = x_train.min(), x_train.max()
+  return np.linspace(lo - margin * (hi - lo), hi + margin * (hi - lo), num, dtype=np.float32)
+
+
+def epistemic_near_and_far(x_grid, epistemic_std, x_train) -> dict:
+  """Mean epistemic std on the grid near the training inputs and far from them.
+
+  Near: within 5% of the data's range of a training x; far: beyond 25% (in gaps and beyond
+  the ends). A posterior that knows what it has not seen is less sure far away.
+  """
+  x_train = np.asarray(x_train).reshape(-1)
+  span = x_train.max() - x_train.min()
+  distance = np.abs(np.asarray(x_grid)[:, None] - x_train[None]).min(axis=1)
+  epistemic_std = np.asarray(epistemic_std)
+  return {"epistemic_std_near_data": float(epistemic_std[distance < 0.05 * span].mean()),
+          "epistemic_std_far_from_data": float(epistemic_std[distance > 0.25 * span].mean())}

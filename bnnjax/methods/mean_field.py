@@ -1,0 +1,202 @@
+"""Mean-field Gaussian variational inference over any Haiku network (Bayes by Backprop).
+
+The network is an ordinary Haiku function; its weights get the mean-field posterior of
+`bnnjax.posterior`, a prior from `bnnjax.priors`, a Monte Carlo estimator from
+`bnnjax.estimators` and the ELBO of `bnnjax.objectives`:
+
+    loss = E_q[-log p(y | x, w)] + kl_weight * KL(q || p) / N     (per example)
+
+The params the loop optimises and checkpoints are the posterior pytree
+{"mean": haiku params, "rho" or "log_std": haiku params of the Bayesian leaves}; for
+regression with learned noise, "mean" also holds {"likelihood": {"log_noise_std": scalar}}.
+
+Method fields (`DEFAULTS`; a model file adds its network's own):
+    estimator                     "reparam" | "local" | "flipout"
+    num_samples                   K Monte Carlo samples per training step
+    eval_samples                  K for `evaluate`
+    prior                         "gaussian" (prior_scale) | "mixture" (mixture_pi,
+                                  mixture_scale1, mixture_scale2, mixture_kl: "mc"
+                                  unbiased or "bound" closed form) | "posterior" (a
+                                  previous run's posterior, passed in by the caller)
+    init_std                      initial posterior std
+    posterior_scale               "softplus" (std = softplus(rho)) | "log_std" (std =
+                                  exp(log_std): the same fit, a faster step)
+    kl_beta, kl_warmup_steps, temperature    see bnnjax.objectives.kl_weight
+    noise_std, learn_noise        regression likelihood N(y; f(x), noise_std^2)
+"""
+import math
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from bnnjax import estimators, objectives, posterior as post, priors
+from bnnjax.predictive import central_interval, check_num_samples, regression_predictive
+from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Predictor, Task
+
+DEFAULTS = dict(
+    estimator="local", num_samples=1, eval_samples=16, prior="gaussian", prior_scale=1.0,
+    mixture_pi=0.5, mixture_scale1=1.0, mixture_scale2=math.exp(-6), mixture_kl="mc",
+    init_std=1e-2, posterior_scale="softplus", kl_beta=1.0, kl_warmup_steps=0,
+    temperature=1.0, noise_std=1.0, learn_noise=False)
+
+
+def default_config(name: str, **network_fields) -> ml_collections.ConfigDict:
+  """A model's config schema: its name, its network's fields, then this method's fields."""
+  return ml_collections.ConfigDict({"name": name, **network_fields, **DEFAULTS})
+
+
+def validate(m) -> None:
+  """One-line ValueErrors naming the bad config.model field of the method, before compiling."""
+  def positive(field):
+    if not m[field] > 0:
+      raise ValueError(f"config.model.{field} must be positive, got {m[field]!r}")
+  if m.estimator not in estimators.ESTIMATORS:
+    raise ValueError(f"config.model.estimator: unknown estimator {m.estimator!r}; "
+                     f"choose one of {', '.join(estimators.ESTIMATORS)}")
+  for field in ("num_samples", "eval_samples"):
+    try:
+      check_num_samples(m[field])
+    except ValueError:
+      raise ValueError(f"config.model.{field} (K) must be an integer >= 1, got {m[field]!r}") from None
+  for field in ("init_std", "temperature", "noise_std"):
+    positive(field)
+  if m.prior not in priors.PRIORS:
+    raise ValueError(f"config.model.prior: unknown prior {m.prior!r}; "
+                     f"choose one of {', '.join(priors.PRIORS)}")
+  if m.prior == "gaussian":
+    positive("prior_scale")
+  if m.prior == "mixture":
+    validate_mixture(m)
+  if m.posterior_scale not in post.SCALE_KEYS:
+    raise ValueError(f"config.model.posterior_scale must be one of {', '.join(post.SCALE_KEYS)}, "
+                     f"got {m.posterior_scale!r}")
+  if m.kl_beta < 0 or m.kl_warmup_steps < 0:
+    raise ValueError("config.model.kl_beta and config.model.kl_warmup_steps must be >= 0")
+
+
+def validate_mixture(m) -> None:
+  if not 0 < m.mixture_pi < 1:
+    raise ValueError(f"config.model.mixture_pi must lie in (0, 1), got {m.mixture_pi!r}")
+  for field in ("mixture_scale1", "mixture_scale2"):
+    if not m[field] > 0:
+      raise ValueError(f"config.model.{field} must be positive, got {m[field]!r}")
+  if m.mixture_kl not in priors.MIXTURE_KL:
+    raise ValueError(f"config.model.mixture_kl must be one of {', '.join(priors.MIXTURE_KL)}, "
+                     f"got {m.mixture_kl!r}")
+
+
+def named_prior(kind: str, m):
+  """The "gaussian" or "mixture" prior of the config's fields."""
+  if kind == "gaussian":
+    return priors.gaussian_prior(m.prior_scale)
+  return priors.scale_mixture_prior(m.mixture_pi, m.mixture_scale1, m.mixture_scale2,
+                                    m.mixture_kl)
+
+
+def posterior_prior(previous, reference_posterior, where: str):
+  """A previous run's posterior as the prior (continual learning), its architecture checked."""
+  if not post.is_posterior(previous):
+    raise ValueError(f"{where} holds no Bayesian posterior (no 'mean' and 'rho' or 'log_std' params)")
+  key = post.scale_key(previous)
+  previous = jax.tree_util.tree_map(jnp.asarray, {"mean": previous["mean"], key: previous[key]})
+  post.check_same_architecture(reference_posterior, previous)
+  return priors.PosteriorPrior(previous)
+
+
+def noise_std(posterior, m):
+  """The regression likelihood's std: learned (in the posterior's means) or m.noise_std."""
+  if m.learn_noise:
+    return jnp.exp(posterior["mean"]["likelihood"]["log_noise_std"])
+  return jnp.asarray(m.noise_std, jnp.float32)
+
+
+def make_task(forward: Callable, m, info: DataInfo, *, initial_means: Optional[Any] = None,
+              prior: Optional[Any] = None, predicate: Optional[Callable] = None) -> Task:
+  """The variational Task of the Haiku function `forward(x) -> outputs [B, C]` ([B, 1] for
+  regression), under the method fields `m` (see the module doc).
+
+  Args:
+    forward: called inside hk.transform with x [B, *info.input_shape].
+    m: a config.model section holding DEFAULTS' fields.
+    info: the data; num_classes = 0 makes a regressor with a Gaussian likelihood.
+    initial_means: Haiku params to start the posterior means from (e.g. a trained point
+      estimate), or None for a fresh init.
+    prior: a prior object of bnnjax.priors, or None for the one `m.prior` names
+      ("posterior" needs it given).
+    predicate: which leaves are Bayesian (post.init_posterior's), None for all.
+  Returns:
+    Task(init, loss, evaluate, predictor).
+  """
+  validate(m)
+  if info.num_train < 1:
+    raise ValueError(f"DataInfo.num_train must be >= 1 for the ELBO's KL / N, got {info.num_train}")
+  classification = info.num_classes > 0
+  if classification and info.num_classes < 2:
+    raise ValueError(f"classification needs >= 2 classes, got {info.num_classes}")
+  if prior is None and m.prior == "posterior":
+    raise ValueError("config.model.prior='posterior' needs the previous run's posterior")
+  prior = named_prior(m.prior, m) if prior is None else prior
+  net = estimators.bayesian_transform(forward, m.estimator)
+
+  def init(rng, batch):
+    params = net.init(rng, batch["x"]) if initial_means is None else initial_means
+    posterior = post.init_posterior(params, m.init_std, predicate, m.posterior_scale)
+    if m.learn_noise and not classification:
+      posterior["mean"]["likelihood"] = {"log_noise_std": jnp.log(jnp.float32(m.noise_std))}
+    return posterior
+
+  def expected_nll(outputs, batch, posterior):
+    if classification:
+      return objectives.categorical_nll(outputs, batch["y"])
+    return objectives.gaussian_nll(outputs[..., 0], _targets(batch), noise_std(posterior, m))
+
+  def loss(posterior, rng, batch, step):
+    rng_out, rng_kl = jax.random.split(rng)
+    outputs = estimators.sample_outputs(net, posterior, rng_out, batch["x"], m.num_samples)
+    nll = expected_nll(outputs, batch, posterior)
+    kl = post.kl(posterior, prior, rng_kl)
+    weight = objectives.kl_weight(step, beta=m.kl_beta, warmup_steps=m.kl_warmup_steps,
+                                  temperature=m.temperature)
+    metrics = {"nll": nll, "kl": kl, "elbo": -objectives.per_example_loss(nll, kl, info.num_train)}
+    if classification:
+      metrics["accuracy"] = jnp.mean(jnp.argmax(outputs.mean(0), -1) == batch["y"])
+    return objectives.per_example_loss(nll, kl, info.num_train, weight), metrics
+
+  def evaluate(posterior, rng, batch):
+    rng_out, rng_kl = jax.random.split(rng)
+    outputs = estimators.sample_outputs(net, posterior, rng_out, batch["x"], m.eval_samples)
+    kl = post.kl(posterior, prior, rng_kl)
+    elbo = -objectives.per_example_loss(expected_nll(outputs, batch, posterior), kl, info.num_train)
+    if classification:
+      probs = jax.nn.softmax(outputs, -1).mean(0)
+      return {"accuracy": jnp.mean(jnp.argmax(probs, -1) == batch["y"]),
+              "nll": objectives.categorical_predictive_nll(outputs, batch["y"]).mean(),
+              "kl": kl, "elbo": elbo}
+    return {**regression_metrics(outputs[..., 0], _targets(batch), noise_std(posterior, m)),
+            "kl": kl, "elbo": elbo}
+
+  def sample(posterior, rng, x, num_samples):
+    outputs = estimators.sample_outputs(net, posterior, rng, x, check_num_samples(num_samples))
+    if classification:
+      return outputs
+    means = outputs[..., 0]
+    return means, jnp.broadcast_to(noise_std(posterior, m), means.shape)
+
+  predictor = Predictor(CLASSIFIER if classification else REGRESSOR, sample)
+  return Task(init, loss, evaluate, predictor=predictor)
+
+
+def _targets(batch):
+  y = batch["y"]
+  return y.reshape(y.shape[0]) if y.ndim == 2 else y
+
+
+def regression_metrics(means, targets, sigma):
+  """RMSE of the predictive mean, NLL of the K-sample mixture, coverage of its 95% interval."""
+  pred = regression_predictive(means, jnp.broadcast_to(sigma, means.shape))
+  lower, upper = central_interval(pred.mean, pred.std, 0.95)
+  return {"rmse": jnp.sqrt(jnp.mean((pred.mean - targets)**2)),
+          "nll": objectives.gaussian_predictive_nll(means, targets, sigma).mean(),
+          "coverage_95": jnp.mean((targets >= lower) & (targets <= upper))}
