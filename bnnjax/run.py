@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bnnjax import checkpoint, data, plots, predictive as predictive_lib, train
+from bnnjax import checkpoint, data, predictive as predictive_lib, train
 from bnnjax.config import resolve
 from bnnjax.evaluation import classification, density, generative, regression, report
 from bnnjax.evaluation import predictive as batched
@@ -176,6 +176,7 @@ class Run:
     return out
 
   def _classifier_plots(self, folder, out, scores_in, scores_out) -> list:
+    from bnnjax import plots  # pylint: disable=import-outside-toplevel  (matplotlib: only to draw)
     name, data_name, rel = self.config.model.name, self.config.data.name, out["reliability"]
     paths = [plots.reliability_diagram(
         rel["bin_edges"], rel["confidence"], rel["accuracy"], rel["count"],
@@ -212,6 +213,7 @@ class Run:
                               jax.random.fold_in(key, 1), batch_size)
       out["bands"] = regression.epistemic_near_and_far(x_grid, bands.epistemic_std, train_split["x"])
       if plots_dir:
+        from bnnjax import plots  # pylint: disable=import-outside-toplevel
         out["bands"]["plot"] = plots.regression_bands(
             x_grid, bands.mean, bands.epistemic_std, bands.std, np.asarray(train_split["x"])[:, 0],
             np.asarray(train_split["y"]), os.path.join(plots_dir, "regression_bands.png"),

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnnjax import data, models, train
-from bnnjax.config import load_config_file, with_overrides
+from bnnjax import data, train
+from bnnjax.config import load_config_file, resolve, with_overrides
 from bnnjax.task import DataInfo, Task
 
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
@@ -71,7 +71,7 @@ def load_config(path, overrides):
   if _WIDTH.value and "hidden_sizes" in config.model:
     config.model.hidden_sizes = (_WIDTH.value,) * len(config.model.hidden_sizes)
   config.batch_size = _BATCH.value
-  return config
+  return resolve(config)
 
 
 def synthetic_data(config, rng):
@@ -102,7 +102,7 @@ def two_copies(task: Task) -> Task:
 def compiled_step(config, twice=False):
   """(run, num_params): run(n) times n jitted train steps and returns steps per second."""
   train_data, info = synthetic_data(config, jax.random.PRNGKey(0))
-  task = models.get(config.model.name).make_task(config, info)
+  task = train.build_task(config, info)
   task = two_copies(task) if twice else task
   optimizer = train.make_optimizer(config.optimizer, 10_000)
   params = task.init(jax.random.PRNGKey(1), jax.tree_util.tree_map(lambda a: a[:1], train_data))

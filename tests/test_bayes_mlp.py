@@ -7,9 +7,15 @@ import pytest
 
 from bnnjax import checkpoint
 from bnnjax import posterior as post
-from bnnjax.config import base_config
-from bnnjax.models import bayes_mlp
+from bnnjax.config import base_config, resolve
+from bnnjax.methods import mean_field
 from bnnjax.task import DataInfo
+from bnnjax.train import build_task
+
+
+def task_of(config, info):
+  """The task the loop builds: the resolved model section, the runs it names read from disk."""
+  return build_task(resolve(config), info)
 
 
 def _config(**model):
@@ -64,7 +70,7 @@ def test_mean_field_linear_regression_recovers_the_exact_answer(temperature, sca
   config = _config(hidden_sizes=(), estimator="local", num_samples=8, prior="gaussian",
                    prior_scale=prior_scale, noise_std=noise_std, learn_noise=False,
                    init_std=0.02, temperature=temperature, posterior_scale=scale)
-  task = bayes_mlp.make_task(config, DataInfo((3,), 0, num_train=len(x)))
+  task = task_of(config, DataInfo((3,), 0, num_train=len(x)))
   q = _train(task, {"x": jnp.asarray(x), "y": jnp.asarray(y)}, num_steps=3000, lr=0.03)
 
   layer = "mlp/~/linear_0"
@@ -81,10 +87,10 @@ def test_mean_field_linear_regression_recovers_the_exact_answer(temperature, sca
 def test_predict_samples_shapes_and_spread():
   info = DataInfo((8, 8, 1), 10, 100)
   config = _config(init_std=1e-4)
-  task = bayes_mlp.make_task(config, info)
+  task = task_of(config, info)
   x = jax.random.uniform(jax.random.PRNGKey(0), (5, 8, 8, 1))
   q = task.init(jax.random.PRNGKey(1), {"x": x, "y": jnp.zeros(5, jnp.int32)})
-  predict = jax.jit(lambda q, k: bayes_mlp.predict_samples(q, k, x, 7, config, info))
+  predict = jax.jit(lambda q, k: task.predictor.sample(q, k, x, 7))
   logits = predict(q, jax.random.PRNGKey(2))
   assert logits.shape == (7, 5, 10)
   # With a tiny posterior std every sample is close to the network at the mean, but not equal.
@@ -97,7 +103,7 @@ def test_predict_samples_shapes_and_spread():
 
 def test_last_layer_mode_makes_only_the_output_layer_bayesian():
   info = DataInfo((4,), 3, 100)
-  task = bayes_mlp.make_task(_config(hidden_sizes=(8, 8), bayesian="last_layer"), info)
+  task = task_of(_config(hidden_sizes=(8, 8), bayesian="last_layer"), info)
   q = task.init(jax.random.PRNGKey(0), {"x": jnp.ones((2, 4)), "y": jnp.zeros(2, jnp.int32)})
   assert set(q["rho"]) == {"mlp/~/linear_2"}
   assert set(q["mean"]) == {"mlp/~/linear_0", "mlp/~/linear_1", "mlp/~/linear_2"}
@@ -105,14 +111,14 @@ def test_last_layer_mode_makes_only_the_output_layer_bayesian():
 
 def test_loss_is_nll_plus_kl_over_n_and_evaluate_reports_each_term():
   info = DataInfo((4,), 3, 250)
-  task = bayes_mlp.make_task(_config(kl_warmup_steps=100), info)
+  task = task_of(_config(kl_warmup_steps=100), info)
   batch = {"x": jnp.ones((2, 4)), "y": jnp.array([0, 2])}
   q = task.init(jax.random.PRNGKey(0), batch)
   loss, metrics = jax.jit(task.loss)(q, jax.random.PRNGKey(1), batch, 25)
   np.testing.assert_allclose(loss, metrics["nll"] + 0.25 * metrics["kl"] / 250, rtol=1e-5)
   np.testing.assert_allclose(metrics["elbo"], -(metrics["nll"] + metrics["kl"] / 250), rtol=1e-5)
-  np.testing.assert_allclose(metrics["kl"], post.kl(q, bayes_mlp.make_prior(
-      bayes_mlp.model_config(_config()), q)), rtol=1e-5)
+  np.testing.assert_allclose(metrics["kl"], post.kl(q, mean_field.named_prior(
+      "gaussian", resolve(_config()).model)), rtol=1e-5)
   assert set(jax.jit(task.evaluate)(q, jax.random.PRNGKey(2), batch)) == {"accuracy", "nll", "kl", "elbo"}
 
 
@@ -129,9 +135,10 @@ def test_init_from_a_deterministic_checkpoint_uses_its_weights_as_means(tmp_path
   info = DataInfo((4,), 3, 100)
   det_config = _config()
   det_config.model.name = "mlp"
-  trained = mlp.make_task(det_config, info).init(jax.random.PRNGKey(7), {"x": jnp.ones((1, 4))})
+  del mlp
+  trained = task_of(det_config, info).init(jax.random.PRNGKey(7), {"x": jnp.ones((1, 4))})
   _save_run(tmp_path, trained, det_config, info)
-  task = bayes_mlp.make_task(_config(init_from=str(tmp_path), init_std=0.01), info)
+  task = task_of(_config(init_from=str(tmp_path), init_std=0.01), info)
   q = task.init(jax.random.PRNGKey(0), {"x": jnp.ones((1, 4))})
   for layer in trained:
     np.testing.assert_allclose(q["mean"][layer]["w"], trained[layer]["w"])
@@ -141,11 +148,11 @@ def test_init_from_a_deterministic_checkpoint_uses_its_weights_as_means(tmp_path
 @pytest.mark.parametrize("scale_a", ["softplus", "log_std"])
 def test_posterior_prior_from_a_previous_run(tmp_path, scale_a):
   info = DataInfo((4,), 3, 100)
-  task_a = bayes_mlp.make_task(_config(init_std=0.05, posterior_scale=scale_a), info)
+  task_a = task_of(_config(init_std=0.05, posterior_scale=scale_a), info)
   q_a = task_a.init(jax.random.PRNGKey(3), {"x": jnp.ones((1, 4))})
   _save_run(tmp_path / "a", q_a, _config(), info)
   config_b = _config(prior="posterior", prior_workdir=str(tmp_path / "a"))
-  task_b = bayes_mlp.make_task(config_b, info)
+  task_b = task_of(config_b, info)
   batch = {"x": jnp.ones((2, 4)), "y": jnp.array([0, 1])}
   # The KL of task A's posterior to itself is zero; of a fresh posterior, positive.
   loss_b = jax.jit(task_b.loss)
@@ -153,7 +160,7 @@ def test_posterior_prior_from_a_previous_run(tmp_path, scale_a):
   q_b = task_b.init(jax.random.PRNGKey(4), batch)
   assert loss_b(q_b, jax.random.PRNGKey(0), batch, 0)[1]["kl"] > 1.0
   with pytest.raises(ValueError, match="another architecture"):
-    bayes_mlp.make_task(_config(hidden_sizes=(32,), prior="posterior",
+    task_of(_config(hidden_sizes=(32,), prior="posterior",
                                 prior_workdir=str(tmp_path / "a")), info)
 
 
@@ -179,15 +186,15 @@ def test_bad_config_is_a_one_line_error(field, value, message):
   if field.startswith("mixture_"):
     overrides["prior"] = "mixture"
   with pytest.raises(ValueError, match=message):
-    bayes_mlp.make_task(_config(**overrides), DataInfo((4,), 3, 100))
+    task_of(_config(**overrides), DataInfo((4,), 3, 100))
 
 
 def test_layer_priors_reach_the_loss_per_layer():
   info = DataInfo((4,), 3, 100)
   batch = {"x": jnp.ones((2, 4)), "y": jnp.array([0, 1])}
-  kl_of = lambda **model: bayes_mlp.make_task(_config(**model), info).loss(
+  kl_of = lambda **model: task_of(_config(**model), info).loss(
       q, jax.random.PRNGKey(1), batch, 0)[1]["kl"]
-  q = bayes_mlp.make_task(_config(), info).init(jax.random.PRNGKey(0), batch)
+  q = task_of(_config(), info).init(jax.random.PRNGKey(0), batch)
   gaussian = kl_of(prior="gaussian", prior_scale=0.5)
   np.testing.assert_allclose(kl_of(layer_priors=("gaussian", "gaussian"), prior_scale=0.5),
                              gaussian, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""scripts/evaluate.py end to end on tiny digits runs trained by bnnjax.train.fit.
+"""bnnjax.load(workdir).evaluate(...) end to end on tiny digits runs trained by bnnjax.train.fit.
 
 Known answers: a deterministic run's in-distribution accuracy and NLL equal what the
 train loop logged on the same split; an "OOD" set that is the test set itself gives
@@ -6,22 +6,25 @@ AUROC 1/2 and rejects the same ~1% as in distribution; uniform noise images are 
 apart from digits; a 28x28 OOD set for an 8x8 model is a one-line error.
 """
 import gzip
-import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import bnnjax
-from bnnjax import data, train
+from bnnjax import checkpoint, data, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("evaluate_script", os.path.join(REPO, "scripts", "evaluate.py"))
-evaluate_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(evaluate_script)
-
 K = 8
+
+
+def evaluate(workdir, ood=(), compare=None, **kwargs):
+  """What scripts/evaluate.py does: load, evaluate, write eval.json and the PNGs."""
+  compare = bnnjax.load(compare) if compare else None
+  return bnnjax.load(workdir).evaluate(ood, compare=compare, write=True, **kwargs)
 
 
 def write_idx_images(folder, images_uint8):
@@ -58,10 +61,16 @@ def runs(tmp_path_factory):
   mlp_dir, bayes_dir = str(root / "mlp"), str(root / "bayes")
   train.fit(digits_config("mlp"), mlp_dir)
   train.fit(digits_config("bayes_mlp", init_std=1e-2, eval_samples=K), bayes_dir)
+  regression_dir = str(root / "regression")
+  config = bnnjax.config.with_overrides(bnnjax.base_config(), {
+      "data.name": "diabetes", "model.name": "bayes_mlp", "model.hidden_sizes": (8,),
+      "batch_size": 64, "num_steps": 10, "progress_bar": False})
+  train.fit(config, regression_dir)
   test_x = data.load("digits", "test")["x"][..., 0]
   same = write_idx_images(root / "digits_again", np.round(test_x * 255))
   noise = write_idx_images(root / "noise", np.random.default_rng(0).integers(0, 256, (400, 8, 8)))
-  return {"mlp": mlp_dir, "bayes": bayes_dir, "same": same, "noise": noise, "root": root}
+  return {"mlp": mlp_dir, "bayes": bayes_dir, "same": same, "noise": noise, "root": root,
+          "regression": regression_dir}
 
 
 def last_test_metrics(workdir):
@@ -72,7 +81,7 @@ def last_test_metrics(workdir):
 
 @pytest.mark.slow
 def test_deterministic_run_matches_the_loop_and_separates_noise(runs):
-  result = evaluate_script.evaluate(runs["mlp"], [runs["same"], runs["noise"]], num_samples=K)
+  result = evaluate(runs["mlp"], [runs["same"], runs["noise"]], num_samples=K)
   with open(os.path.join(runs["mlp"], "eval.json"), encoding="utf-8") as f:
     assert json.load(f) == result
   assert result["num_samples"] == 1  # a point estimate draws one sample whatever K asks
@@ -99,7 +108,7 @@ def test_deterministic_run_matches_the_loop_and_separates_noise(runs):
 
 @pytest.mark.slow
 def test_bayesian_run_reports_sample_scores_and_compares_with_the_baseline(runs):
-  result = evaluate_script.evaluate(runs["bayes"], [runs["noise"]], num_samples=K, compare=runs["mlp"])
+  result = evaluate(runs["bayes"], [runs["noise"]], num_samples=K, compare=runs["mlp"])
   assert result["num_samples"] == K
   assert result["in_distribution"]["accuracy"] > 0.8
   noise = result["ood"]["noise"]
@@ -120,29 +129,77 @@ def test_bayesian_run_reports_sample_scores_and_compares_with_the_baseline(runs)
 def test_ood_images_of_another_shape_are_a_one_line_error(runs):
   kmnist_like = write_idx_images(runs["root"] / "big", np.zeros((5, 28, 28)))
   with pytest.raises(ValueError, match=r"shape \(28, 28, 1\).*trained on \(8, 8, 1\)"):
-    evaluate_script.evaluate(runs["mlp"], [kmnist_like])
+    evaluate(runs["mlp"], [kmnist_like])
 
 
 @pytest.mark.slow
 def test_named_ood_set_of_another_shape_is_a_one_line_error(runs, shared_data_dir):
-  with pytest.raises(ValueError, match=r"'kmnist' has images of shape \(28, 28, 1\)"):
-    evaluate_script.evaluate(runs["mlp"], ["kmnist"], data_dir=str(shared_data_dir))
+  with pytest.raises(ValueError, match=r"'kmnist' has inputs of shape \(28, 28, 1\)"):
+    evaluate(runs["mlp"], ["kmnist"], data_dir=str(shared_data_dir))
 
 
-def test_bad_inputs_fail_before_anything_loads(tmp_path):
+def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, runs):
+  with pytest.raises(checkpoint.CheckpointError, match="no checkpoints"):
+    bnnjax.load(str(tmp_path))
+  assert os.listdir(tmp_path) == []
+  run = bnnjax.load(runs["bayes"])
+  before = sorted(os.listdir(runs["bayes"]))
   with pytest.raises(ValueError, match="num_samples"):
-    evaluate_script.evaluate(str(tmp_path), [], num_samples=0)
-  with pytest.raises(ValueError, match="no checkpoints"):
-    evaluate_script.evaluate(str(tmp_path), [])
+    run.evaluate([], num_samples=0, write=True)
+  with pytest.raises(ValueError, match=r"inputs of shape \(3, 28, 28, 1\).*takes \[B, 8, 8, 1\]"):
+    run.predict(np.zeros((3, 28, 28, 1)))
+  with pytest.raises(ValueError, match="sample needs a density model; 'bayes_mlp'.* is classifier"):
+    run.sample(4)
+  with pytest.raises(ValueError, match="ood and compare apply to classifiers"):
+    bnnjax.load(runs["regression"]).evaluate(["digits"])
+  assert sorted(os.listdir(runs["bayes"])) == before
   with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte.gz"):
     data.load_idx_folder(str(tmp_path), "test")
 
 
+def test_a_checkpoint_of_another_model_is_a_one_line_error(runs, tmp_path):
+  # The Bayesian run's checkpoint under a config.json that claims a plain MLP.
+  import shutil
+  fake = tmp_path / "fake"
+  shutil.copytree(runs["bayes"], fake)
+  meta_files = [os.path.join(d, f) for d, _, fs in os.walk(fake / "checkpoints") for f in fs
+                if f == "metadata" and os.path.basename(d) == "meta"]
+  assert meta_files
+  for path in meta_files:
+    with open(path, encoding="utf-8") as f:
+      meta = json.load(f)
+    meta["config"]["model"] = {"name": "mlp", "hidden_sizes": [32], "activation": "relu"}
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(meta, f)
+  with pytest.raises(checkpoint.CheckpointError, match="holds another model: parameter"):
+    bnnjax.load(str(fake))
+
+
+def test_predict_is_the_predictive_that_evaluate_scores(runs):
+  run = bnnjax.load(runs["bayes"])
+  test = run.test_data()
+  pred = run.predict(test["x"], num_samples=K, rng=0)
+  assert pred.probs.shape == (359, 10) and pred.mutual_information.shape == (359,)
+  np.testing.assert_allclose(pred.probs.sum(-1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(pred.predictive_entropy - pred.expected_entropy,
+                             pred.mutual_information, atol=1e-5)
+  accuracy = float(np.mean(pred.probs.argmax(-1) == test["y"]))
+  # evaluate draws its in-distribution predictive with fold_in(PRNGKey(seed), 0).
+  import jax
+  same = bnnjax.evaluation.predictive.predict(run.task.predictor, run.params, test["x"], K,
+                                              jax.random.fold_in(jax.random.PRNGKey(0), 0))
+  assert run.evaluate(num_samples=K)["in_distribution"]["accuracy"] == pytest.approx(
+      float(np.mean(same.probs.argmax(-1) == test["y"])), abs=1e-12)
+  assert accuracy > 0.8
+
+
 def test_the_in_distribution_split_is_the_one_named_test():
-  assert evaluate_script.test_split("test") == "test"
-  assert evaluate_script.test_split("val=train[90%:],test") == "test"
-  assert evaluate_script.test_split("test=train[:10%],val=train[10%:20%]") == "train[:10%]"
-  assert evaluate_script.test_split("val=train[90%:]") == "train[90%:]"
+  for spec, split in [("test", "test"), ("val=train[90%:],test", "test"),
+                      ("test=train[:10%],val=train[10%:20%]", "train[:10%]"),
+                      ("val=train[90%:]", "train[90%:]")]:
+    config = bnnjax.base_config()
+    config.data.eval_splits = spec
+    assert data.test_split(config.data) == split
 
 
 def test_toy_regression_is_less_sure_away_from_its_data(tmp_path):
@@ -153,14 +210,30 @@ def test_toy_regression_is_less_sure_away_from_its_data(tmp_path):
       "optimizer.lr": 1e-2, "batch_size": 50, "num_steps": 1000, "eval_batch_size": 500,
       "progress_bar": False})
   train.fit(config, str(tmp_path))
-  bands = evaluate_script.evaluate(str(tmp_path), num_samples=32)["regression"]["bands"]
+  bands = evaluate(str(tmp_path), num_samples=32)["regression"]["bands"]
   assert os.path.isfile(bands["plot"])
   assert bands["epistemic_std_far_from_data"] > 2 * bands["epistemic_std_near_data"]
 
 
 def test_named_ood_sets_are_found_beside_the_training_folder(tmp_path):
   # A run trained with data_dir=.../mnist looks for fashion_mnist in .../fashion-mnist.
-  assert evaluate_script.ood_data_dir(str(tmp_path / "mnist")) == str(tmp_path)
-  assert evaluate_script.ood_data_dir(str(tmp_path / "kmnist") + "/") == str(tmp_path)
-  assert evaluate_script.ood_data_dir(str(tmp_path)) == str(tmp_path)
-  assert evaluate_script.ood_data_dir("") is None
+  assert data._ood_data_dir(str(tmp_path / "mnist")) == str(tmp_path)  # pylint: disable=protected-access
+  assert data._ood_data_dir(str(tmp_path / "kmnist") + "/") == str(tmp_path)  # pylint: disable=protected-access
+  assert data._ood_data_dir(str(tmp_path)) == str(tmp_path)  # pylint: disable=protected-access
+  assert data._ood_data_dir("") is None  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
+def test_the_script_prints_the_runs_figures(runs):
+  result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py"),
+                           f"--workdir={runs['mlp']}", f"--num_samples={K}"],
+                          capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr
+  with open(os.path.join(runs["mlp"], "eval.json"), encoding="utf-8") as f:
+    accuracy = json.load(f)["in_distribution"]["accuracy"]
+  assert f"accuracy {accuracy:.4f}" in result.stdout
+  failed = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py"),
+                           f"--workdir={runs['root'] / 'nothing'}"], capture_output=True, text=True)
+  assert failed.returncode == 1 and failed.stderr.strip().splitlines() == [
+      f"error: no checkpoints in {runs['root'] / 'nothing'} "
+      f"(looked for {runs['root'] / 'nothing' / 'checkpoints'})"]

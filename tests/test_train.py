@@ -5,9 +5,9 @@ import shutil
 import socket
 import subprocess
 import sys
-import types
 
 import jax
+import ml_collections
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -161,8 +161,8 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(uninterrupted, tmp_pa
   assert tree_equal(resumed.params, full.params)
 
 
-def test_diverging_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
-  def make_task(config, info):
+def test_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
+  def make_task(model_config, info, restored):
     def init(rng, batch):
       return {"w": jnp.zeros(())}
 
@@ -172,8 +172,8 @@ def test_diverging_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
 
     return Task(init, loss, lambda params, rng, batch: {"w": params["w"]})
 
-  monkeypatch.setitem(sys.modules, "bnnjax.models.diverging",
-                      types.SimpleNamespace(make_task=make_task))
+  bnnjax.register(bnnjax.Model("diverging", lambda: ml_collections.ConfigDict({"name": "diverging"}),
+                                make_task))
   config = digits_config(**{"model.name": "diverging"})
   with pytest.raises(FloatingPointError, match="last good checkpoint.*step 10"):
     train.fit(config, str(tmp_path))
