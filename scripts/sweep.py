@@ -44,6 +44,18 @@ def parse_sets(items) -> dict:
   return overrides
 
 
+def point_config(config, point: dict, extra: dict, index: int):
+  """The resolved config of sweep point `index`; a ValueError names the point and the field."""
+  try:
+    config = config_lib.with_overrides(config, point)
+  except ValueError as e:
+    raise ValueError(f"get_sweep()[{index}]: {e}") from None
+  try:
+    return config_lib.with_overrides(config, extra)
+  except ValueError as e:
+    raise ValueError(f"--set: {e}") from None
+
+
 def final_metrics(workdir: str) -> dict:
   evals = [r for r in writers.read_metrics(workdir) if "epoch" in r]
   return evals[-1] if evals else {}
@@ -60,6 +72,8 @@ def main(argv):
     extra = parse_sets(_OVERRIDES.value)
     if not -1 <= _INDEX.value < len(points):
       raise ValueError(f"--index={_INDEX.value} but the sweep has {len(points)} points")
+    # Every point resolved before any runs: a misspelt field fails the sweep, not each point.
+    configs = [point_config(module.get_config(), point, extra, i) for i, point in enumerate(points)]
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
   chosen = range(len(points)) if _INDEX.value < 0 else [_INDEX.value]
@@ -69,8 +83,7 @@ def main(argv):
     print(f"== point {i}: {points[i]} -> {workdir}", flush=True)
     row = {"index": i, "overrides": points[i], "workdir": workdir}
     try:
-      config = config_lib.with_overrides(module.get_config(), {**points[i], **extra})
-      train.fit(config, workdir)
+      train.fit(configs[i], workdir)
       row["final"] = final_metrics(workdir)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
       row["error"] = str(e)

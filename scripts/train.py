@@ -5,6 +5,8 @@ r"""Trains any bnnjax model from a config file.
 
 Running it again on the same --workdir continues from the latest checkpoint.
 """
+import re
+
 from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
@@ -27,7 +29,20 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except
     message = " ".join(str(e).replace("\\'", "'").replace("\\n", " ").replace("\n", " ").strip("'\"").split())
-    raise SystemExit(f"error: {message}") from None
+    raise SystemExit(f"error: {_unknown_field(message, argv) or message}") from None
+
+
+def _unknown_field(message: str, argv) -> str:
+  """absl's "x' Did you mean "y" instead of "x"?" as bnnjax.config words it, naming the section."""
+  match = re.match(r"(\w+)' Did you mean \"(\w+)\"", message)
+  if not match:
+    return ""
+  field, close = match.groups()
+  for arg in argv:
+    path = arg.split("=", 1)[0].lstrip("-").split(".")
+    if path[0] == "config" and path[-1] == field:
+      return f"{'.'.join(path[:-1])} has no field {field!r}; did you mean {close!r}?"
+  return ""
 
 
 def main(argv):

@@ -5,6 +5,7 @@ names a missing field fails here rather than minutes into a run.
 """
 import glob
 import os
+import re
 
 import numpy as np
 import pytest
@@ -51,3 +52,24 @@ def test_a_misspelt_model_field_is_an_error():
   config.model.prior_sclae = 0.5
   with pytest.raises(ValueError, match=r"^config.model has no field 'prior_sclae'; did you mean 'prior_scale'\?$"):
     _task(config)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_step", 5, "config has no field 'num_step'; did you mean 'num_steps'?"),
+    ("data.nmae", "digits", "config.data has no field 'nmae'; did you mean 'name'?"),
+    ("model.prior_scael", 2.0, "config.model has no field 'prior_scael'; did you mean 'prior_scale'?"),
+    ("model.hidden_sizes", "big", "config.model.hidden_sizes must be a tuple"),
+])
+def test_fit_refuses_an_unknown_field_before_writing_anything(tmp_path, field, value, message):
+  import bnnjax  # pylint: disable=import-outside-toplevel
+  config = bnnjax.base_config()
+  config.model.name = "bayes_mlp"
+  *parents, leaf = field.split(".")
+  node = config
+  for key in parents:
+    node = node[key]
+  node[leaf] = value  # a plain ConfigDict takes new fields: fit must refuse them
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match="^" + re.escape(message)):
+    bnnjax.fit(config, str(workdir))
+  assert not workdir.exists()

@@ -1,8 +1,11 @@
 """Config sweeps: bnnjax.config.product and scripts/sweep.py end to end."""
 import json
 import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 from bnnjax import config as config_lib
 
@@ -47,3 +50,42 @@ def test_sweep_index_out_of_range_is_one_line(tmp_path):
   assert result.returncode != 0
   assert "--index=6 but the sweep has 6 points" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_a_misspelt_set_field_stops_the_sweep_before_any_point_runs(tmp_path):
+  result = run_sweep(f"--workdir={tmp_path}", "--set=num_step=50")
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      "error: --set: config has no field 'num_step'; did you mean 'num_steps'?"]
+  assert not os.listdir(tmp_path)
+
+
+def test_a_misspelt_get_sweep_entry_names_its_point(tmp_path):
+  path = tmp_path / "typo.py"
+  path.write_text(
+      "from bnnjax.config import base_config\n"
+      "def get_config():\n"
+      "  c = base_config(); c.data.name = 'digits'; c.model.hidden_sizes = (8,); return c\n"
+      "def get_sweep():\n"
+      "  return [{'optimizer.lr': 0.1}, {'model.hiden_sizes': (4,)}]\n")
+  workdir = tmp_path / "runs"
+  result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "sweep.py"),
+                           f"--config={path}", f"--workdir={workdir}"], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      "error: get_sweep()[1]: config.model has no field 'hiden_sizes'; did you mean 'hidden_sizes'?"]
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"num_step": 5}, "config has no field 'num_step'; did you mean 'num_steps'?"),
+    ({"model.prior_scael": 2.0}, "config.model has no field 'prior_scael'; did you mean 'prior_scale'?"),
+    ({"optimizer.lrr": 0.1}, "config.optimizer has no field 'lrr'; did you mean 'lr'?"),
+    ({"data.seed.x": 1}, "config.data.seed is a value, not a section"),
+    ({"num_steps": "many"}, "config.num_steps"),
+])
+def test_with_overrides_refuses_unknown_fields(overrides, message):
+  config = config_lib.with_overrides(config_lib.base_config(), {"model.name": "bayes_mlp"})
+  with pytest.raises(ValueError, match=re.escape(message)):
+    config_lib.with_overrides(config, overrides)
