@@ -22,6 +22,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.data_dir = ""  # "" = $BNNJAX_DATA_DIR, else download via tfds
   c.data.train_split = "train"  # tfds split syntax, e.g. "train[:90%]"
   c.data.eval_splits = "test"  # comma separated; metric keys are "<split>/<name>"
+  # What anything fitted after training is fitted on (never the test split); "" = none.
+  # bnnjax.data.VALIDATION_SPLITS names the canonical one (MNIST: "train[50000:]").
+  c.data.validation_split = ""
   c.data.flatten = False
   c.data.binarize = ""  # "" | "static" (a fixed threshold); dynamic binarisation lives in the loss
   c.data.seed = 0  # draws synthetic sets and the sklearn sets' train/test split; not the training seed
@@ -178,6 +181,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.optimizer.schedule: unknown schedule {config.optimizer.schedule!r}; "
                      "choose constant or cosine")
   parse_lr_multipliers(config.optimizer.get("lr_multipliers", ""))
+  from bnnjax import data  # pylint: disable=import-outside-toplevel
+  data.check_validation_split(config.data)
   if config.data.binarize not in ("", "static"):
     raise ValueError(f"config.data.binarize must be '' or 'static', got {config.data.binarize!r}")
 

@@ -264,6 +264,50 @@ def load_split(data_config, split: str, data_dir: Optional[os.PathLike] = None) 
               binarize=d.binarize, seed=d.seed)
 
 
+# The split everything fitted after training is fitted on (temperature, conformal
+# calibration, hyper-parameters): the last 10,000 training images, as uncertainty-baselines
+# does. A run that uses it trains on train[:50000]. Never fit on the test split.
+VALIDATION_SPLITS = {"mnist": "train[50000:]", "fashion_mnist": "train[50000:]"}
+_SPLIT_SIZES = {"mnist": {"train": 60000, "test": 10000},
+                "fashion_mnist": {"train": 60000, "test": 10000}, "kmnist": {"test": 10000}}
+
+
+def validation_split(data_config) -> str:
+  """config.data.validation_split; a one-line ValueError (naming the canonical one) if unset."""
+  if data_config.validation_split:
+    return data_config.validation_split
+  canonical = VALIDATION_SPLITS.get(data_config.name)
+  hint = (f"; for {data_config.name} the canonical one is {canonical!r} (train on 'train[:50000]')"
+          if canonical else "")
+  raise ValueError(f"config.data.validation_split is not set: nothing is fitted on the test "
+                   f"split{hint}")
+
+
+def split_indices(data_config, split: str) -> set:
+  """The (base split, index) pairs a split spec covers, for overlap checks."""
+  d = data_config
+  if d.name in _SPLIT_SIZES:
+    sizes = _SPLIT_SIZES[d.name]
+  else:
+    sizes = {s: len(v["y"]) for s, v in _SYNTHETIC_LOADERS[d.name](d.seed).items()}
+  infos = {s: types.SimpleNamespace(num_examples=n) for s, n in sizes.items()}
+  parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
+  return {(p.splitname, i) for p in parts
+          for i in range(*slice(p.from_, p.to).indices(sizes[p.splitname]))}
+
+
+def check_validation_split(data_config) -> None:
+  """A one-line ValueError if the validation split shares examples with the training split."""
+  d = data_config
+  if not d.validation_split:
+    return
+  shared = split_indices(d, d.train_split) & split_indices(d, d.validation_split)
+  if shared:
+    raise ValueError(f"config.data.validation_split {d.validation_split!r} shares {len(shared)} "
+                     f"examples with config.data.train_split {d.train_split!r}; train on the rest "
+                     f"(e.g. 'train[:50000]' beside 'train[50000:]')")
+
+
 def test_split(data_config) -> str:
   """The split named "test" in data_config.eval_splits, else the last one named there."""
   named = parse_eval_splits(data_config.eval_splits)

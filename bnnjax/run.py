@@ -88,6 +88,10 @@ class Run:
     """The test split exactly as the loop evaluated it (same name, data seed, preprocessing)."""
     return data.load_split(self.config.data, data.test_split(self.config.data), data_dir)
 
+  def validation_data(self, data_dir: Optional[str] = None) -> data.Data:
+    """config.data.validation_split: what anything fitted after training is fitted on."""
+    return data.load_split(self.config.data, data.validation_split(self.config.data), data_dir)
+
   def sample(self, num: int, rng: Rng = 0, labels=None) -> np.ndarray:
     """`num` draws [num, *input_shape] of a generative model (Bernoulli means) or a density."""
     if self.task.generative is not None:

@@ -1,6 +1,6 @@
 """The README's first command: a Bayesian MLP that runs anywhere in a minute or two.
 
-MNIST when it is found (data_dir, $BNNJAX_DATA_DIR, ../shared/data, or a tfds download);
+MNIST when it is found (data_dir, $BNNJAX_DATA_DIR, or a tfds download);
 on an offline machine without it, scikit-learn's bundled 8x8 digits (config.data.fallback),
 with a one-line notice. A fixed step budget keeps both cases short.
 """

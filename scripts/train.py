@@ -1,7 +1,7 @@
 r"""Trains any bnnjax model from a config file.
 
   python scripts/train.py --config=configs/mlp_mnist.py --workdir=runs/mlp_mnist \
-      --config.optimizer.lr=1e-3 --config.data.data_dir=../shared/data/mnist
+      --config.optimizer.lr=1e-3 --config.data.data_dir=/path/to/mnist
 
 Running it again on the same --workdir continues from the latest checkpoint.
 """

@@ -1,8 +1,10 @@
 """Shared fixtures: where the real MNIST-family IDX files live.
 
-One setting, BNNJAX_DATA_DIR, defaulting to ../shared/data beside the checkout.
-Where the folder is absent the tests that need it skip, except under CI=true,
-where a missing folder fails them: CI can never pass by skipping.
+One setting, BNNJAX_DATA_DIR. The library has no default of its own: the test
+configuration sets it here (to ../shared/data beside the checkout unless it is already
+set), for this process and the scripts and tutorials the tests start. Where the folder is
+absent the tests that need it skip, except under CI=true, where a missing folder fails
+them: CI can never pass by skipping.
 """
 import os
 import pathlib
@@ -12,6 +14,8 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(
     os.environ.get("BNNJAX_DATA_DIR", REPO.parent / "shared" / "data"))
+if SHARED_DATA.is_dir():
+  os.environ["BNNJAX_DATA_DIR"] = str(SHARED_DATA)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import bnnjax
 from bnnjax import data, datasets
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -271,3 +272,66 @@ def test_moons_and_ring_are_density_sets():
     assert split["y"].shape == (2000,) and not split["y"].any()
   assert len(data.load("ring", "test")["y"]) == 1000
   assert data.num_classes("moons") == data.num_classes("ring") == 0
+
+
+# --- one data path: every entry point evaluates the loop's own split ----------------------
+
+SYNTHETIC = ("digits", "diabetes", "toy_regression", "moons", "ring")
+
+
+def _data_config(name, seed, **fields):
+  config = bnnjax.base_config()
+  config.data.name, config.data.seed, config.seed = name, seed, 1000 + seed  # training seed differs
+  for key, value in fields.items():
+    config.data[key] = value
+  return config
+
+
+def _run_of(config, info):
+  """A Run as bnnjax.load builds it, without a trained model: its data path only."""
+  return bnnjax.Run("unused", config, None, info, None)
+
+
+@pytest.mark.parametrize("seed", [1, 7])
+@pytest.mark.parametrize("name", SYNTHETIC)
+def test_every_entry_point_evaluates_the_split_the_loop_evaluated(name, seed):
+  config = _data_config(name, seed)
+  train, evals, info = data.load_splits(config.data)
+  test = _run_of(config, info).test_data()  # what Run.evaluate, the scripts and the tutorials use
+  for key in ("x", "y"):
+    np.testing.assert_array_equal(test[key], evals["test"][key])
+  # The data seed draws the split (digits, diabetes) or the sample (toys): another seed, another set.
+  other = data.load_splits(_data_config(name, seed + 1).data)[1]["test"]
+  assert not np.array_equal(other["x"], test["x"])
+  if name in ("digits", "diabetes"):  # a fixed pool split by the data seed: no example in both
+    train_rows = {row.tobytes() for row in np.asarray(train["x"])}
+    assert not any(row.tobytes() in train_rows for row in np.asarray(test["x"]))
+
+
+def test_mnist_entry_points_share_the_loop_split(shared_data_dir):
+  config = _data_config("mnist", 3, data_dir=str(shared_data_dir), train_split="train[:1000]",
+                        eval_splits="val=train[50000:50500],test=test[:700]", flatten=True)
+  _, evals, info = data.load_splits(config.data)
+  run = _run_of(config, info)
+  np.testing.assert_array_equal(run.test_data()["x"], evals["test"]["x"])
+  assert run.test_data()["x"].shape == (700, 784)
+
+
+def test_the_validation_split_is_named_and_never_overlaps_training(shared_data_dir):
+  config = _data_config("mnist", 0, data_dir=str(shared_data_dir))
+  with pytest.raises(ValueError, match=r"validation_split is not set.*canonical one is 'train\[50000:\]'"):
+    data.validation_split(config.data)
+  config.data.validation_split = data.VALIDATION_SPLITS["mnist"]
+  with pytest.raises(ValueError, match=r"shares 10000 examples with config.data.train_split 'train'"):
+    bnnjax.config.validate(config)
+  config.data.train_split = "train[:50000]"
+  bnnjax.config.validate(config)
+  run = _run_of(config, data.data_info(config.data, {"x": np.zeros((1, 28, 28, 1))}))
+  validation = run.validation_data()
+  assert validation["x"].shape == (10000, 28, 28, 1)
+  train_part = data.load_split(config.data, "train[49000:50000]")
+  assert not {r.tobytes() for r in train_part["x"]} & {r.tobytes() for r in validation["x"]}
+  # A digits run may name a slice of its own pool; an overlap is refused there too.
+  digits = _data_config("digits", 0, train_split="train[:80%]", validation_split="train[70%:]")
+  with pytest.raises(ValueError, match="shares"):
+    bnnjax.config.validate(digits)
