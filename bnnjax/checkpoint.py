@@ -24,6 +24,7 @@ class CheckpointError(ValueError):
 
 
 def make_manager(workdir: str, max_to_keep: int = 3, create: bool = True) -> ocp.CheckpointManager:
+  """The orbax manager of <workdir>/checkpoints: a `state` item (arrays) and a `meta` item (JSON)."""
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
   handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
@@ -139,4 +140,5 @@ def restore_params(workdir: str, step: Optional[int] = None) -> Tuple[Any, ml_co
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> dict:
+  """The config as plain JSON types (tuples become lists), as config.json holds it."""
   return json.loads(config.to_json_best_effort())

@@ -14,6 +14,7 @@ import ml_collections
 
 
 def base_config() -> ml_collections.ConfigDict:
+  """The loop's fields with their defaults; config.model holds only the model's name here."""
   c = ml_collections.ConfigDict()
   c.seed = 0
 

@@ -360,6 +360,7 @@ def _ood_data_dir(data_dir) -> Optional[str]:
 
 
 def num_examples(data: Data) -> int:
+  """The number of examples N of a split {"x": [N, ...], "y": [N, ...]}."""
   return len(data["y"])
 
 

@@ -30,6 +30,7 @@ ESTIMATORS = ("reparam", "local", "flipout")
 
 
 def check_estimator(name: str) -> None:
+  """A one-line ValueError naming the valid estimators if `name` is not one."""
   if name not in ESTIMATORS:
     raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
 

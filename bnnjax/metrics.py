@@ -31,6 +31,7 @@ def _probs_and_labels(probs, labels):
 
 
 def accuracy(probs, labels) -> float:
+  """Fraction of argmax_c probs [N, C] equal to labels [N]."""
   probs, labels = _probs_and_labels(probs, labels)
   return float(np.mean(np.argmax(probs, axis=-1) == labels))
 
@@ -83,10 +84,12 @@ def reliability(probs, labels, num_bins: int = NUM_ECE_BINS) -> Reliability:
 
 
 def ece(probs, labels, num_bins: int = NUM_ECE_BINS) -> float:
+  """The expected calibration error of `reliability`."""
   return reliability(probs, labels, num_bins).ece
 
 
 def classification_metrics(probs, labels) -> Dict[str, float]:
+  """Accuracy, NLL, Brier and ECE of predictive probs [N, C] against labels [N]."""
   return {"accuracy": accuracy(probs, labels), "nll": nll(probs, labels),
           "brier": brier(probs, labels), "ece": ece(probs, labels)}
 
@@ -166,11 +169,13 @@ def fpr_at_tpr(score_in, score_out, tpr: float = 0.95) -> float:
 
 
 def ood_metrics(score_in, score_out) -> Dict[str, float]:
+  """AUROC, AUPR and FPR at 95% TPR of scores [N_in] and [N_out] (OOD positive, higher = OOD)."""
   return {"auroc": auroc(score_in, score_out), "aupr": aupr(score_in, score_out),
           "fpr95": fpr_at_tpr(score_in, score_out, 0.95)}
 
 
 class Rejection(NamedTuple):
+  """The rejection rule's threshold and the fractions it rejects in and out of distribution."""
   threshold: float
   rejected_in: float  # fraction of in-distribution examples rejected (about 1 - percentile/100)
   rejected_out: float  # fraction of out-of-distribution examples rejected
@@ -221,6 +226,7 @@ def interval_coverage(y, lower, upper) -> float:
 
 
 def rmse(y, mean) -> float:
+  """Root mean squared error of predictive means [N] against targets [N]."""
   y, mean = _same_shape(y=y, mean=mean)
   return float(np.sqrt(np.mean((y - mean)**2)))
 

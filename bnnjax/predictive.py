@@ -63,6 +63,7 @@ def map_batches(fn: Callable, x, batch_size: int, pad: bool = False):
 # ---------------------------------------------------------------- classification
 
 class ClassificationPredictive(NamedTuple):
+  """A classifier's K-sample predictive and its uncertainty decomposition (see the module doc)."""
   probs: jax.Array  # [B, C] mean of the K softmax outputs
   std: jax.Array  # [B, C] std over the K samples of each class probability
   predictive_entropy: jax.Array  # [B] H[p̄] (nats)
@@ -117,6 +118,7 @@ def uncertainty_scores(pred: ClassificationPredictive, num_samples: int) -> Dict
 # ---------------------------------------------------------------- regression
 
 class RegressionPredictive(NamedTuple):
+  """The moments of a regressor's K-sample Gaussian mixture, split into aleatoric and epistemic."""
   mean: jax.Array  # mixture mean
   std: jax.Array  # mixture std: sqrt(aleatoric² + epistemic²)
   aleatoric_std: jax.Array  # sqrt(mean_k σ_k²)

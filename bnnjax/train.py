@@ -32,6 +32,7 @@ _EVAL_STREAM = 0x7E57
 
 
 class TrainState(NamedTuple):
+  """What a checkpoint holds: the trained pytree, the optimizer state, the PRNG key, the step."""
   params: Any
   opt_state: Any
   rng: jax.Array
@@ -39,6 +40,7 @@ class TrainState(NamedTuple):
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  """The optax optimizer of config.optimizer (schedule, warm-up, lr multipliers, clipping)."""
   if opt.schedule == "cosine":
     lr = optax.warmup_cosine_decay_schedule(0.0, opt.lr, opt.warmup_steps, max(total_steps, 1))
   elif opt.warmup_steps > 0:
@@ -145,6 +147,7 @@ def resolve_fallback(config: ml_collections.ConfigDict) -> ml_collections.Config
 
 
 def check_workdir(workdir: str) -> None:
+  """Creates `workdir`; a one-line ValueError if it cannot be written."""
   try:
     os.makedirs(workdir, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=workdir):
@@ -158,6 +161,7 @@ _IDENTITY_FIELDS = ("seed", "batch_size", "model", "data", "optimizer")
 
 
 def check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """A CheckpointError if `workdir` holds a run whose identity fields differ from `config`'s."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
@@ -185,6 +189,7 @@ def _default_fields(config) -> dict:
 
 
 def total_steps(config, num_train: int) -> int:
+  """config.num_steps if set, else num_epochs full passes over num_train examples."""
   if config.num_steps > 0:
     return config.num_steps
   return config.num_epochs * data.steps_per_epoch(num_train, config.batch_size)

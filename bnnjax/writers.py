@@ -31,6 +31,7 @@ class MetricWriter:
     self._header = None
 
   def write(self, step: int, metrics: Mapping[str, float], console: bool = True) -> None:
+    """Appends {step, **metrics} to every sink (the console too if `console`)."""
     if not self._active:
       return
     metrics = {k: float(v) for k, v in sorted(metrics.items())}
@@ -55,6 +56,7 @@ class MetricWriter:
                file=self._console)
 
   def close(self) -> None:
+    """Flushes and closes the files."""
     if not self._active:
       return
     self._jsonl.close()

@@ -77,6 +77,7 @@ def validate(m) -> None:
 
 
 def validate_mixture(m) -> None:
+  """The scale-mixture prior's fields: pi in (0, 1), positive scales, a known KL."""
   if not 0 < m.mixture_pi < 1:
     raise ValueError(f"config.model.mixture_pi must lie in (0, 1), got {m.mixture_pi!r}")
   for field in ("mixture_scale1", "mixture_scale2"):

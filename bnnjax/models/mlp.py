@@ -27,6 +27,7 @@ def activation(name: str):
 
 
 def check_hidden_sizes(sizes) -> tuple:
+  """The hidden widths as a tuple; a one-line ValueError unless each is a positive int."""
   sizes = tuple(sizes)
   if not all(isinstance(s, int) and s > 0 for s in sizes):
     raise ValueError(f"config.model.hidden_sizes must be positive integers, got {sizes}")
