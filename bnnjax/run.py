@@ -48,11 +48,11 @@ class Run:
     """What the model can do: "classifier" or "regressor", "generative", "density"."""
     return capabilities(self.task)
 
-  def _require(self, capability: str, action: str) -> None:
-    if capability not in self.capabilities and not (
-        capability == "predictor" and self.task.predictor is not None):
-      raise ValueError(f"{action} needs a {capability} model; {self.config.model.name!r} in "
-                       f"{self.workdir} is {' and '.join(self.capabilities) or 'none of these'}")
+  def _require(self, present: bool, action: str, needs: str) -> None:
+    """A one-line ValueError if the model lacks what `action` needs."""
+    if not present:
+      raise ValueError(f"{action} needs {needs}; {self.config.model.name!r} in {self.workdir} "
+                       f"is {' and '.join(self.capabilities) or 'none of these'}")
 
   def inputs(self, x) -> jax.Array:
     """x as the model takes it: [B, *info.input_shape] (images flattened if the run flattened them).
@@ -79,7 +79,7 @@ class Run:
       regressor: RegressionPredictive(mean, std, aleatoric_std, epistemic_std [B]).
     A point estimate draws K = 1 whatever num_samples says.
     """
-    self._require("predictor", "predict")
+    self._require(self.task.predictor is not None, "predict", "a classifier or regressor")
     predictive_lib.check_num_samples(num_samples)
     return batched.predict(self.task.predictor, self.params, self.inputs(x), num_samples,
                            _key(rng), batch_size)
@@ -94,18 +94,20 @@ class Run:
 
   def sample(self, num: int, rng: Rng = 0, labels=None) -> np.ndarray:
     """`num` draws [num, *input_shape] of a generative model (Bernoulli means) or a density."""
+    self._require(self.task.generative is not None or self.task.density is not None, "sample",
+                  "a generative or density model")
     if self.task.generative is not None:
       return np.asarray(self.task.generative.sample(self.params, _key(rng), num, labels))
-    self._require("density", "sample")
     return np.asarray(self.task.density.sample(self.params, _key(rng), num))
 
   def log_prob(self, x, k: int = 1000, rng: Rng = 0, labels=None) -> np.ndarray:
     """[B] log p(x): exact for a density (of a dequantised x for discrete data), the IWAE_k
     lower bound for a generative model."""
+    self._require(self.task.generative is not None or self.task.density is not None, "log_prob",
+                  "a generative or density model")
     x = jnp.asarray(self.inputs(x))
     if self.task.generative is not None:
       return np.asarray(self.task.generative.log_likelihood(self.params, _key(rng), x, labels, k=k))
-    self._require("density", "log_prob")
     return np.asarray(self.task.density.log_prob(self.params, _key(rng), x))
 
   def evaluate(self, ood: Sequence[str] = (), num_samples: int = 32, seed: int = 0,
@@ -196,7 +198,7 @@ class Run:
     if other.config.data.name != self.config.data.name or other.info.input_shape != self.info.input_shape:
       raise ValueError(f"compare: {other.workdir} was trained on {other.config.data.name}, "
                        f"{self.workdir} on {self.config.data.name}")
-    other._require("predictor", "compare")  # pylint: disable=protected-access
+    other._require(other.task.predictor is not None, "compare", "a classifier")  # pylint: disable=protected-access
     theirs = {"model": other.config.model.name, **other._evaluate_classifier(  # pylint: disable=protected-access
         other.test_data(data_dir), ood_sets, num_samples, seed, batch_size, None)}
     return {"compare": {"workdir": other.workdir, **{k: theirs[k] for k in

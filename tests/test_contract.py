@@ -96,7 +96,7 @@ def test_a_model_declared_here_trains_loads_and_predicts_its_known_answer(tmp_pa
   assert report["in_distribution"]["nll"] == pytest.approx(expected_nll, abs=2e-3)
   assert report["in_distribution"]["accuracy"] == pytest.approx(
       np.mean(test_y == np.argmax(frequencies)), abs=1e-12)
-  with pytest.raises(ValueError, match="log_prob needs a density model"):
+  with pytest.raises(ValueError, match="log_prob needs a generative or density model"):
     run.log_prob(evals["test"]["x"][:2])
 
 
