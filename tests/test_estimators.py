@@ -103,3 +103,28 @@ def test_num_samples_below_one_is_an_error():
   with pytest.raises(ValueError, match="num_samples must be >= 1"):
     estimators.sample_outputs(estimators.bayesian_transform(_forward, "local"), q,
                               jax.random.PRNGKey(0), x, 0)
+
+
+def test_flipout_decorrelates_identical_inputs_in_one_batch():
+  """Flipout's point (Wen et al. 2018): two copies of one input in a batch get perturbations
+  that are uncorrelated, and whose magnitudes are too, with each one's marginal that of the
+  reparameterisation. Without the input sign flip, ((x * s_in) @ dW) * s_out becomes
+  (x @ dW) * s_out: the two magnitudes are then equal, draw by draw."""
+  x = jnp.broadcast_to(jax.random.normal(jax.random.PRNGKey(0), (1, 40)), (2, 40))
+  forward = lambda inputs: hk.Linear(1, with_bias=False)(inputs)
+  params = hk.transform(forward).init(jax.random.PRNGKey(1), x)
+  q = post.init_posterior(params, 0.5)
+  q["mean"] = jax.tree_util.tree_map(jnp.zeros_like, q["mean"])  # outputs are the perturbations
+  keys = jax.random.split(jax.random.PRNGKey(2), NUM_DRAWS)
+
+  def outputs(estimator):
+    net = estimators.bayesian_transform(forward, estimator)
+    return np.asarray(jax.jit(jax.vmap(lambda k: net.apply(q, k, x)[:, 0]))(keys), np.float64)
+
+  flip, reparam = outputs("flipout"), outputs("reparam")
+  assert abs(np.corrcoef(flip[:, 0], flip[:, 1])[0, 1]) < 0.06  # 4000 draws: sd about 0.016
+  assert abs(np.corrcoef(flip[:, 0]**2, flip[:, 1]**2)[0, 1]) < 0.15  # 1.0 without s_in
+  np.testing.assert_allclose(reparam[:, 0], reparam[:, 1])  # one weight draw: identical
+  expected_var = float(jnp.sum(x[0]**2) * 0.25)  # sum_j x_j^2 std^2
+  for draws in (flip[:, 0], flip[:, 1], reparam[:, 0]):
+    assert np.var(draws) == pytest.approx(expected_var, rel=0.08)

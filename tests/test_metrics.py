@@ -151,3 +151,22 @@ def test_ood_report_combines_the_metrics_for_scores_defined_on_both_sets():
   assert report["a"]["auroc"] == pytest.approx(349 / 400)
   assert (report["a"]["rejected_in"], report["a"]["rejected_out"]) == pytest.approx((0.01, 0.75))
   assert report["a"]["mean_out"] == pytest.approx((50 + 98.5 + 99 + 200) / 4)
+
+
+def test_confidences_on_interior_bin_edges_fall_in_the_lower_bin():
+  """Bins are (lo, hi]: a confidence exactly on an edge belongs to the bin it closes."""
+  probs = np.array([[0.5, 0.5], [0.75, 0.25], [0.25, 0.75], [1.0, 0.0]])
+  labels = np.array([0, 0, 0, 0])
+  rel = metrics.reliability(probs, labels, num_bins=4)  # edges 0, 1/4, 1/2, 3/4, 1: exact in binary
+  np.testing.assert_array_equal(rel.count, [0, 1, 2, 1])  # 0.5 -> (1/4, 1/2]; 0.75 -> (1/2, 3/4]
+  np.testing.assert_allclose(rel.confidence[1:], [0.5, 0.75, 1.0])
+  np.testing.assert_allclose(rel.accuracy[1:], [1.0, 0.5, 1.0])
+  assert rel.ece == pytest.approx((0.5 + 2 * 0.25 + 0.0) / 4)
+
+
+def test_nll_of_zero_probability_is_the_documented_floor():
+  # p(true) = 0 is floored at the smallest normal float64: -log(2.2e-308) = 708.40 nats.
+  assert metrics.nll(np.array([[1.0, 0.0]]), np.array([1])) == pytest.approx(
+      -np.log(np.finfo(np.float64).tiny), rel=1e-12)
+  assert metrics.nll(np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([1, 0])) == pytest.approx(
+      (-np.log(np.finfo(np.float64).tiny) + np.log(2)) / 2, rel=1e-12)
