@@ -85,3 +85,59 @@ def regression_bands(x_grid, mean, epistemic_std, total_std, x_train, y_train, p
   ax.set_title(title)
   ax.legend(loc="upper left", fontsize=8)
   return _save(fig, path)
+
+
+def image_grid(images, image_shape, path: str, rows: int, title: str = "") -> str:
+  """One PNG of images [rows * cols, ...] with values in [0, 1], rows stacked top to bottom.
+
+  image_shape: (height, width) of one image; each image is reshaped to it.
+  """
+  h, w = image_shape
+  images = np.asarray(images).reshape(rows, -1, h, w)
+  grid = images.transpose(0, 2, 1, 3).reshape(rows * h, -1)
+  fig, ax = plt.subplots(figsize=(grid.shape[1] / 28, grid.shape[0] / 28 + (0.3 if title else 0)))
+  ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+  ax.set_axis_off()
+  if title:
+    ax.set_title(title, fontsize=9)
+  return _save(fig, path)
+
+
+def latent_scatter(codes, labels, path: str, title: str = "posterior means of test images") -> str:
+  """2-D codes [N, 2] as points coloured by their labels [N] (digits)."""
+  codes = np.asarray(codes)
+  fig, ax = plt.subplots(figsize=(6, 5))
+  points = ax.scatter(codes[:, 0], codes[:, 1], c=np.asarray(labels)[:len(codes)], cmap="tab10", s=2)
+  fig.colorbar(points, ax=ax, label="digit")
+  ax.set(xlabel="z[0]", ylabel="z[1]", title=title)
+  return _save(fig, path)
+
+
+def _same_square_limits(axes, low, high) -> None:
+  for ax in axes:
+    ax.set_xlim(low[0], high[0])
+    ax.set_ylim(low[1], high[1])
+    ax.set_aspect("equal")
+
+
+def density_2d(xx, yy, density, points, path: str, title: str = "learned density",
+               points_title: str = "test points") -> str:
+  """A 2-D density on a grid (xx, yy, density: [n, n] each) beside points [N, 2], same limits."""
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+  axes[0].pcolormesh(xx, yy, density, shading="auto", cmap="viridis")
+  axes[0].set_title(title)
+  axes[1].scatter(*np.asarray(points).T, s=2, c="k")
+  axes[1].set_title(points_title)
+  _same_square_limits(axes, (xx.min(), yy.min()), (xx.max(), yy.max()))
+  return _save(fig, path)
+
+
+def samples_2d(samples, points, low, high, path: str, points_title: str = "training points") -> str:
+  """2-D samples [S, 2] beside points [N, 2], both inside the box low..high (2-vectors)."""
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharex=True, sharey=True)
+  axes[0].scatter(*np.asarray(samples).T, s=2, c="tab:blue")
+  axes[0].set_title(f"{len(samples)} flow samples")
+  axes[1].scatter(*np.asarray(points).T, s=2, c="k")
+  axes[1].set_title(points_title)
+  _same_square_limits(axes, low, high)
+  return _save(fig, path)

@@ -33,10 +33,11 @@ from typing import Callable, NamedTuple, Sequence, Tuple
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from bnnjax import task as task_lib
 from bnnjax.distributions import gaussian_log_prob
+from bnnjax.task import DataInfo, Density, Model, Task
 
 PREPROCESSINGS = ("none", "dequantize_logit")
 
@@ -218,6 +219,19 @@ def bits_per_dim(log_density, dim: int):
   return -(log_density - dim * jnp.log(256.0)) / (dim * jnp.log(2.0))
 
 
+def density_metrics(log_p, discrete: bool, dim: int) -> dict:
+  """Batch means of per-example log p [B]: log_lik, nll, and bits_per_dim for 8-bit data."""
+  metrics = {"log_lik": log_p.mean(), "nll": -log_p.mean()}
+  if discrete:
+    metrics["bits_per_dim"] = bits_per_dim(log_p, dim).mean()
+  return metrics
+
+
+def inverse_logit_transform(y, alpha: float):
+  """x = (sigmoid(y) - alpha) / (1 - 2 alpha), the inverse of `logit_transform`, clipped to [0, 1]."""
+  return jnp.clip((jax.nn.sigmoid(y) - alpha) / (1.0 - 2.0 * alpha), 0.0, 1.0)
+
+
 # -------------------------------------------------------------------------- the Task
 
 def _check_model_config(m) -> None:
@@ -231,60 +245,67 @@ def _check_model_config(m) -> None:
     raise ValueError(f"config.model.logit_alpha must be in [0, 0.5), got {m.logit_alpha}")
 
 
-def make_task(config, info: task_lib.DataInfo) -> task_lib.Task:
-  """Maximum likelihood for a RealNVP on flattened inputs of shape info.input_shape."""
-  m = config.model
-  _check_model_config(m)
-  masks = alternating_masks(info.input_shape, m.num_coupling_layers)
-  flow = make_flow(masks, m.hidden_sizes)
+def flat_inputs(x, input_shape) -> jax.Array:
+  """x [B, *input_shape] -> [B, D]; a one-line ValueError for any other shape."""
+  x = jnp.asarray(x)
+  if tuple(x.shape[1:]) != tuple(input_shape):
+    raise ValueError(f"this flow was built for inputs of shape {tuple(input_shape)}, "
+                     f"got a batch of shape {tuple(x.shape)}")
+  return x.reshape(x.shape[0], -1)
+
+
+def make_density(m, info: DataInfo, flow: Flow) -> Density:
+  """The Density capability of `flow` on inputs [B, *info.input_shape] (see bnnjax.task.Density).
+
+  log_prob(params, rng, x) -> [B]: of x itself, or (preprocess "dequantize_logit") of a
+  dequantisation of x drawn with rng, through the logit, over [0, 1)^D.
+  sample(params, rng, num) -> [num, *input_shape], mapped back to [0, 1] for images.
+  """
   discrete = m.preprocess == "dequantize_logit"
+  shape = tuple(info.input_shape)
 
-  def flat_inputs(batch):
-    x = jnp.asarray(batch["x"])
-    if tuple(x.shape[1:]) != tuple(info.input_shape):
-      raise ValueError(f"this flow was built for inputs of shape {tuple(info.input_shape)}, "
-                       f"got a batch of shape {tuple(x.shape)}")
-    return x.reshape(x.shape[0], -1)
-
-  def log_density(params, rng, batch):
-    """Per-example log p(x): of the data itself, or of its dequantised version."""
-    x = flat_inputs(batch)
+  def log_prob(params, rng, x):
+    x = flat_inputs(x, shape)
     if not discrete:
       return flow.log_prob(params, x)
     y, logit_log_det = logit_transform(dequantize(rng, x), m.logit_alpha)
     return flow.log_prob(params, y) + logit_log_det
 
-  def metrics_of(log_p):
-    metrics = {"log_lik": log_p.mean(), "nll": -log_p.mean()}
-    if discrete:
-      metrics["bits_per_dim"] = bits_per_dim(log_p, flow.dim).mean()
-    return metrics
+  def draw(params, rng, num):
+    y = sample(flow, params, rng, num)
+    x = inverse_logit_transform(y, m.logit_alpha) if discrete else y
+    return x.reshape((num,) + shape)
+
+  return Density(log_prob=log_prob, sample=draw, discrete=discrete)
+
+
+def make_task(m, info: DataInfo, restored=None) -> Task:
+  """Maximum likelihood for a RealNVP (`m` = config.model) on flattened inputs of shape
+  info.input_shape; the Task declares its Density."""
+  del restored
+  _check_model_config(m)
+  flow = make_flow(alternating_masks(info.input_shape, m.num_coupling_layers), m.hidden_sizes)
+  density = make_density(m, info, flow)
+
+  metrics_of = lambda log_p: density_metrics(log_p, density.discrete, flow.dim)
 
   def init(rng, batch):
-    return flow.init(rng, flat_inputs(batch))
+    return flow.init(rng, flat_inputs(batch["x"], info.input_shape))
 
   def loss(params, rng, batch, step):
     del step
-    log_p = log_density(params, rng, batch)
+    log_p = density.log_prob(params, rng, batch["x"])
     # Per dimension so the learning rate means the same for 2-D and 784-D data.
     return -log_p.mean() / flow.dim, metrics_of(log_p)
 
   def evaluate(params, rng, batch):
-    return metrics_of(log_density(params, rng, batch))
+    return metrics_of(density.log_prob(params, rng, batch["x"]))
 
-  return task_lib.Task(init, loss, evaluate)
-
-
-def flow_from_config(config, input_shape) -> Flow:
-  """The Flow a config builds, for scripts that restore trained params."""
-  _check_model_config(config.model)
-  return make_flow(alternating_masks(input_shape, config.model.num_coupling_layers),
-                   config.model.hidden_sizes)
+  return Task(init, loss, evaluate, density=density)
 
 
-def default_model_config():
-  """The fields make_task reads, with defaults for a 2-D density (configs/ override them)."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
+def default_model_config() -> ml_collections.ConfigDict:
+  """Every config.model field with its default for a 2-D density (configs/ override them)."""
   m = ml_collections.ConfigDict()
   m.name = "flow"
   m.num_coupling_layers = 8
@@ -292,3 +313,6 @@ def default_model_config():
   m.preprocess = "none"  # "none" | "dequantize_logit" (8-bit images; reports bits/dim)
   m.logit_alpha = 0.05  # RealNVP's logit squeeze, used by "dequantize_logit"
   return m
+
+
+MODEL = Model(name="flow", default_config=default_model_config, make_task=make_task)

@@ -28,8 +28,9 @@ triangular with diagonal sigma_t) and h, the encoder's last hidden layer, enters
 hidden unit. The variable order reverses from one step to the next. s_t starts near +1
 (the paper's forget-gate bias), so each step starts close to the identity.
 
-Everything else (decoder, Bernoulli likelihood, prior, IWAE bound, KL warm-up, dynamic
-binarisation) is the plain VAE's, imported from bnnjax.models.vae.
+Everything else (decoder, Bernoulli likelihood, prior, IWAE estimator, KL warm-up, dynamic
+binarisation, the Task and its Generative capability) is the plain VAE's: `FlowVAE` is a
+`vae.BernoulliVAE` with another `posterior`, and `make_task` is `vae.family_task` of it.
 """
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
@@ -38,8 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnnjax.models import vae
-from bnnjax.task import DataInfo, Task
+from bnnjax.models import mlp, vae
+from bnnjax.task import DataInfo, Model, Task
 
 
 class PlanarParams(NamedTuple):
@@ -156,18 +157,18 @@ class FlowEncoder(hk.Module):
   the K planar maps' parameters, or that hidden layer itself as IAF's context h."""
 
   def __init__(self, hidden_sizes: Sequence[int], latent_size: int, num_flows: int,
-               activation: str = "relu", flow: str = "planar", name: str = "encoder"):
+               activation_name: str = "relu", flow: str = "planar", name: str = "encoder"):
     super().__init__(name=name)
     self.hidden_sizes = tuple(hidden_sizes)
     self.latent_size = latent_size
     self.num_flows = num_flows
-    self.activation = vae.ACTIVATIONS[activation]
+    self.activation = mlp.activation(activation_name)
     self.flow = flow
 
   def __call__(self, x: jax.Array):
+    """x [B, *event] -> mean, std [B, D] and the flow inputs (PlanarParams or h [B, H])."""
     h = vae.hidden_layers(self.hidden_sizes, self.activation, x.reshape(x.shape[0], -1))
-    mean = hk.Linear(self.latent_size, name="mean")(h)
-    std = jax.nn.softplus(hk.Linear(self.latent_size, name="std")(h)) + vae.MIN_STD
+    mean, std = vae.gaussian_head(h, self.latent_size)
     if self.flow == "iaf":
       return mean, std, h
     k, d, batch = self.num_flows, self.latent_size, x.shape[0]
@@ -183,13 +184,9 @@ class Networks(NamedTuple):
   flow: Callable  # (params, z0, flow inputs) -> (z_K, sum of log |det|)
 
 
-def flow_kind(model_config) -> str:
-  """config.model.flow; runs saved before IAF existed have no such field and are planar."""
-  return model_config.get("flow", "planar")
-
-
 def make_networks(model_config, event_shape: Sequence[int]) -> Networks:
-  kind = flow_kind(model_config)
+  """Encoder, decoder and flow of one config (config.model), transformed together."""
+  kind = model_config.flow
 
   def build():
     encoder = FlowEncoder(model_config.encoder_sizes, model_config.latent_size,
@@ -213,138 +210,86 @@ def make_networks(model_config, event_shape: Sequence[int]) -> Networks:
   return Networks(transformed.init, encode, decode, flow)
 
 
-# --------------------------------------------------------------------------------- bounds
+# --------------------------------------------------------------------------------- model
 
 
-def elbo_terms(networks: Networks, params, rng, x, event_ndim: int):
-  """Per example (log p(x | z_K), log q_K(z_K | x) - log p(z_K)) from one sample z_K."""
-  mean, std, flow_inputs = networks.encode(params, x)
-  z, log_q = sample_flow_posterior(rng, networks, params, mean, std, flow_inputs)
-  log_px = vae.log_likelihood(networks.decode(params, z), x, event_ndim)
-  return log_px, log_q - vae.prior_log_prob(z)
+class FlowVAE(vae.BernoulliVAE):
+  """The plain VAE with q(z | x) a flow of the base Gaussian: unconditional, variational,
+  no corruption. Everything but the posterior (and the ELBO's KL, now log q - log p from
+  the sample) is vae.BernoulliVAE's."""
 
-
-def log_weights(networks: Networks, params, rng, x, event_ndim: int, *, k: int,
-                chunk_size: int = 100) -> jax.Array:
-  """log p(x, z_i) - log q_K(z_i | x) for k flow-posterior samples, [k, B].
-
-  The decoder runs on chunks of samples, as in vae.BernoulliVAE.log_weights.
-  """
-  vae.check_num_samples(k)
-  mean, std, flow_inputs = networks.encode(params, x)
-  chunk_size = min(chunk_size, k)
-  num_chunks = -(-k // chunk_size)
-  z, log_q = sample_flow_posterior(rng, networks, params, mean, std, flow_inputs,
-                                   num_chunks * chunk_size)
-
-  def one_sample(z_i, log_q_i):
-    log_px = vae.log_likelihood(networks.decode(params, z_i), x, event_ndim)
-    return vae.log_importance_weights(log_px, vae.prior_log_prob(z_i), log_q_i)
-
-  chunked = lambda a: a.reshape((num_chunks, chunk_size) + a.shape[1:])
-  log_w = jax.lax.map(lambda args: jax.vmap(one_sample)(*args), (chunked(z), chunked(log_q)))
-  return log_w.reshape((-1,) + log_w.shape[2:])[:k]
-
-
-class FlowVAE:
-  """A trained flow VAE behind vae.BernoulliVAE's evaluation interface (scripts/sample.py)."""
-  conditional, variational, corruption, num_classes = False, True, "", 0
-
-  def __init__(self, model_config, event_shape: Sequence[int]):
+  def __init__(self, model_config, event_shape: Sequence[int]):  # pylint: disable=super-init-not-called
+    vae.check_latent_size(model_config.latent_size)
     self.networks = make_networks(model_config, event_shape)
     self.event_shape = tuple(event_shape)
     self.latent_size = int(model_config.latent_size)
+    self.num_classes, self.variational, self.corruption, self.corruption_level = 0, True, "", 0.0
 
-  def corrupt(self, rng, x):
-    del rng
-    return x
-
-  def elbo_terms(self, params, rng, x_in, x, y=None):
-    del x_in, y  # the plain VAE only: no corruption, no labels
-    return elbo_terms(self.networks, params, rng, x, len(self.event_shape))
-
-  def iwae(self, params, rng, x, y=None, *, k: int, chunk_size: int = 100):
+  def init(self, rng: jax.Array, x: jax.Array, y=None):
     del y
-    return vae.iwae_bound(log_weights(self.networks, params, rng, x, len(self.event_shape), k=k,
-                                      chunk_size=chunk_size))
+    return self.networks.init(rng, x)
 
-  def generate(self, params, rng, num: int, labels=None, *, binary: bool = False):
-    del labels
-    z_rng, x_rng = jax.random.split(rng)
-    z = jax.random.normal(z_rng, (num, self.latent_size))
-    probs = jax.nn.sigmoid(self.networks.decode(params, z))
-    return jax.random.bernoulli(x_rng, probs).astype(jnp.float32) if binary else probs
+  def loss_keys(self, rng: jax.Array):
+    """(binarisation, no corruption, z) keys: two streams, as the flow VAE has always drawn."""
+    bin_rng, z_rng = jax.random.split(rng)
+    return bin_rng, None, z_rng
 
-  def encode_mean(self, params, x, y=None):
+  def decode(self, params, z: jax.Array, y_onehot) -> jax.Array:
+    del y_onehot
+    return self.networks.decode(params, z)
+
+  def posterior(self, params, rng: jax.Array, x: jax.Array, y_onehot,
+                num_samples: Optional[int] = None):
+    """(z_K, log q_K(z_K | x)) of num_samples draws: [num_samples, B, D] and [num_samples, B]."""
+    del y_onehot
+    mean, std, flow_inputs = self.networks.encode(params, x)
+    return sample_flow_posterior(rng, self.networks, params, mean, std, flow_inputs, num_samples)
+
+  def point_code(self, params, x: jax.Array, y_onehot) -> jax.Array:
     """The flow applied to the base posterior's mean: a point code for pictures, not E_q[z]."""
-    del y
+    del y_onehot
     mean, _, flow_inputs = self.networks.encode(params, x)
     return self.networks.flow(params, mean, flow_inputs)[0]
 
-  def reconstruct(self, params, x_in, y=None):
-    return jax.nn.sigmoid(self.networks.decode(params, self.encode_mean(params, x_in, y)))
+  def elbo_terms(self, params, rng: jax.Array, x_in: jax.Array, x: jax.Array, y=None):
+    """Per example (log p(x | z_K), log q_K(z_K | x_in) - log p(z_K)) from one sample z_K."""
+    z, log_q = self.posterior(params, rng, x_in, None)
+    log_px = vae.log_likelihood(self.decode(params, z, None), x, len(self.event_shape))
+    return log_px, log_q - vae.prior_log_prob(z)
 
 
 # --------------------------------------------------------------------------------- task
 
 
-def _validate(model, info: DataInfo) -> None:
-  vae.validate(model, info)  # the fields shared with the plain VAE
-  if not model.num_flows >= 1:
-    raise ValueError(f"config.model.num_flows must be >= 1 (use model 'vae' for none), got {model.num_flows}")
-  if flow_kind(model) not in FLOWS:
-    raise ValueError(f"config.model.flow: unknown flow {model.flow!r}; choose one of {', '.join(FLOWS)}")
-  if flow_kind(model) == "iaf" and not model.iaf_hidden_size >= 1:
-    raise ValueError(f"config.model.iaf_hidden_size must be >= 1, got {model.iaf_hidden_size}")
-  if model.conditional or model.corruption or not model.variational:
+def validate(m, info: DataInfo) -> None:
+  """The plain VAE's checks (vae.validate), then the flow's fields."""
+  vae.validate(m, info)
+  if not m.num_flows >= 1:
+    raise ValueError(f"config.model.num_flows must be >= 1 (use model 'vae' for none), got {m.num_flows}")
+  if m.flow not in FLOWS:
+    raise ValueError(f"config.model.flow: unknown flow {m.flow!r}; choose one of {', '.join(FLOWS)}")
+  if m.flow == "iaf" and not m.iaf_hidden_size >= 1:
+    raise ValueError(f"config.model.iaf_hidden_size must be >= 1, got {m.iaf_hidden_size}")
+  if m.conditional or m.corruption or not m.variational:
     raise ValueError("the flow posterior supports the plain VAE only: set config.model.conditional=False, "
                      "corruption='' and variational=True")
 
 
-def make_task(config, info: DataInfo) -> Task:
-  """The plain VAE's task with q(z | x) replaced by a flow posterior. Nats per example."""
-  model_config = config.model
-  _validate(model_config, info)
-  if model_config.binarize_train == "none" and config.data.binarize != "static":
-    raise ValueError("Bernoulli decoder needs binary data: set config.data.binarize='static' "
-                     "or config.model.binarize_train='dynamic'")
-  networks = make_networks(model_config, info.input_shape)
-  binarize = vae.train_binarizer(model_config.binarize_train)
-  event_ndim = len(info.input_shape)
-  warmup, iwae_k = int(model_config.kl_warmup_steps), int(model_config.eval_iwae_samples)
-
-  def terms(params, rng, batch):
-    bin_rng, z_rng = jax.random.split(rng)
-    x = binarize(bin_rng, batch["x"])
-    return (x,) + elbo_terms(networks, params, z_rng, x, event_ndim)
-
-  def init(rng, batch):
-    return networks.init(rng, batch["x"])
-
-  def loss(params, rng, batch, step):
-    _, rec, kl = terms(params, rng, batch)
-    beta = vae.kl_weight(step, warmup)
-    metrics = {"elbo": vae.elbo(rec, kl).mean(), "reconstruction": rec.mean(), "kl": kl.mean(),
-               "kl_weight": beta}
-    return -(rec - beta * kl).mean(), metrics
-
-  def evaluate(params, rng, batch):
-    term_rng, iwae_rng = jax.random.split(rng)
-    x, rec, kl = terms(params, term_rng, batch)
-    metrics = {"elbo": vae.elbo(rec, kl).mean(), "reconstruction": rec.mean(), "kl": kl.mean()}
-    if iwae_k > 0:
-      log_w = log_weights(networks, params, iwae_rng, x, event_ndim, k=iwae_k)
-      metrics[f"log_px_iwae{iwae_k}"] = vae.iwae_bound(log_w).mean()
-    return metrics
-
-  return Task(init, loss, evaluate)
+def make_task(m, info: DataInfo, restored=None) -> Task:
+  """The plain VAE's task (vae.family_task) with q(z | x) a flow posterior. Nats per example."""
+  del restored
+  validate(m, info)
+  return vae.family_task(FlowVAE(m, info.input_shape), m, info)
 
 
 def default_model_config():
   """The plain VAE's fields plus the flow: its kind, its number of maps, IAF's MADE width."""
   m = vae.default_model_config()
   m.name = "vae_flow"
-  m.flow = "planar"
+  m.flow = "planar"  # "planar" | "iaf"
   m.num_flows = 10
   m.iaf_hidden_size = 320
   return m
+
+
+MODEL = Model(name="vae_flow", default_config=default_model_config, make_task=make_task)
