@@ -9,7 +9,6 @@ import bnnjax
 import haiku as hk
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -124,11 +123,11 @@ def test_bits_per_dim_of_uniform_pixels_is_eight():
 # ------------------------------------------------------------------------------ Task
 
 def _config(**model):
-  c = ml_collections.ConfigDict()
-  c.model = ml_collections.ConfigDict(dict(
-      name="flow", num_coupling_layers=4, hidden_sizes=(16,), preprocess="none", logit_alpha=0.05))
-  c.model.update(model)
-  return c
+  """A flow's config.model, resolved: every field of flow_lib.default_model_config()."""
+  m = flow_lib.default_model_config()
+  m.update(dict(num_coupling_layers=4, hidden_sizes=(16,)))
+  m.update(model)
+  return m
 
 
 def test_task_loss_is_nll_per_dimension():
@@ -181,6 +180,35 @@ def test_data_of_the_wrong_dimension_is_an_error():
   task = flow_lib.make_task(_config(), task_lib.DataInfo((2,), 0, 10))
   with pytest.raises(ValueError, match="built for inputs of shape"):
     jax.jit(task.evaluate)(params, jax.random.PRNGKey(0), {"x": jnp.zeros((5, 3)), "y": jnp.zeros(5)})
+
+
+# ------------------------------------------------------------------- the declared Density
+
+def test_flow_declares_its_model_and_density():
+  assert bnnjax.models.get("flow") is flow_lib.MODEL and bnnjax.models.get("vae_flow") is vae_flow.MODEL
+  info = task_lib.DataInfo(input_shape=(2,), num_classes=0, num_train=10)
+  task = flow_lib.make_task(_config(), info)
+  assert task.density is not None and task.generative is None and task.predictor is None
+  assert not task.density.discrete
+  batch = {"x": jnp.array([[0.0, 0.0], [1.0, -1.0]]), "y": jnp.zeros(2)}
+  params = task.init(jax.random.PRNGKey(0), batch)
+  log_p = task.density.log_prob(params, jax.random.PRNGKey(1), batch["x"])
+  np.testing.assert_allclose(-log_p.mean(), task.evaluate(params, jax.random.PRNGKey(1), batch)["nll"],
+                             rtol=1e-6)
+  assert task.density.sample(params, jax.random.PRNGKey(2), 5).shape == (5, 2)
+
+
+def test_image_density_samples_are_images_in_the_unit_interval():
+  info = task_lib.DataInfo(input_shape=(2, 2, 1), num_classes=10, num_train=10)
+  task = flow_lib.make_task(_config(preprocess="dequantize_logit"), info)
+  params = task.init(jax.random.PRNGKey(0), {"x": jnp.full((1, 2, 2, 1), 0.5)})
+  images = task.density.sample(params, jax.random.PRNGKey(1), 6)
+  assert task.density.discrete and images.shape == (6, 2, 2, 1)
+  assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+  # the inverse of the logit transform: y -> x -> y
+  y = jnp.array([[-2.0, 0.0, 1.5]])
+  np.testing.assert_allclose(flow_lib.logit_transform(flow_lib.inverse_logit_transform(y, 0.05), 0.05)[0],
+                             y, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------ planar flows
@@ -253,25 +281,25 @@ def test_planar_posterior_density_integrates_to_one():
 
 
 def _vae_flow_config(**model):
-  c = ml_collections.ConfigDict()
-  c.data = ml_collections.ConfigDict(dict(binarize=""))
-  c.model = vae_flow.default_model_config()
-  c.model.update(dict(latent_size=2, encoder_sizes=(8,), decoder_sizes=(8,), num_flows=3,
-                      eval_iwae_samples=4))
-  c.model.update(model)
-  return c
+  """A flow VAE's config.model, resolved: every field of vae_flow.default_model_config()."""
+  m = vae_flow.default_model_config()
+  m.update(dict(latent_size=2, encoder_sizes=(8,), decoder_sizes=(8,), num_flows=3,
+                eval_iwae_samples=4))
+  m.update(model)
+  return m
 
 
 @pytest.mark.parametrize("flow", ["planar", "iaf"])
 def test_flow_vae_kl_term_is_log_q_minus_log_prior_by_change_of_variables(flow):
   info = task_lib.DataInfo(input_shape=(2, 2, 1), num_classes=10, num_train=10)
-  networks = vae_flow.make_networks(_vae_flow_config(flow=flow).model, info.input_shape)
+  model = vae_flow.FlowVAE(_vae_flow_config(flow=flow), info.input_shape)
+  networks = model.networks
   x = jnp.array([[[[1.0], [0.0]], [[0.0], [1.0]]]] * 3)
   params = jax.jit(networks.init)(jax.random.PRNGKey(0), x)
 
   @jax.jit
   def terms_and_by_hand(params, rng):
-    _, kl = vae_flow.elbo_terms(networks, params, rng, x, 3)
+    _, kl = model.elbo_terms(params, rng, x, x)
     mean, std, flow_inputs = networks.encode(params, x)
     z0 = mean + std * jax.random.normal(rng, mean.shape)  # the draw elbo_terms makes
     z, log_det = networks.flow(params, z0, flow_inputs)
@@ -390,6 +418,17 @@ def test_fit_moons_beats_a_gaussian_fit(tmp_path):
   for name in ("flow_density.png", "flow_samples.png"):
     assert (tmp_path / name).stat().st_size > 10_000
 
+  # The script is a thin caller of the library: Run.evaluate gives the same figures, and the
+  # test log-likelihood equals the one computed directly from the model's Density.
+  run = bnnjax.load(str(tmp_path))
+  figures = run.evaluate(grid_size=200)["density"]
+  for key in ("log_lik", "nll", "gaussian_fit_log_lik", "grid_mass", "num_test"):
+    assert figures[key] == report[key], key
+  direct = run.task.density.log_prob(run.params, jax.random.PRNGKey(0), jnp.asarray(test_x))
+  assert figures["log_lik"] == pytest.approx(float(direct.mean()), rel=1e-5)
+  np.testing.assert_allclose(run.log_prob(test_x[:5]), direct[:5], rtol=1e-5)
+  assert run.sample(11).shape == (11, 2)
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flow", ["planar", "iaf"])
@@ -409,9 +448,12 @@ def test_fit_flow_vae_on_digits_iwae_above_elbo(tmp_path, flow):
   assert metrics["test/log_px_iwae8"] > metrics["test/elbo"], metrics
 
   # scripts/sample.py evaluates a flow VAE run too: its own IWAE, the same identities, pictures.
-  report = _run_script("sample.py", tmp_path, "vae_eval.json", "--k=20", "--batch_size=200")
+  report = _run_script("sample.py", tmp_path, "vae_eval.json", "--k=20")
   assert report["model"]["flow"] == flow and report["k"] == 20
   np.testing.assert_allclose(report["elbo"], report["reconstruction"] - report["kl"], rtol=1e-5)
   assert report["elbo"] < report["log_px_iwae"] < 0, report
   for picture in ("samples.png", "reconstructions.png", "latent_scatter.png"):
     assert (tmp_path / picture).stat().st_size > 1000
+  figures = bnnjax.load(str(tmp_path)).evaluate(k=20)["generative"]
+  for key in ("reconstruction", "kl", "elbo", "log_px_iwae", "num_test"):
+    assert figures[key] == report[key], key

@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import haiku as hk
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -12,9 +11,11 @@ import numpy as np
 import optax
 import pytest
 
-from bnnjax import data
-from bnnjax.config import base_config, with_overrides
+import bnnjax
+from bnnjax import data, models
+from bnnjax.config import base_config, load_config_file, with_overrides
 from bnnjax.distributions import bernoulli_log_prob
+from bnnjax.evaluation import generative as generative_eval
 from bnnjax.models import vae
 from bnnjax.task import DataInfo
 
@@ -48,9 +49,8 @@ def trained_toy_vae():
   x, y = toy_binary_data()
   config = tiny_config(latent_size=1, encoder_sizes=(32,), decoder_sizes=(32,),
                        binarize_train="none", activation="tanh")
-  config.data.binarize = "static"
-  info = DataInfo((x.shape[1],), 4, len(x))
-  task = vae.make_task(config, info)
+  info = DataInfo((x.shape[1],), 4, len(x), binary=True)  # as data.binarize="static" gives
+  task = vae.make_task(config.model, info)
   batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
   params = task.init(jax.random.PRNGKey(0), batch)
   optimizer = optax.adam(3e-3)
@@ -215,7 +215,7 @@ def test_dynamic_binarisation_draws_pixels_with_their_grey_level():
 
 def test_denoiser_loss_is_reconstruction_only():
   config = tiny_config(variational=False, corruption="mask", corruption_level=0.5)
-  task = vae.make_task(config, DataInfo((16,), 4, 100))
+  task = vae.make_task(config.model, DataInfo((16,), 4, 100))
   x, y = toy_binary_data(num=32)
   batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
   params = task.init(jax.random.PRNGKey(0), batch)
@@ -228,7 +228,7 @@ def test_denoiser_loss_is_reconstruction_only():
 
 def test_kl_warmup_scales_only_the_kl_term():
   config = tiny_config(kl_warmup_steps=100)
-  task = vae.make_task(config, DataInfo((16,), 4, 100))
+  task = vae.make_task(config.model, DataInfo((16,), 4, 100))
   x, y = toy_binary_data(num=32)
   batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
   params = task.init(jax.random.PRNGKey(0), batch)
@@ -244,21 +244,21 @@ def test_kl_warmup_scales_only_the_kl_term():
     (dict(latent_size=0), "config.model.latent_size must be positive, got 0"),
     (dict(latent_size=-3), "config.model.latent_size must be positive, got -3"),
     (dict(encoder_sizes=(32, 0)), "config.model.encoder_sizes must be positive"),
-    (dict(activation="gelu"), "config.model.activation: unknown 'gelu'"),
+    (dict(activation="swish"), "config.model.activation: unknown activation 'swish'"),
     (dict(corruption="blur"), "config.model.corruption must be one of"),
     (dict(corruption="mask", corruption_level=1.0), "corruption_level must be < 1"),
     (dict(binarize_train="static"), "config.model.binarize_train must be one of"),
 ])
 def test_bad_model_config_is_a_one_line_error(overrides, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-    vae.make_task(tiny_config(**overrides), DataInfo((64,), 10, 100))
+    vae.make_task(tiny_config(**overrides).model, DataInfo((64,), 10, 100))
 
 
 def test_grey_data_without_binarisation_is_rejected():
   config = tiny_config(binarize_train="none")
-  config.data.binarize = ""
   with pytest.raises(ValueError, match="Bernoulli decoder needs binary data"):
-    vae.make_task(config, DataInfo((64,), 10, 100))
+    vae.make_task(config.model, DataInfo((64,), 10, 100, binary=False))
+  vae.make_task(config.model, DataInfo((64,), 10, 100, binary=True))
   with pytest.raises(ValueError, match="Bernoulli decoder needs binary data"):
     vae.check_binary(np.array([0.0, 0.5, 1.0]))
   vae.check_binary(np.array([0.0, 1.0, 1.0]))
@@ -266,13 +266,13 @@ def test_grey_data_without_binarisation_is_rejected():
 
 def test_conditional_needs_labelled_data():
   with pytest.raises(ValueError, match="conditional needs labelled data"):
-    vae.make_task(tiny_config(conditional=True), DataInfo((2,), 0, 100))
+    vae.make_task(tiny_config(conditional=True).model, DataInfo((2,), 0, 100))
 
 
 @pytest.mark.parametrize("k", [0, -1, 2.5])
 def test_number_of_importance_samples_must_be_a_positive_integer(k, trained_toy_vae):
   model, params, x = trained_toy_vae
-  with pytest.raises(ValueError, match="k must be an integer >= 1"):
+  with pytest.raises(ValueError, match="must be an integer >= 1"):
     model.iwae(params, jax.random.PRNGKey(0), x, k=k)
 
 
@@ -284,11 +284,10 @@ _TINY_OVERRIDES = {"data.name": "digits", "model.latent_size": 2, "model.encoder
                    "optimizer.schedule": "constant"}
 
 
-def tiny_loop_config():
-  """configs/vae_mnist.py shrunk to 20 steps on sklearn digits (8x8, no download)."""
-  sys.path.insert(0, REPO)
-  from configs import vae_mnist  # pylint: disable=import-outside-toplevel
-  return with_overrides(vae_mnist.get_config(), _TINY_OVERRIDES)
+def tiny_loop_config(config_file="vae_mnist.py", **overrides):
+  """A config of configs/ shrunk to 20 steps on sklearn digits (8x8, no download)."""
+  config = load_config_file(os.path.join(REPO, "configs", config_file)).get_config()
+  return with_overrides(config, {**_TINY_OVERRIDES, **overrides})
 
 
 def run_script(script, *args):
@@ -301,7 +300,6 @@ def run_script(script, *args):
 
 @pytest.mark.slow
 def test_fit_resumed_is_bit_identical_and_sample_script_reports(tmp_path):
-  import bnnjax  # pylint: disable=import-outside-toplevel
   config = tiny_loop_config()
   straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
   bnnjax.fit(config, straight)
@@ -320,7 +318,7 @@ def test_fit_resumed_is_bit_identical_and_sample_script_reports(tmp_path):
     np.testing.assert_allclose(row["test/elbo"], row["test/reconstruction"] - row["test/kl"],
                                rtol=1e-5)
 
-  run_script("sample.py", f"--workdir={straight}", "--k=20", "--batch_size=200")
+  run_script("sample.py", f"--workdir={straight}", "--k=20")
   with open(os.path.join(straight, "vae_eval.json"), encoding="utf-8") as f:
     report = json.load(f)
   assert report["k"] == 20 and report["num_test"] == len(data.load("digits", "test")["y"])
@@ -328,3 +326,132 @@ def test_fit_resumed_is_bit_identical_and_sample_script_reports(tmp_path):
   assert report["nll_iwae"] == -report["log_px_iwae"] and 0 < report["nll_iwae"] < 64 * np.log(2)
   for picture in ("samples.png", "reconstructions.png", "latent_scatter.png"):
     assert os.path.getsize(os.path.join(straight, picture)) > 1000
+  # The script is a thin caller of the library: Run.evaluate gives the same figures.
+  figures = bnnjax.load(straight).evaluate(k=20)["generative"]
+  for key in ("reconstruction", "kl", "elbo", "log_px_iwae", "nll_iwae", "num_test", "k"):
+    assert figures[key] == report[key], key
+
+
+# ------------------------------------------------------------ the declared model, through Run
+
+
+def test_the_vae_family_declares_its_model_and_generative_capability():
+  assert models.get("vae") is vae.MODEL and vae.MODEL.default_config().name == "vae"
+  task = vae.make_task(tiny_config(conditional=True).model, DataInfo((64,), 10, 100))
+  assert task.predictor is None and task.density is None
+  cvae = task.generative
+  assert cvae.conditional and cvae.variational and cvae.latent_size == 2
+  x, y = jnp.asarray(toy_binary_data(num=8, pixels=64)[0]), jnp.arange(8) % 10
+  params = task.init(jax.random.PRNGKey(0), {"x": x, "y": y})
+  assert cvae.sample(params, jax.random.PRNGKey(1), 3, [0, 1, 2]).shape == (3, 64)
+  assert cvae.log_likelihood(params, jax.random.PRNGKey(1), x, y, k=4).shape == (8,)
+  assert cvae.reconstruct(params, jax.random.PRNGKey(1), x, y).shape == cvae.encode(params, x, y).shape[:1] + (64,)
+  with pytest.raises(ValueError, match="label 10 outside the classes 0..9"):
+    cvae.log_likelihood(params, jax.random.PRNGKey(1), x, y + 3, k=4)
+
+
+def test_a_deterministic_autoencoder_has_no_samples_and_no_log_likelihood():
+  m = tiny_config(variational=False, corruption="mask", corruption_level=0.5).model
+  task = vae.make_task(m, DataInfo((16,), 4, 100))
+  x = jnp.asarray(toy_binary_data(num=8)[0])
+  params = task.init(jax.random.PRNGKey(0), {"x": x, "y": jnp.zeros(8, jnp.int32)})
+  dae = task.generative
+  assert not dae.variational
+  for call in (lambda: dae.sample(params, jax.random.PRNGKey(1), 2),
+               lambda: dae.log_likelihood(params, jax.random.PRNGKey(1), x, k=2)):
+    with pytest.raises(ValueError, match="needs a variational model; this is a deterministic autoencoder"):
+      call()
+  # reconstruct applies the model's corruption (drawn with rng); elbo_terms scores the clean x.
+  model = vae.BernoulliVAE(m, (16,))
+  rng = jax.random.PRNGKey(2)
+  np.testing.assert_allclose(dae.reconstruct(params, rng, x),
+                             model.reconstruct(params, model.corrupt(rng, x)), rtol=1e-6)
+  clean, _ = dae.elbo_terms(params, rng, x)
+  np.testing.assert_allclose(clean, model.elbo_terms(params, rng, x, x)[0], rtol=1e-6)
+
+
+def figures_by_hand(run, k: int, seed: int = 0, batch_size: int = 100) -> dict:
+  """scripts/sample.py's figures as it always computed them, from BernoulliVAE's methods, on
+  the test split of the run's *data* seed, binarised with default_rng(seed)."""
+  model = vae.BernoulliVAE(run.config.model, run.info.input_shape, run.info.num_classes)
+  test = data.load("digits", "test", flatten=True, seed=run.config.data.seed)
+  x = (np.random.default_rng(seed).random(test["x"].shape, dtype=np.float32)
+       < test["x"]).astype(np.float32)
+  metrics_rng = jax.random.split(jax.random.PRNGKey(seed), 3)[0]
+  sums = np.zeros(4)
+  for i, start in enumerate(range(0, len(x), batch_size)):
+    xb = jnp.asarray(x[start:start + batch_size])
+    term_rng, _, iwae_rng = jax.random.split(jax.random.fold_in(metrics_rng, i), 3)
+    rec, kl = model.elbo_terms(run.params, term_rng, xb, xb)
+    log_px = model.iwae(run.params, iwae_rng, xb, k=k)
+    sums += [float(rec.sum()), float(kl.sum()), float((rec - kl).sum()), float(log_px.sum())]
+  return dict(zip(("reconstruction", "kl", "elbo", "log_px_iwae"), sums / len(x)), num_test=len(x))
+
+
+@pytest.fixture(scope="module")
+def seeded_vae_run(tmp_path_factory):
+  """A tiny digits VAE trained with seed 1 and data seed 0: the two seeds draw different splits."""
+  workdir = str(tmp_path_factory.mktemp("vae_seed1"))
+  bnnjax.fit(tiny_loop_config(seed=1), workdir)
+  return bnnjax.load(workdir)
+
+
+@pytest.mark.slow
+def test_run_evaluate_equals_the_figures_of_the_model_functions_on_the_data_seeds_split(seeded_vae_run):
+  run = seeded_vae_run
+  assert run.config.seed == 1 and run.config.data.seed == 0
+  # The training seed's split is another split (scripts/sample.py used to load it).
+  assert not np.array_equal(data.load("digits", "test", seed=1, flatten=True)["x"],
+                            run.test_data()["x"])
+  report = run.evaluate(k=5)
+  figures = report["generative"]
+  expected = figures_by_hand(run, k=5)
+  assert report["num_examples"] == figures["num_test"] == expected.pop("num_test")
+  for key, value in expected.items():
+    np.testing.assert_allclose(figures[key], value, rtol=1e-5, err_msg=key)
+  assert figures["nll_iwae"] == -figures["log_px_iwae"] and figures["k"] == 5
+  assert "plots" not in figures  # no out_dir, no pictures
+
+
+@pytest.mark.slow
+def test_run_sample_and_log_prob_of_a_vae(seeded_vae_run):
+  run = seeded_vae_run
+  images = run.sample(7, rng=3)
+  assert images.shape == (7, 64) and 0.0 < images.min() and images.max() < 1.0
+  x = run.test_data()["x"][:3]
+  x = (x > 0.5).astype(np.float32)
+  model = vae.BernoulliVAE(run.config.model, run.info.input_shape, run.info.num_classes)
+  np.testing.assert_allclose(run.log_prob(x, k=4, rng=2),
+                             model.iwae(run.params, jax.random.PRNGKey(2), jnp.asarray(x), k=4),
+                             rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_classifier_run_has_no_samples_one_line_errors(tmp_path):
+  config = with_overrides(base_config(), {
+      "data.name": "digits", "model.name": "mlp", "model.hidden_sizes": (16,), "num_steps": 20,
+      "batch_size": 32, "eval_every": 20, "checkpoint_every": 20, "progress_bar": False})
+  run = bnnjax.fit(config, str(tmp_path))
+  for call in (lambda: run.sample(4), lambda: run.log_prob(np.zeros((2, 8, 8, 1)))):
+    with pytest.raises(ValueError) as error:
+      call()
+    assert "\n" not in str(error.value) and "'mlp'" in str(error.value), str(error.value)
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "sample.py"),
+                           f"--workdir={tmp_path}"], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "not a generative model" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_denoiser_reports_both_reconstructions_and_draws_pictures(tmp_path):
+  config = tiny_loop_config("dae_mnist.py")
+  run = bnnjax.fit(config, str(tmp_path))
+  figures = generative_eval.evaluate(run.task.generative, run.params, run.test_data(),
+                                     rng=jax.random.PRNGKey(0), out_dir=str(tmp_path), info=run.info,
+                                     num_test=50)
+  assert set(figures) == {"reconstruction", "reconstruction_clean_input", "num_test",
+                          "test_binarization", "plots"}
+  assert figures["reconstruction"] < figures["reconstruction_clean_input"] < 0  # noise costs
+  assert [os.path.basename(p) for p in figures["plots"]] == ["reconstructions.png", "latent_scatter.png"]
