@@ -7,6 +7,8 @@ import glob
 import os
 import re
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -38,11 +40,39 @@ def test_the_configs_are_all_here():
           "vae_mnist.py", "flow_moons.py"} <= names
 
 
+def _initial_metrics(config, task):
+  """The loss and metrics of a fresh init on a batch of 8 synthetic examples of the right shape."""
+  shape, num_classes, _ = SHAPES[config.data.name]
+  if config.data.flatten:
+    shape = (int(np.prod(shape)),)
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(8, *shape)).astype(np.float32)
+  if config.data.binarize == "static":
+    x = (x > 0.5).astype(np.float32)
+  y = rng.integers(num_classes, size=8).astype(np.int32) if num_classes else np.zeros(8, np.float32)
+  batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+  # One compilation of init and loss together: cheaper than running either eagerly.
+  fresh_loss = jax.jit(lambda b: task.loss(task.init(jax.random.PRNGKey(0), b), jax.random.PRNGKey(1), b, 0))
+  loss, metrics = fresh_loss(batch)
+  return float(loss), {k: float(v) for k, v in metrics.items()}
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_config_builds_its_task(path):
+def test_config_builds_its_task_with_the_initial_loss_it_should_have(path):
   module = load_config_file(path)
-  task = _task(module.get_config())
-  assert callable(task.loss) and callable(task.init)
+  config = resolve(module.get_config())
+  task = _task(config)
+  loss, metrics = _initial_metrics(config, task)
+  assert np.isfinite(loss) and all(np.isfinite(v) for v in metrics.values()), metrics
+  _, num_classes, _ = SHAPES[config.data.name]
+  if task.predictor is not None and num_classes:
+    # A fresh classifier is close to uniform: NLL about log C (1.1 nats of slack for its
+    # random logits; a loss of the probabilities or of the wrong label would miss it).
+    assert abs(metrics["nll"] - np.log(num_classes)) < 0.6, metrics
+  if task.generative is not None and task.generative.variational:
+    # Bernoulli logits near 0 at init: log p(x | z) about -D log 2 nats per example.
+    dim = int(np.prod(SHAPES[config.data.name][0]))
+    assert metrics["reconstruction"] == pytest.approx(-dim * np.log(2), rel=0.1), metrics
   for point in getattr(module, "get_sweep", lambda: [])():
     _task(with_overrides(module.get_config(), point))
 

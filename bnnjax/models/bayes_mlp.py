@@ -96,11 +96,14 @@ def make_task(m, info: DataInfo, restored=None) -> Task:
   outputs = info.num_classes if info.num_classes > 0 else 1  # regression: one output
   sizes, act = tuple(m.hidden_sizes), m.activation
   forward = lambda x: mlp.mlp(sizes, outputs, act)(x)
-  # Everything restored or checked here runs eagerly, before the loop compiles.
-  fresh = estimators.bayesian_transform(forward, m.estimator).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, *info.input_shape), jnp.float32))
+  # Shapes only (jax.eval_shape: nothing computed): enough to check what was restored and to
+  # name the Bayesian leaves, before the loop compiles.
   predicate = bayesian_predicate(m)
-  reference = post.init_posterior(fresh, m.init_std, predicate, m.posterior_scale)
+  example = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.float32)
+  fresh = jax.eval_shape(estimators.bayesian_transform(forward, m.estimator).init,
+                         jax.random.PRNGKey(0), example)
+  reference = jax.eval_shape(lambda p: post.init_posterior(p, m.init_std, predicate, m.posterior_scale),
+                             fresh)
   return mean_field.make_task(forward, m, info, initial_means=initial_means(m, fresh, restored),
                               prior=make_prior(m, reference, restored), predicate=predicate)
 
