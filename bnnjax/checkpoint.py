@@ -3,13 +3,20 @@
 Each step directory holds `state` (the TrainState arrays) and `meta` (JSON: model name,
 the resolved config). Orbax writes to a temporary directory and renames it when complete,
 so a run that dies mid-save keeps its previous checkpoint.
+
+A running fit holds `workdir_lock`: an fcntl lock the OS drops when the process dies, so a
+second run on the same workdir is refused while no killed run leaves a stale lock behind.
 """
+import contextlib
+import datetime
 import json
 import logging
 import os
+import socket
 import time
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, Iterator, NamedTuple, Optional, Tuple
 
+import filelock
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -17,10 +24,64 @@ import orbax.checkpoint as ocp
 from bnnjax.task import DataInfo
 
 CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = "run.lock"  # the holder's host and pid are in run.lock.json beside it
 
 
 class CheckpointError(ValueError):
   """A checkpoint that cannot be used: another model, or every step unreadable."""
+
+
+class WorkdirBusy(CheckpointError):
+  """The workdir's lock is held by another run."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str, active: bool = True) -> Iterator[None]:
+  """Holds <workdir>/run.lock for the block; `active=False` (processes other than 0) skips it.
+
+  Raises:
+    WorkdirBusy: another live process holds it; the one line names its host and pid.
+    CheckpointError: the lock file cannot be opened (a directory, not ours to write).
+  """
+  if not active:
+    yield
+    return
+  path = os.path.join(workdir, LOCK_FILE)
+  lock = filelock.FileLock(path, timeout=0)
+  try:
+    lock.acquire()
+  except filelock.Timeout:
+    raise WorkdirBusy(f"workdir {workdir} is in use by another run ({_holder(path)}); wait "
+                      "for it to end or use another --workdir") from None
+  except OSError as e:
+    raise CheckpointError(f"cannot lock workdir {workdir}: {path}: {e.strerror or e}") from None
+  try:
+    _write_json_atomic(path + ".json", {
+        "host": socket.gethostname(), "pid": os.getpid(),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    yield
+  finally:
+    with contextlib.suppress(OSError):
+      os.remove(path + ".json")
+    lock.release()
+
+
+def _holder(path: str) -> str:
+  """'host H, pid P, since T' from the holder record beside the lock, or why it is unknown."""
+  try:
+    with open(path + ".json", encoding="utf-8") as f:
+      record = json.load(f)
+    return f"host {record['host']}, pid {record['pid']}, since {record['started']}"
+  except (OSError, ValueError, KeyError, TypeError):
+    return f"holder unknown: {path}.json unreadable"
+
+
+def _write_json_atomic(path: str, value: Any) -> None:
+  """Writes `value` as JSON to path through a temporary file and a rename."""
+  temporary = f"{path}.{os.getpid()}.tmp"
+  with open(temporary, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2)
+  os.replace(temporary, path)
 
 
 def make_manager(workdir: str, max_to_keep: int = 3, create: bool = True) -> ocp.CheckpointManager:

@@ -209,10 +209,7 @@ def build_task(config: ml_collections.ConfigDict, info: DataInfo) -> Task:
 
 
 def _prepare(config: ml_collections.ConfigDict, workdir: str):
-  """Every check that can fail before compiling, then (config, task, train, evals, info)."""
-  config = resolve(config)
-  validate(config)
-  check_workdir(workdir)
+  """The checks that need the data, then (config, task, train, evals, info)."""
   config = resolve_fallback(config)
   check_same_run(workdir, config)
   train, evals, info = data.load_splits(config.data)
@@ -248,7 +245,18 @@ def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[in
 
   `stop_after` ends the run early after that many steps in total (checkpointing first), as a
   pre-emption would; the same call without it later continues to the configured length.
+  The workdir is locked for the whole call (by process 0 of a jax.distributed run): a
+  second run on it is a one-line checkpoint.WorkdirBusy naming the holder.
   """
+  config = resolve(config)
+  validate(config)
+  check_workdir(workdir)
+  with checkpoint.workdir_lock(workdir, active=jax.process_index() == 0):
+    return _train(config, workdir, stop_after)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[int]) -> TrainState:
+  """fit's work, in a workdir it holds the lock of."""
   config, task, train, evals, info = _prepare(config, workdir)
   num_steps = total_steps(config, info.num_train)
   per_epoch = data.steps_per_epoch(info.num_train, config.batch_size)
