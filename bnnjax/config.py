@@ -7,6 +7,7 @@ bad value is a one-line error that names the field.
 import difflib
 import importlib.util
 import itertools
+import math
 import os
 from typing import Dict, Mapping
 
@@ -165,8 +166,21 @@ def _positive(config, path):
     raise ValueError(f"config.{path} must be positive, got {value!r}")
 
 
+def _check_finite(node, where: str = "config") -> None:
+  """A one-line ValueError naming the first float field (or tuple entry) that is inf or nan."""
+  if isinstance(node, (ml_collections.ConfigDict, dict)):
+    for key in node:
+      _check_finite(node[key], f"{where}.{key}")
+  elif isinstance(node, (tuple, list)):
+    for value in node:
+      _check_finite(value, where)
+  elif isinstance(node, float) and not math.isfinite(node):
+    raise ValueError(f"{where} must be finite, got {node!r}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks the loop-level fields; models validate their own `config.model`."""
+  """Checks the loop-level fields (every number finite); models validate their own `config.model`."""
+  _check_finite(config)
   for path in ("optimizer.lr", "batch_size", "eval_batch_size", "max_to_keep"):
     _positive(config, path)
   if config.num_steps <= 0:

@@ -231,13 +231,36 @@ def _initial_state(task: Task, optimizer, train, seed: int, manager) -> TrainSta
   return restored[0]
 
 
+def _kept(manager) -> str:
+  """What a run that stops on a non-finite value leaves behind, in words."""
+  latest = manager.latest_step()
+  if latest is None:
+    return f"no checkpoint was saved in {manager.directory}"
+  return f"the last good checkpoint in {manager.directory} (step {latest}) is kept"
+
+
 def _finite_means(sums, count: int, step: int, manager) -> Dict[str, float]:
+  """The mean training metrics since the last log; a FloatingPointError if the loss is not finite."""
   means = {f"train/{k}": float(v) / count for k, v in sums.items()}
   if not math.isfinite(means["train/loss"]):
-    raise FloatingPointError(
-        f"training loss is {means['train/loss']} at step {step}; the last good checkpoint "
-        f"in {manager.directory} (step {manager.latest_step()}) is kept")
+    raise FloatingPointError(f"training loss is {means['train/loss']} at step {step}; not "
+                             f"checkpointed; {_kept(manager)}")
   return means
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  """Whether every floating-point entry of `tree` is finite, as one reduction."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _check_finite_state(state: TrainState, step: int, manager) -> None:
+  """A FloatingPointError, before it is saved, if the state holds an inf or a nan."""
+  if not bool(_all_finite((state.params, state.opt_state))):
+    raise FloatingPointError(f"the parameters or optimizer state are not finite after step {step}; "
+                             f"not checkpointed; {_kept(manager)}")
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[int] = None) -> TrainState:
@@ -306,6 +329,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
                                               config.eval_batch_size).items()}
         writer.write(step, {**results, "epoch": step / per_epoch}, console=True)
       if saving:
+        _check_finite_state(state, step, manager)
         checkpoint.save(manager, step, state, meta)
   finally:
     bar.close()

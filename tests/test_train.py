@@ -82,6 +82,8 @@ def test_restore_params_for_scripts(uninterrupted):
 
 @pytest.mark.parametrize("field, value, message", [
     ("optimizer.lr", -1e-3, "config.optimizer.lr must be positive"),
+    ("optimizer.lr", float("inf"), "config.optimizer.lr must be finite, got inf"),
+    ("optimizer.weight_decay", float("nan"), "config.optimizer.weight_decay must be finite"),
     ("batch_size", 0, "config.batch_size must be positive"),
     ("batch_size", 10_000, "exceeds the"),
     ("optimizer.name", "adagrad", "unknown optimizer"),
@@ -179,6 +181,24 @@ def test_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
     train.fit(config, str(tmp_path))
   params, _ = checkpoint.restore_params(str(tmp_path))
   assert np.isfinite(params["w"])
+
+
+def test_a_non_finite_state_is_never_checkpointed(tmp_path):
+  """sgd at lr 1e38 on the loss -w: step 4's loss (-3e38) is finite, its update makes w inf."""
+  def make_task(model_config, info, restored):
+    def loss(params, rng, batch, step):
+      return -params["w"], {}
+    return Task(lambda rng, batch: {"w": jnp.zeros(())}, loss, lambda params, rng, batch: {})
+
+  bnnjax.register(bnnjax.Model("linear_blowup", lambda: ml_collections.ConfigDict({"name": "linear_blowup"}),
+                                make_task))
+  config = digits_config(**{"model.name": "linear_blowup", "optimizer.name": "sgd", "optimizer.momentum": 0.0,
+                            "optimizer.lr": 1e38, "checkpoint_every": 1, "log_every": 1})
+  with pytest.raises(FloatingPointError, match=r"step 4.*not checkpointed.*step 3\) is kept") as info:
+    train.fit(config, str(tmp_path))
+  assert "\n" not in str(info.value)
+  params, _ = checkpoint.restore_params(str(tmp_path))
+  assert params["w"] == np.float32(3e38)  # step 3's
 
 
 def run_cli(*args):
