@@ -303,8 +303,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
   train, evals, state = jax.device_put((train, evals, state), replicated)
   last = num_steps if stop_after is None else min(stop_after, num_steps)
 
-  writer = MetricWriter(workdir, active=lead)
   step = int(state.step)
+  writer = MetricWriter(workdir, active=lead, start_step=step)
   bar = tqdm(total=num_steps, initial=step, disable=not (config.progress_bar and lead), unit="step",
              dynamic_ncols=True, leave=False)
   try:

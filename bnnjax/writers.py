@@ -8,6 +8,8 @@ from typing import Mapping
 from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
 
+METRICS_FILE = "metrics.jsonl"
+
 
 def _format(value: float) -> str:
   if not math.isfinite(value):
@@ -21,12 +23,20 @@ class MetricWriter:
   With several processes (jax.distributed) only process 0 writes: `active=False` elsewhere.
   """
 
-  def __init__(self, workdir: str, console=sys.stdout, tensorboard: bool = True, active: bool = True):
+  def __init__(self, workdir: str, console=sys.stdout, tensorboard: bool = True, active: bool = True,
+               start_step: int = 0):
+    """Appends to <workdir>/metrics.jsonl; `start_step`: the step a resumed run continues from.
+
+    Records after `start_step` that a crashed run left are dropped (`keep_metrics_through`),
+    and TensorBoard is told to purge its events after that step too.
+    """
     self._active = active
     if not active:
       return
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if tensorboard else None
+    keep_metrics_through(workdir, start_step)
+    self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")
+    self._tb = (SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step or None)
+                if tensorboard else None)
     self._console = console
     self._header = None
 
@@ -65,6 +75,43 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> list:
-  """The records of metrics.jsonl, in order."""
-  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The records of <workdir>/metrics.jsonl, in order.
+
+  A last line cut short (a run killed mid-write) is left out; the next run on the workdir
+  removes it from the file (`keep_metrics_through`). A malformed line before the last is a
+  one-line ValueError naming it.
+  """
+  with open(os.path.join(workdir, METRICS_FILE), encoding="utf-8") as f:
+    return _parse(f.read().splitlines(), os.path.join(workdir, METRICS_FILE))
+
+
+def _parse(lines, path: str) -> list:
+  """The JSON records of `lines`; the last one may be truncated and is then dropped."""
+  records = []
+  for number, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if number == len(lines):
+        break
+      raise ValueError(f"{path} line {number} is not JSON: {line[:80]!r}") from None
+  return records
+
+
+def keep_metrics_through(workdir: str, step: int) -> None:
+  """Rewrites metrics.jsonl (atomically) with only the records of steps <= `step`.
+
+  The one rule for a resumed run: it continues from its restored checkpoint's step, so the
+  records a crashed run wrote after that step are dropped and are written again by the
+  replayed steps. Steps never repeat a record or go backwards; a truncated last line goes too.
+  """
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return
+  records = [r for r in read_metrics(workdir) if r["step"] <= step]
+  temporary = f"{path}.{os.getpid()}.tmp"
+  with open(temporary, "w", encoding="utf-8") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+  os.replace(temporary, path)
