@@ -119,6 +119,8 @@ class Run:
       ood: classifiers only: data set names (bnnjax.data) or folders of MNIST-format
         t10k IDX files, each scored against the test split.
       num_samples: K posterior samples per input (predictive models).
+      batch_size: inputs per forward pass of a predictive or a density (a generative model's
+        IWAE keeps its own, smaller batch: generative_options batch_size is not reachable here).
       seed: of the posterior samples (and of a generative model's estimates).
       compare: classifiers only: a baseline run, evaluated on the same OOD sets.
       write: also write eval.json and the PNGs into the workdir.
@@ -146,13 +148,13 @@ class Run:
                                                     data_dir)
     if self.task.generative is not None:
       out["generative"] = generative.evaluate(self.task.generative, self.params, test,
-                                              rng=jax.random.PRNGKey(seed), out_dir=plots_dir,
+                                              seed=seed, out_dir=plots_dir,
                                               info=self.info, **generative_options)
     if self.task.density is not None:
       train_split = data.load_split(self.config.data, self.config.data.train_split, data_dir)
       out["density"] = density.evaluate(self.task.density, self.params, train_split, test,
-                                        rng=jax.random.PRNGKey(seed), out_dir=plots_dir,
-                                        info=self.info, **generative_options)
+                                        seed=seed, out_dir=plots_dir, info=self.info,
+                                        batch_size=batch_size, **generative_options)
     out = report.json_safe(out)
     if write:
       report.write_json(self.workdir, out)
@@ -239,13 +241,15 @@ def load(workdir: str, step: Optional[int] = None) -> Run:
   """
   restored = checkpoint.restore_run(workdir, step)
   config = resolve(restored.config)
-  task = train.build_task(config, restored.info)
+  # DataInfo.binary follows from the config (checkpoints older than the field lack it).
+  info = restored.info._replace(binary=config.data.binarize == "static")
+  task = train.build_task(config, info)
   expected = jax.eval_shape(task.init, jax.random.PRNGKey(0),
-                            {"x": jnp.zeros((1, *restored.info.input_shape), jnp.float32),
-                             "y": jnp.zeros((1,), jnp.int32 if restored.info.num_classes else jnp.float32)})
+                            {"x": jnp.zeros((1, *info.input_shape), jnp.float32),
+                             "y": jnp.zeros((1,), jnp.int32 if info.num_classes else jnp.float32)})
   checkpoint.check_compatible(restored.params, expected, os.path.join(workdir, checkpoint.CHECKPOINT_DIR))
   params = jax.tree_util.tree_map(jnp.asarray, restored.params)
-  return Run(workdir, config, params, restored.info, task)
+  return Run(workdir, config, params, info, task)
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[int] = None) -> Run:

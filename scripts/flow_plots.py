@@ -20,7 +20,6 @@ sampled images.
 import json
 
 from absl import app, flags, logging
-import jax
 
 import bnnjax
 from bnnjax import data
@@ -46,7 +45,7 @@ def main(argv):
     d = run.config.data
     results = density.evaluate(
         run.task.density, run.params, data.load_split(d, d.train_split), run.test_data(),
-        rng=jax.random.PRNGKey(_SEED.value), out_dir=run.workdir, info=run.info,
+        seed=_SEED.value, out_dir=run.workdir, info=run.info,
         dequantization_draws=_DRAWS.value, grid_size=_GRID_SIZE.value,
         num_samples=_NUM_SAMPLES.value)
   except (ValueError, FileNotFoundError) as e:

@@ -22,7 +22,6 @@ import json
 import time
 
 from absl import app, flags, logging
-import jax
 import numpy as np
 
 import bnnjax
@@ -61,7 +60,7 @@ def main(argv):
                        f"{' and '.join(run.capabilities)}, not a generative model (vae, vae_flow)")
     classifier = bnnjax.load(_CLASSIFIER.value) if _CLASSIFIER.value else None
     results = generative.evaluate(
-        run.task.generative, run.params, run.test_data(), rng=jax.random.PRNGKey(_SEED.value),
+        run.task.generative, run.params, run.test_data(), seed=_SEED.value,
         out_dir=run.workdir, info=run.info, k=_K.value, batch_size=_BATCH.value,
         chunk_size=_CHUNK.value, num_test=_NUM_TEST.value, test_binarization=_BINARIZATION.value,
         classifier=classify_with(classifier) if classifier else None)

@@ -449,7 +449,7 @@ def test_the_denoiser_reports_both_reconstructions_and_draws_pictures(tmp_path):
   config = tiny_loop_config("dae_mnist.py")
   run = bnnjax.fit(config, str(tmp_path))
   figures = generative_eval.evaluate(run.task.generative, run.params, run.test_data(),
-                                     rng=jax.random.PRNGKey(0), out_dir=str(tmp_path), info=run.info,
+                                     seed=0, out_dir=str(tmp_path), info=run.info,
                                      num_test=50)
   assert set(figures) == {"reconstruction", "reconstruction_clean_input", "num_test",
                           "test_binarization", "plots"}

@@ -71,7 +71,7 @@ def density_on_grid(density: Density, params, points: np.ndarray, grid_size: int
   return xx, yy, values, mass
 
 
-def evaluate(density: Density, params, train_split: data.Data, test: data.Data, *, rng: jax.Array,
+def evaluate(density: Density, params, train_split: data.Data, test: data.Data, *, seed: int,
              out_dir: Optional[str] = None, info: DataInfo, dequantization_draws: int = 1,
              grid_size: int = 300, num_samples: int = 2000, batch_size: int = 1000) -> dict:
   """Every figure of a trained density on its test split, as a plain dict.
@@ -79,7 +79,8 @@ def evaluate(density: Density, params, train_split: data.Data, test: data.Data, 
   Args:
     density: the model's capability (Task.density); params: its trained params.
     train_split, test: {"x": [N, *input_shape], "y": [N]}, as the loop saw them.
-    rng: the evaluation key (see the module doc). out_dir: where to write the PNGs.
+    seed: of the dequantisation and the samples (rng = jax.random.PRNGKey(seed)).
+    out_dir: where to write the PNGs.
     info: the run's DataInfo. dequantization_draws: dequantisations averaged (discrete data).
     grid_size: grid points per axis (2-D data). num_samples: samples drawn for the 2-D picture.
     batch_size: test inputs per jitted batch.
@@ -89,6 +90,7 @@ def evaluate(density: Density, params, train_split: data.Data, test: data.Data, 
   """
   if not (isinstance(dequantization_draws, int) and dequantization_draws >= 1):
     raise ValueError(f"dequantization_draws must be an integer >= 1, got {dequantization_draws!r}")
+  rng = jax.random.PRNGKey(seed)
   draws = [test_log_lik(density, params, test, jax.random.fold_in(rng, i), info, batch_size)
            for i in range(dequantization_draws)]
   out = {key: float(np.mean([d[key] for d in draws])) for key in draws[0]}

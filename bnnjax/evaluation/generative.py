@@ -37,11 +37,6 @@ TEST_BINARIZATIONS = ("stochastic", "threshold")
 SIDE = 10  # pictures are SIDE x SIDE grids (a CVAE's: one row per class)
 
 
-def key_seed(rng: jax.Array) -> int:
-  """The integer seed of rng: its last 32-bit key word, `seed` for rng = PRNGKey(seed)."""
-  return int(np.asarray(jax.random.key_data(rng)).reshape(-1)[-1])
-
-
 def binarised_test_set(test: data.Data, mode: str, seed: int, num_test: int = 0) -> data.Data:
   """{"x": binary x [N, ...], "y": [N]} of a test split with pixels in [0, 1].
 
@@ -163,7 +158,7 @@ def pictures(generative: Generative, params, test: data.Data, out_dir: str, rng:
   return written
 
 
-def evaluate(generative: Generative, params, test: data.Data, *, rng: jax.Array,
+def evaluate(generative: Generative, params, test: data.Data, *, seed: int,
              out_dir: Optional[str] = None, info: DataInfo, k: int = 1000, batch_size: int = 100,
              chunk_size: int = 100, num_test: int = 0, test_binarization: str = "stochastic",
              classifier: Optional[Callable] = None, classifier_per_class: int = 100) -> dict:
@@ -172,7 +167,7 @@ def evaluate(generative: Generative, params, test: data.Data, *, rng: jax.Array,
   Args:
     generative: the model's capability (Task.generative); params: its trained params.
     test: {"x": [N, *input_shape] pixels in [0, 1], "y": [N] labels}, as the loop evaluated.
-    rng: the evaluation key, jax.random.PRNGKey(seed) (see the module doc).
+    seed: of the test binarisation and of the estimates (rng = jax.random.PRNGKey(seed)).
     out_dir: where to write the PNGs (none without it).
     info: the run's DataInfo (input shape, number of classes).
     k, chunk_size: importance samples per test image, decoded chunk_size at a time.
@@ -187,7 +182,8 @@ def evaluate(generative: Generative, params, test: data.Data, *, rng: jax.Array,
   check_num_samples(k)
   if classifier is not None and not generative.conditional:
     raise ValueError("the accuracy of a classifier on generated digits needs a conditional VAE")
-  test = binarised_test_set(test, test_binarization, key_seed(rng), num_test)
+  rng = jax.random.PRNGKey(seed)
+  test = binarised_test_set(test, test_binarization, seed, num_test)
   metrics_rng, picture_rng, class_rng = jax.random.split(rng, 3)
   out = test_metrics(generative, params, test, rng=metrics_rng, k=k, batch_size=batch_size,
                      chunk_size=chunk_size)
