@@ -1,5 +1,7 @@
 """The contract between a model and everything else: the loop, `Run`, evaluation.
 
+Any method runs on any network without a file per pair: `config.model.name = "<method>/<network>"`
+(e.g. "mean_field/mlp") composes a declared `Method` and `Network` (bnnjax.models.compose).
 A model file declares, in one place, a `Model`:
 
     MODEL = Model(name="bayes_mlp", default_config=default_model_config,
@@ -119,3 +121,25 @@ class Model(NamedTuple):
   default_config: Callable[[], Any]  # () -> ml_collections.ConfigDict, with "name"
   make_task: Callable[..., Task]  # (model_config, info, restored) -> Task
   workdir_fields: Tuple[str, ...] = ()  # config.model fields naming another run's workdir
+
+
+class Network(NamedTuple):
+  """A Haiku network a method can run on: its config fields and a builder.
+
+  build(m, info, num_outputs) -> forward, a Haiku function x [B, *input_shape] -> [B, num_outputs]
+  (called inside hk.transform; num_outputs is the number of classes, or 1 for regression).
+  """
+  name: str
+  default_config: Callable[[], Any]  # () -> dict of the network's fields with defaults
+  build: Callable[..., Callable]
+
+
+class Method(NamedTuple):
+  """How a network's weights become a predictive (point estimate, mean-field VI, ...).
+
+  make_task(forward, m, info, restored) -> Task, for any Network's forward.
+  """
+  name: str
+  default_config: Callable[[], Any]  # () -> dict of the method's fields with defaults
+  make_task: Callable[..., Task]
+  workdir_fields: Tuple[str, ...] = ()

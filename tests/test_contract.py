@@ -1,4 +1,4 @@
-"""The model contract: models declared only in this file train, load and evaluate through
+"""The model contract: models and networks declared only in this file train, load and evaluate through
 bnnjax with no edit to bnnjax/ or scripts/.
 
 Known answers: a categorical "class prior" model (one logit per class, no input) trained by
@@ -15,8 +15,7 @@ import pytest
 import bnnjax
 from bnnjax import data
 from bnnjax.distributions import categorical_log_prob
-from bnnjax.methods import mean_field
-from bnnjax.task import CLASSIFIER, DataInfo, Model, Predictor, Task
+from bnnjax.task import CLASSIFIER, DataInfo, Model, Network, Predictor, Task
 
 
 def class_prior_task(m, info: DataInfo, restored) -> Task:
@@ -54,17 +53,15 @@ class ResidualMLP(hk.Module):
     return hk.Linear(self.num_classes, name="logits")(h)
 
 
-def residual_bnn_task(m, info: DataInfo, restored) -> Task:
-  del restored
-  return mean_field.make_task(lambda x: ResidualMLP(m.width, info.num_classes)(x), m, info)
+def residual_network(m, info: DataInfo, num_outputs: int):
+  del info
+  return lambda x: ResidualMLP(m.width, num_outputs)(x)
 
 
 CLASS_PRIOR = bnnjax.register(Model(
     "test_class_prior", lambda: ml_collections.ConfigDict({"name": "test_class_prior"}),
     class_prior_task))
-RESIDUAL_BNN = bnnjax.register(Model(
-    "test_residual_bnn", lambda: mean_field.default_config("test_residual_bnn", width=32),
-    residual_bnn_task))
+RESIDUAL = bnnjax.register(Network("test_residual", lambda: {"width": 32}, residual_network))
 
 
 def digits_config(model_name, **model_fields):
@@ -101,7 +98,9 @@ def test_a_model_declared_here_trains_loads_and_predicts_its_known_answer(tmp_pa
 
 
 def test_mean_field_over_a_custom_module_is_evaluated_like_the_built_in_ones(tmp_path):
-  config = digits_config("test_residual_bnn", estimator="local", eval_samples=8, init_std=1e-2)
+  # A network declared here runs under a built-in method by name: "<method>/<network>".
+  config = digits_config("mean_field/test_residual", estimator="local", eval_samples=8,
+                         init_std=1e-2)
   config.optimizer.lr = 3e-3
   run = bnnjax.fit(config, str(tmp_path))
   assert set(run.params) == {"mean", "rho"}
@@ -112,11 +111,27 @@ def test_mean_field_over_a_custom_module_is_evaluated_like_the_built_in_ones(tmp
   assert report["in_distribution"]["accuracy"] == pytest.approx(
       bnnjax.load(str(tmp_path)).evaluate(num_samples=8)["in_distribution"]["accuracy"], abs=0)
   with pytest.raises(ValueError, match="config.model has no field 'widht'; did you mean 'width'"):
-    bnnjax.fit(digits_config("test_residual_bnn", widht=16), str(tmp_path / "typo"))
+    bnnjax.fit(digits_config("mean_field/test_residual", widht=16), str(tmp_path / "typo"))
+  # The same network as a point estimate: no sampled weights, K = 1.
+  point = bnnjax.fit(digits_config("point/test_residual"), str(tmp_path / "point"))
+  assert point.evaluate(num_samples=8)["num_samples"] == 1
 
 
 def test_a_registered_name_cannot_shadow_a_built_in_model():
   with pytest.raises(ValueError, match="taken by a built-in"):
     bnnjax.register(Model("mlp", CLASS_PRIOR.default_config, class_prior_task))
+  with pytest.raises(ValueError, match="taken by a built-in"):
+    bnnjax.register(Network("mlp", dict, residual_network))
   with pytest.raises(ValueError, match="unknown model 'nope'; known: mlp, bayes_mlp"):
     bnnjax.models.get("nope")
+  with pytest.raises(ValueError, match="unknown method 'laplace'; known: mean_field, point"):
+    bnnjax.models.get("laplace/mlp")
+
+
+def test_mean_field_on_the_mlp_is_bayes_mlp_and_point_on_it_is_mlp():
+  models = bnnjax.models
+  fields = lambda name: set(models.get(name).default_config()) - {"name"}
+  assert fields("bayes_mlp") == fields("mean_field/mlp") | {"layer_priors", "bayesian"}
+  assert fields("mlp") == fields("point/mlp") == {"hidden_sizes", "activation"}
+  for name in ("mean_field/mlp", "bayes_mlp"):
+    assert models.get(name).workdir_fields == ("init_from", "prior_workdir")

@@ -23,6 +23,12 @@ Method fields (`DEFAULTS`; a model file adds its network's own):
                                   exp(log_std): the same fit, a faster step)
     kl_beta, kl_warmup_steps, temperature    see bnnjax.objectives.kl_weight
     noise_std, learn_noise        regression likelihood N(y; f(x), noise_std^2)
+    init_from                     "" or the workdir of a trained run of the same network: its
+                                  weights (or posterior means) become the posterior means
+    prior_workdir                 with prior = "posterior": a previous mean-field run of the
+                                  same network, whose posterior becomes the prior
+The caller (bnnjax.train.fit, bnnjax.load) reads the runs named by init_from and
+prior_workdir and passes their params in `restored`.
 """
 import math
 from typing import Any, Callable, Optional
@@ -31,15 +37,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from bnnjax import estimators, objectives, posterior as post, priors
+from bnnjax import checkpoint, estimators, objectives, posterior as post, priors
 from bnnjax.predictive import central_interval, check_num_samples, regression_predictive
-from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Predictor, Task
+from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Method, Predictor, Task
 
 DEFAULTS = dict(
     estimator="local", num_samples=1, eval_samples=16, prior="gaussian", prior_scale=1.0,
     mixture_pi=0.5, mixture_scale1=1.0, mixture_scale2=math.exp(-6), mixture_kl="mc",
     init_std=1e-2, posterior_scale="softplus", kl_beta=1.0, kl_warmup_steps=0,
-    temperature=1.0, noise_std=1.0, learn_noise=False)
+    temperature=1.0, noise_std=1.0, learn_noise=False, init_from="", prior_workdir="")
+WORKDIR_FIELDS = ("init_from", "prior_workdir")
 
 
 def default_config(name: str, **network_fields) -> ml_collections.ConfigDict:
@@ -74,6 +81,8 @@ def validate(m) -> None:
                      f"got {m.posterior_scale!r}")
   if m.kl_beta < 0 or m.kl_warmup_steps < 0:
     raise ValueError("config.model.kl_beta and config.model.kl_warmup_steps must be >= 0")
+  if m.prior == "posterior" and not m.prior_workdir:
+    raise ValueError("config.model.prior='posterior' needs config.model.prior_workdir")
 
 
 def validate_mixture(m) -> None:
@@ -104,6 +113,44 @@ def posterior_prior(previous, reference_posterior, where: str):
   previous = jax.tree_util.tree_map(jnp.asarray, {"mean": previous["mean"], key: previous[key]})
   post.check_same_architecture(reference_posterior, previous)
   return priors.PosteriorPrior(previous)
+
+
+def initial_means(m, fresh_shapes, restored):
+  """None (a fresh init), or the init_from run's weights (its means if it was Bayesian), checked
+  against the network's parameter shapes."""
+  if not m.init_from:
+    return None
+  trained = restored["init_from"]
+  if post.is_posterior(trained):
+    trained = trained["mean"]
+  checkpoint.check_compatible(trained, fresh_shapes, f"config.model.init_from={m.init_from!r}")
+  return jax.tree_util.tree_map(lambda t, f: jnp.asarray(t, f.dtype), trained, fresh_shapes)
+
+
+def method_task(forward: Callable, m, info: DataInfo, restored, *, predicate=None,
+                prior_of: Optional[Callable] = None) -> Task:
+  """Mean-field VI as a Method: what was restored from init_from / prior_workdir is checked
+  against the network's shapes (jax.eval_shape: nothing computed) and used.
+
+  Args:
+    forward, m, info: as make_task.
+    restored: {"init_from": params, "prior_workdir": posterior} where those fields are set.
+    predicate: which leaves are Bayesian (None: all).
+    prior_of: reference posterior (shapes) -> a prior object, or None for `m.prior`'s
+      (a network's per-layer priors).
+  """
+  validate(m)
+  example = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.float32)
+  fresh = jax.eval_shape(estimators.bayesian_transform(forward, m.estimator).init,
+                         jax.random.PRNGKey(0), example)
+  reference = jax.eval_shape(lambda p: post.init_posterior(p, m.init_std, predicate, m.posterior_scale),
+                             fresh)
+  prior = prior_of(reference) if prior_of is not None else None
+  if prior is None and m.prior == "posterior":
+    prior = posterior_prior(restored["prior_workdir"], reference,
+                            f"config.model.prior_workdir={m.prior_workdir!r}")
+  return make_task(forward, m, info, initial_means=initial_means(m, fresh, restored), prior=prior,
+                   predicate=predicate)
 
 
 def noise_std(posterior, m):
@@ -201,3 +248,7 @@ def regression_metrics(means, targets, sigma):
   return {"rmse": jnp.sqrt(jnp.mean((pred.mean - targets)**2)),
           "nll": objectives.gaussian_predictive_nll(means, targets, sigma).mean(),
           "coverage_95": jnp.mean((targets >= lower) & (targets <= upper))}
+
+
+METHOD = Method(name="mean_field", default_config=lambda: dict(DEFAULTS),
+                make_task=method_task, workdir_fields=WORKDIR_FIELDS)

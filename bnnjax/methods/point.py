@@ -10,7 +10,7 @@ import haiku as hk
 import jax.numpy as jnp
 
 from bnnjax.distributions import categorical_log_prob
-from bnnjax.task import CLASSIFIER, DataInfo, Predictor, Task
+from bnnjax.task import CLASSIFIER, DataInfo, Method, Predictor, Task
 
 
 def make_task(forward: Callable, info: DataInfo) -> Task:
@@ -46,3 +46,7 @@ def make_task(forward: Callable, info: DataInfo) -> Task:
     return net.apply(params, x)[None]
 
   return Task(init, loss, evaluate, predictor=Predictor(CLASSIFIER, sample))
+
+
+METHOD = Method(name="point", default_config=dict,
+                make_task=lambda forward, m, info, restored: make_task(forward, info))

@@ -3,7 +3,8 @@
     logits = W_L · act(... act(W_1 · flatten(x) + b_1) ...) + b_L
     loss   = − mean_i log softmax(logits_i)[y_i]
 
-The network `mlp` is shared with `bayes_mlp`; the method is `bnnjax.methods.point`.
+The network `NETWORK` ("mlp") runs under any method ("mean_field/mlp", ...); this model is the
+point estimate on it, "point/mlp", under its historical name.
 """
 from typing import Sequence
 
@@ -12,8 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from bnnjax.methods import point
-from bnnjax.task import DataInfo, Model, Task
+from bnnjax.task import DataInfo, Network
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "elu": jax.nn.elu}
 
@@ -43,17 +43,21 @@ def mlp(hidden_sizes: Sequence[int], num_outputs: int, activation_name: str = "r
                                                   activation=activation(activation_name))])
 
 
-def default_model_config() -> ml_collections.ConfigDict:
-  """Every config.model field with its default: configs start from it."""
-  return ml_collections.ConfigDict({"name": "mlp", "hidden_sizes": (400, 400), "activation": "relu"})
+NETWORK_DEFAULTS = {"hidden_sizes": (400, 400), "activation": "relu"}
 
 
-def make_task(m, info: DataInfo, restored=None) -> Task:
-  """The point-estimate classifier of the MLP `m.hidden_sizes`, `m.activation`."""
-  del restored
+def build(m, info: DataInfo, num_outputs: int):
+  """The MLP of m.hidden_sizes and m.activation as a Haiku function x -> [B, num_outputs]."""
+  del info
   sizes = check_hidden_sizes(m.hidden_sizes)
   activation(m.activation)
-  return point.make_task(lambda x: mlp(sizes, info.num_classes, m.activation)(x), info)
+  return lambda x: mlp(sizes, num_outputs, m.activation)(x)
 
 
-MODEL = Model(name="mlp", default_config=default_model_config, make_task=make_task)
+NETWORK = Network(name="mlp", default_config=lambda: dict(NETWORK_DEFAULTS), build=build)
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """Every config.model field of the model "mlp" (= "point/mlp") with its default."""
+  from bnnjax import models  # pylint: disable=import-outside-toplevel
+  return models.get("mlp").default_config()
