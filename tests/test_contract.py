@@ -6,7 +6,6 @@ maximum likelihood predicts the training split's class frequencies, so `Run.pred
 `Run.evaluate` must report exactly those probabilities and their test NLL.
 """
 import haiku as hk
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
