@@ -1,64 +1,37 @@
 r"""Runs every point of a config file's get_sweep(), one workdir each, and tabulates them.
 
-  python scripts/sweep.py --config=configs/bayes_mnist.py --workdir=runs/bayes_sweep
-  python scripts/sweep.py --config=configs/bayes_mnist.py --workdir=runs/bayes_sweep --index=3
+  python scripts/sweep.py --config=configs/mlp_digits.py --workdir=runs/sweep --seeds=0,1,2
+  python scripts/sweep.py ... --parallel=2                  # two local processes
+  python scripts/sweep.py ... --index=$SLURM_ARRAY_TASK_ID  # one run: a job array's task
+  python scripts/sweep.py ... --launcher=slurm --partition=gpu --time=120 --gpus=1
 
-get_sweep() returns a list of {dotted field: value} overrides (see bnnjax.config.product).
-Points run one after another in this process; --index runs one point, so a job array
-(SLURM, submitit) can run them in parallel. Re-running resumes each point's checkpoint.
-A point that fails is reported and the others still run.
+get_sweep() returns a list of {dotted field: value} overrides (see bnnjax.config.product);
+--seeds runs each point once per config.seed. Each run writes <workdir>/<run>/result.json;
+sweep.json, sweep.md and sweep.csv are assembled from whatever results exist (mean ± std
+over seeds, and n). A failing run is recorded with its error and the others go on; running
+the sweep again skips finished runs and resumes the others from their checkpoints.
 """
-import json
-import os
-import re
-
 from absl import app, flags, logging
 
 from bnnjax import config as config_lib
-from bnnjax import train, writers
+from bnnjax import sweep
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file with get_config() and get_sweep().")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory: one sub-directory per point.")
-_INDEX = flags.DEFINE_integer("index", -1, "Run only this point (-1: all).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory: one sub-directory per run.")
+_INDEX = flags.DEFINE_integer("index", -1, "Run only this run (points x seeds, point-major; -1: all).")
 _OVERRIDES = flags.DEFINE_multi_string("set", [], "Extra field=value for every point, e.g. "
                                        "--set=num_steps=200 (a JSON value or a string).")
+_SEEDS = flags.DEFINE_string("seeds", "", "Comma-separated config.seed values to run each point "
+                             "with, e.g. 0,1,2; empty: each point once, as it is.")
+_LAUNCHER = flags.DEFINE_string("launcher", "local", "local (this machine), slurm (a submitit "
+                                "job array) or local_submitit (the same, on this machine).")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once: local processes, or the job "
+                                 "array's parallelism.")
+_PARTITION = flags.DEFINE_string("partition", "", "SLURM partition (empty: the default).")
+_TIME = flags.DEFINE_integer("time", 60, "Time limit of each submitted job, in minutes.")
+_GPUS = flags.DEFINE_integer("gpus", 0, "GPUs per submitted job.")
+_COLLECT = flags.DEFINE_bool("collect", False, "Only assemble the tables from the results there are.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def point_name(index: int, overrides: dict) -> str:
-  """A readable directory name: 03-estimator=flipout-lr=0.003."""
-  parts = [f"{key.split('.')[-1]}={value}" for key, value in overrides.items()]
-  return re.sub(r"[^A-Za-z0-9=.,_+-]", "_", "-".join([f"{index:02d}", *parts]))
-
-
-def parse_sets(items) -> dict:
-  overrides = {}
-  for item in items:
-    key, sep, text = item.partition("=")
-    if not sep:
-      raise ValueError(f"--set expects field=value, got {item!r}")
-    try:
-      overrides[key] = json.loads(text)
-    except json.JSONDecodeError:
-      overrides[key] = text
-  return overrides
-
-
-def point_config(config, point: dict, extra: dict, index: int):
-  """The resolved config of sweep point `index`; a ValueError names the point and the field."""
-  try:
-    config = config_lib.with_overrides(config, point)
-  except ValueError as e:
-    raise ValueError(f"get_sweep()[{index}]: {e}") from None
-  try:
-    return config_lib.with_overrides(config, extra)
-  except ValueError as e:
-    raise ValueError(f"--set: {e}") from None
-
-
-def final_metrics(workdir: str) -> dict:
-  evals = [r for r in writers.read_metrics(workdir) if "epoch" in r]
-  return evals[-1] if evals else {}
 
 
 def main(argv):
@@ -68,35 +41,24 @@ def main(argv):
     module = config_lib.load_config_file(_CONFIG.value)
     if not hasattr(module, "get_sweep"):
       raise ValueError(f"{_CONFIG.value} has no get_sweep()")
-    points = module.get_sweep()
-    extra = parse_sets(_OVERRIDES.value)
-    if not -1 <= _INDEX.value < len(points):
-      raise ValueError(f"--index={_INDEX.value} but the sweep has {len(points)} points")
-    # Every point resolved before any runs: a misspelt field fails the sweep, not each point.
-    configs = [point_config(module.get_config(), point, extra, i) for i, point in enumerate(points)]
+    # Every run resolved before any starts: a misspelt field fails the sweep, not each run.
+    trials = sweep.make_trials(module.get_config(), module.get_sweep(),
+                               sweep.parse_sets(_OVERRIDES.value), sweep.parse_seeds(_SEEDS.value))
+    sweep.check_launch(_LAUNCHER.value, _PARALLEL.value, _INDEX.value, trials)
+    if _COLLECT.value:
+      print(sweep.write_tables(_WORKDIR.value, trials), end="")
+      return
+    records = sweep.launch(trials, _WORKDIR.value, _INDEX.value, _LAUNCHER.value, _PARALLEL.value,
+                           _PARTITION.value, _TIME.value, _GPUS.value)
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
-  chosen = range(len(points)) if _INDEX.value < 0 else [_INDEX.value]
-  summary = []
-  for i in chosen:
-    workdir = os.path.join(_WORKDIR.value, point_name(i, points[i]))
-    print(f"== point {i}: {points[i]} -> {workdir}", flush=True)
-    row = {"index": i, "overrides": points[i], "workdir": workdir}
-    try:
-      train.fit(configs[i], workdir)
-      row["final"] = final_metrics(workdir)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-      row["error"] = str(e)
-      print(f"error in point {i}: {e}", flush=True)
-    summary.append(row)
-  os.makedirs(_WORKDIR.value, exist_ok=True)
-  with open(os.path.join(_WORKDIR.value, "sweep.json"), "w", encoding="utf-8") as f:
-    json.dump(summary, f, indent=2)
-  for row in summary:
-    result = row.get("error") or {k: round(v, 4) for k, v in row["final"].items()
-                                   if k.startswith("test/")}
-    print(f"{row['index']:>3}  {row['overrides']}  {result}")
-  if any("error" in row for row in summary):
+  if any(r["status"] == "submitted" for r in records):
+    print(f"submitted {len(records)} jobs ({', '.join(r['job'] for r in records)}); the tables "
+          f"in {_WORKDIR.value} grow as they end (--collect re-assembles them)")
+  else:
+    with open(f"{_WORKDIR.value}/sweep.md", encoding="utf-8") as f:
+      print(f.read(), end="")
+  if any(r["status"] == "failed" for r in records):
     raise SystemExit(1)
 
 

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
+from bnnjax import checkpoint, sweep
 from bnnjax import config as config_lib
+from tests.test_train import digits_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +39,9 @@ def test_sweep_runs_the_chosen_point_with_its_overrides(tmp_path):
                      "--set=progress_bar=false")
   assert result.returncode == 0, result.stderr[-2000:]
   with open(tmp_path / "sweep.json") as f:
-    (row,) = json.load(f)
+    rows = json.load(f)["runs"]
+  assert [r["status"] for r in rows] == ["pending"] * 5 + ["finished"]  # the other tasks' rows
+  row = rows[5]
   assert row["overrides"] == {"optimizer.lr": 0.003, "model.hidden_sizes": [128, 128]}
   with open(os.path.join(row["workdir"], "config.json")) as f:
     saved = json.load(f)
@@ -89,3 +93,101 @@ def test_with_overrides_refuses_unknown_fields(overrides, message):
   config = config_lib.with_overrides(config_lib.base_config(), {"model.name": "bayes_mlp"})
   with pytest.raises(ValueError, match=re.escape(message)):
     config_lib.with_overrides(config, overrides)
+
+
+def tiny_trials(seeds=(0, 1), points=({"optimizer.lr": 0.01}, {"optimizer.lr": 0.03})):
+  config = digits_config(num_steps=10, eval_every=10, checkpoint_every=10, **{"model.hidden_sizes": (8,)})
+  return sweep.make_trials(config, list(points), seeds=seeds)
+
+
+def read(path):
+  with open(path, encoding="utf-8") as f:
+    return f.read()
+
+
+def test_index_loop_parallel_processes_and_submitit_give_one_table(tmp_path):
+  """2 points x 2 seeds: as a job array's tasks (--index), in 2 processes, via submitit."""
+  trials = tiny_trials()
+  for i in range(len(trials)):  # each task adds its result: nothing is lost
+    sweep.launch(trials, str(tmp_path / "array"), index=i)
+  table = read(tmp_path / "array" / "sweep.md")
+  assert "| 0 | 0.01 | 2 | 2 finished |" in table and " ± " in table
+  sweep.launch(trials, str(tmp_path / "parallel"), parallel=2)
+  assert read(tmp_path / "parallel" / "sweep.md") == table
+  # submitit's LocalExecutor (what --launcher=slurm submits, run here): point 0's two seeds
+  sweep.launch(trials[:2], str(tmp_path / "submitit"), launcher="local_submitit", parallel=2)
+  assert read(tmp_path / "submitit" / "sweep.md").splitlines()[2] == table.splitlines()[2]
+  results = [tmp_path / "array" / t.name / "result.json" for t in trials]
+  written = [os.stat(path).st_mtime_ns for path in results]
+  records = sweep.launch(trials, str(tmp_path / "array"))  # a re-run skips every finished run
+  assert [r["status"] for r in records] == ["finished"] * 4
+  assert [os.stat(path).st_mtime_ns for path in results] == written
+  with open(tmp_path / "array" / "sweep.csv") as f:
+    header, first, _ = f.read().splitlines()
+  assert header.startswith("point,optimizer.lr,n,failed,test/accuracy_mean,test/accuracy_std")
+  assert first.startswith("0,0.01,2,0,")
+
+
+def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path):
+  trials = tiny_trials(seeds=(), points=[{"batch_size": 100_000}, {"batch_size": 32}])
+  records = sweep.launch(trials, str(tmp_path))
+  assert [r["status"] for r in records] == ["failed", "finished"]
+  with open(tmp_path / trials[0].name / "result.json") as f:
+    assert "exceeds the" in json.load(f)["error"]
+  table = read(tmp_path / "sweep.md")
+  assert "| 0 | 100000 | 0 | 1 failed |" in table and "- point 0 failed: config.batch_size=100000" in table
+
+
+def test_a_run_whose_workdir_is_locked_is_left_to_its_holder(tmp_path):
+  (trial,) = tiny_trials(seeds=(), points=[{}])
+  workdir = tmp_path / trial.name
+  workdir.mkdir()
+  with checkpoint.workdir_lock(str(workdir)):
+    (record,) = sweep.launch([trial], str(tmp_path))
+  assert record["status"] == "running" and f"pid {os.getpid()}" in record["error"]
+  assert not (workdir / "result.json").exists()
+  assert "| 0 | 0 | 1 running |" in read(tmp_path / "sweep.md")
+
+
+def test_slurm_job_array_carries_partition_time_and_gpus(tmp_path, monkeypatch):
+  """A fake sbatch keeps the batch file submitit writes; nothing runs."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+  (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/batch.sh\necho 'Submitted batch job 42'\n")
+  for tool in ("srun", "sbatch"):
+    os.chmod(bin_dir / tool, 0o755)
+  monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+  trials = tiny_trials(seeds=(0, 1, 2))
+  records = sweep.launch(trials, str(tmp_path / "sweep"), launcher="slurm", partition="gpu",
+                         time_min=120, gpus=1, parallel=2)
+  assert [r["job"] for r in records] == [f"42_{i}" for i in range(6)]
+  batch = read(tmp_path / "batch.sh")
+  for line in ("--array=0-5%2", "--partition=gpu", "--time=120", "--gpus-per-node=1"):
+    assert f"#SBATCH {line}" in batch
+  assert "3 pending" in read(tmp_path / "sweep" / "sweep.md")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"launcher": "pbs"}, "--launcher='pbs' is not one of local, local_submitit, slurm"),
+    ({"parallel": 0}, "--parallel must be at least 1, got 0"),
+    ({"index": 6}, "--index=6 but the sweep has 6 runs (2 points x 3 seeds)"),
+    ({"index": 1, "parallel": 2}, "--index runs one run in this process"),
+])
+def test_bad_launch_is_one_line(tmp_path, kwargs, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    sweep.launch(tiny_trials(seeds=(0, 1, 2)), str(tmp_path), **kwargs)
+  assert not os.listdir(tmp_path)
+
+
+def test_slurm_without_a_cluster_is_one_line(tmp_path, monkeypatch):
+  monkeypatch.setenv("PATH", str(tmp_path))  # no srun
+  with pytest.raises(ValueError, match="--launcher=slurm: .*srun"):
+    sweep.launch(tiny_trials(), str(tmp_path / "sweep"), launcher="slurm")
+
+
+def test_duplicate_seeds_are_one_line(tmp_path):
+  result = run_sweep(f"--workdir={tmp_path}", "--seeds=0,1,0")
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      "error: --seeds lists 0 twice: each seed runs once per point"]
