@@ -22,7 +22,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from bnnjax import checkpoint, data, datasets, models
+from bnnjax import checkpoint, data, datasets, models, writers
 from bnnjax.config import base_config, parse_lr_multipliers, resolve, validate
 from bnnjax.task import DataInfo, Task
 from bnnjax.writers import MetricWriter
@@ -292,6 +292,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
   if lead:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       json.dump(checkpoint.config_to_json(config), f, indent=2)
+    writers.append_provenance(workdir, int(state.step))
   meta = {"model": config.model.name, "config": checkpoint.config_to_json(config),
           "data_info": info._asdict()}
 

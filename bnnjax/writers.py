@@ -1,14 +1,23 @@
-"""Where metrics go: a compact console table, metrics.jsonl and TensorBoard events."""
+"""Where metrics go: a compact console table, metrics.jsonl and TensorBoard events; and
+provenance.json, what produced them."""
+import datetime
 import json
 import math
 import os
+import platform
+import socket
+import subprocess
 import sys
-from typing import Mapping
+from typing import Mapping, Optional, Tuple
+
+import jax
+import jaxlib
 
 from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
 
 METRICS_FILE = "metrics.jsonl"
+PROVENANCE_FILE = "provenance.json"
 
 
 def _format(value: float) -> str:
@@ -114,4 +123,51 @@ def keep_metrics_through(workdir: str, step: int) -> None:
   temporary = f"{path}.{os.getpid()}.tmp"
   with open(temporary, "w", encoding="utf-8") as f:
     f.writelines(json.dumps(r) + "\n" for r in records)
+  os.replace(temporary, path)
+
+
+def provenance(start_step: int) -> dict:
+  """What is producing a run now: bnnjax (and its git commit), jax, devices, python, host, time."""
+  import bnnjax  # pylint: disable=import-outside-toplevel  (bnnjax imports this module)
+  commit, dirty = git_commit(os.path.dirname(os.path.abspath(bnnjax.__file__)))
+  devices = jax.devices()
+  return {"start_step": start_step, "bnnjax": bnnjax.__version__, "git_commit": commit,
+          "git_dirty": dirty, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+          "devices": {"platform": devices[0].platform, "count": len(devices),
+                      "kinds": sorted({d.device_kind for d in devices}),
+                      "process_count": jax.process_count()},
+          "python": platform.python_version(), "host": socket.gethostname(),
+          "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def git_commit(folder: str) -> Tuple[Optional[str], Optional[bool]]:
+  """(HEAD commit, whether tracked files differ from it) of the git checkout holding `folder`.
+
+  (None, None) where it is not in a git checkout (an installed package) or git is missing.
+  """
+  def git(*args):
+    return subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=20,
+                          check=True).stdout.strip()
+  try:
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+  except (OSError, subprocess.SubprocessError):
+    return None, None
+  return commit, dirty
+
+
+def append_provenance(workdir: str, start_step: int) -> None:
+  """Appends this fit's `provenance` to <workdir>/provenance.json (a list, one entry per fit)."""
+  path = os.path.join(workdir, PROVENANCE_FILE)
+  entries = []
+  if os.path.exists(path):
+    try:
+      with open(path, encoding="utf-8") as f:
+        entries = list(json.load(f))
+    except (ValueError, TypeError):
+      entries = []  # a file cut short by a crash: start it again
+  entries.append(provenance(start_step))
+  temporary = f"{path}.{os.getpid()}.tmp"
+  with open(temporary, "w", encoding="utf-8") as f:
+    json.dump(entries, f, indent=2)
   os.replace(temporary, path)

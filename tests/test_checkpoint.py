@@ -2,11 +2,15 @@
 import json
 import os
 import shutil
+import subprocess
 
+import jax
+import jaxlib
 import pytest
 
+import bnnjax
 from bnnjax import train, writers
-from tests.test_train import digits_config
+from tests.test_train import REPO, digits_config
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +39,31 @@ def test_a_malformed_line_before_the_last_is_one_line(tmp_path):
   assert "\n" not in str(info.value)
 
 
-def test_resume_drops_the_records_after_the_restored_step(crashed, tmp_path):
-  workdir = str(tmp_path / "run")
+@pytest.fixture(scope="module")
+def resumed(crashed, tmp_path_factory):
+  """The crashed run, resumed (from step 20) to its end."""
+  workdir = str(tmp_path_factory.mktemp("resumed") / "run")
   shutil.copytree(crashed, workdir)
-  train.fit(digits_config(), workdir)  # resumes at step 20
+  train.fit(digits_config(), workdir)
+  return workdir
+
+
+def test_resume_drops_the_records_after_the_restored_step(resumed):
+  workdir = resumed
   assert steps(workdir) == [10, 20, 20, 30, 40, 40]  # as an uninterrupted run logs them
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     assert all(json.loads(line) for line in f)  # the truncated line is gone from the file too
+
+
+def test_each_fit_records_its_provenance_beside_config_json(resumed):
+  with open(os.path.join(resumed, "provenance.json"), encoding="utf-8") as f:
+    first, second = json.load(f)  # one entry per fit: the crashed run's, then the resume's
+  assert (first["start_step"], second["start_step"]) == (0, 20)
+  head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO)
+  assert second["git_commit"] == head.stdout.strip() and isinstance(second["git_dirty"], bool)
+  assert (second["bnnjax"], second["jax"], second["jaxlib"]) == (
+      bnnjax.__version__, jax.__version__, jaxlib.__version__)
+  assert second["devices"] == {"platform": "cpu", "count": jax.device_count(),
+                               "kinds": ["cpu"], "process_count": 1}
+  for key in ("python", "host", "time"):
+    assert second[key]
