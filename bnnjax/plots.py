@@ -1,22 +1,25 @@
 """PNG figures of calibration and OOD separation: arrays in, one file out.
 
-Uses matplotlib's Agg backend (no display needed) and closes every figure it opens.
+Figures are made with matplotlib.figure.Figure, not pyplot: nothing needs a display, and
+importing bnnjax never changes the backend of a notebook's own plots.
 """
 import math
 import os
 from typing import Mapping
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+from matplotlib.figure import Figure
 import numpy as np
+
+
+def _subplots(*args, **kwargs):
+  """pyplot.subplots without pyplot: a Figure that no backend or window manager tracks."""
+  fig = Figure(figsize=kwargs.pop("figsize", None))
+  return fig, fig.subplots(*args, **kwargs)
 
 
 def _save(fig, path: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=100, bbox_inches="tight")
-  plt.close(fig)
   return path
 
 
@@ -29,7 +32,7 @@ def reliability_diagram(bin_edges, confidence, accuracy, count, path: str, title
   bin_edges, count = np.asarray(bin_edges), np.asarray(count)
   filled = count > 0
   left, width = bin_edges[:-1], np.diff(bin_edges)
-  fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True,
+  fig, (top, bottom) = _subplots(2, 1, figsize=(5, 6), sharex=True,
                                     gridspec_kw={"height_ratios": [3, 1]})
   top.bar(left[filled], np.asarray(accuracy)[filled], width[filled], align="edge",
           edgecolor="black", label="accuracy")
@@ -53,7 +56,7 @@ def score_histograms(scores_in: Mapping[str, np.ndarray], scores_out: Mapping[st
     raise ValueError("no score is defined both in and out of distribution")
   columns = 2 if len(names) == 4 else min(len(names), 3)
   rows = math.ceil(len(names) / columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+  fig, axes = _subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
   for ax, name in zip(axes.ravel(), names):
     s_in, s_out = np.asarray(scores_in[name]).ravel(), np.asarray(scores_out[name]).ravel()
     lo, hi = min(s_in.min(), s_out.min()), max(s_in.max(), s_out.max())
@@ -73,7 +76,7 @@ def score_histograms(scores_in: Mapping[str, np.ndarray], scores_out: Mapping[st
 def regression_bands(x_grid, mean, epistemic_std, total_std, x_train, y_train, path: str,
                      title: str = "") -> str:
   """1-D regression: predictive mean, ±2 epistemic std and ±2 total std bands, training data."""
-  fig, ax = plt.subplots(figsize=(7, 4))
+  fig, ax = _subplots(figsize=(7, 4))
   ax.fill_between(x_grid, mean - 2 * total_std, mean + 2 * total_std, color="tab:blue", alpha=0.15,
                   label="±2 total std")
   ax.fill_between(x_grid, mean - 2 * epistemic_std, mean + 2 * epistemic_std, color="tab:blue",
@@ -95,7 +98,7 @@ def image_grid(images, image_shape, path: str, rows: int, title: str = "") -> st
   h, w = image_shape
   images = np.asarray(images).reshape(rows, -1, h, w)
   grid = images.transpose(0, 2, 1, 3).reshape(rows * h, -1)
-  fig, ax = plt.subplots(figsize=(grid.shape[1] / 28, grid.shape[0] / 28 + (0.3 if title else 0)))
+  fig, ax = _subplots(figsize=(grid.shape[1] / 28, grid.shape[0] / 28 + (0.3 if title else 0)))
   ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
   ax.set_axis_off()
   if title:
@@ -106,7 +109,7 @@ def image_grid(images, image_shape, path: str, rows: int, title: str = "") -> st
 def latent_scatter(codes, labels, path: str, title: str = "posterior means of test images") -> str:
   """2-D codes [N, 2] as points coloured by their labels [N] (digits)."""
   codes = np.asarray(codes)
-  fig, ax = plt.subplots(figsize=(6, 5))
+  fig, ax = _subplots(figsize=(6, 5))
   points = ax.scatter(codes[:, 0], codes[:, 1], c=np.asarray(labels)[:len(codes)], cmap="tab10", s=2)
   fig.colorbar(points, ax=ax, label="digit")
   ax.set(xlabel="z[0]", ylabel="z[1]", title=title)
@@ -123,7 +126,7 @@ def _same_square_limits(axes, low, high) -> None:
 def density_2d(xx, yy, density, points, path: str, title: str = "learned density",
                points_title: str = "test points") -> str:
   """A 2-D density on a grid (xx, yy, density: [n, n] each) beside points [N, 2], same limits."""
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+  fig, axes = _subplots(1, 2, figsize=(10, 4.5))
   axes[0].pcolormesh(xx, yy, density, shading="auto", cmap="viridis")
   axes[0].set_title(title)
   axes[1].scatter(*np.asarray(points).T, s=2, c="k")
@@ -134,7 +137,7 @@ def density_2d(xx, yy, density, points, path: str, title: str = "learned density
 
 def samples_2d(samples, points, low, high, path: str, points_title: str = "training points") -> str:
   """2-D samples [S, 2] beside points [N, 2], both inside the box low..high (2-vectors)."""
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharex=True, sharey=True)
+  fig, axes = _subplots(1, 2, figsize=(10, 4.5), sharex=True, sharey=True)
   axes[0].scatter(*np.asarray(samples).T, s=2, c="tab:blue")
   axes[0].set_title(f"{len(samples)} flow samples")
   axes[1].scatter(*np.asarray(points).T, s=2, c="k")

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnnjax import data, plots, train
+from bnnjax import data, train
 from bnnjax.evaluation.generative import image_shape
 from bnnjax.models.flow import density_metrics
 from bnnjax.task import DataInfo, Density
@@ -88,6 +88,7 @@ def evaluate(density: Density, params, train_split: data.Data, test: data.Data, 
     log_lik, nll[, bits_per_dim], num_test, dequantization_draws; for 2-D data
     gaussian_fit_log_lik and grid_mass; "plots" (the PNG paths) when out_dir is given.
   """
+  from bnnjax import plots  # pylint: disable=import-outside-toplevel  (matplotlib: only to draw)
   if not (isinstance(dequantization_draws, int) and dequantization_draws >= 1):
     raise ValueError(f"dequantization_draws must be an integer >= 1, got {dequantization_draws!r}")
   rng = jax.random.PRNGKey(seed)

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnnjax import data, plots
+from bnnjax import data
 from bnnjax.predictive import check_num_samples
 from bnnjax.task import DataInfo, Generative
 
@@ -134,6 +134,7 @@ def pictures(generative: Generative, params, test: data.Data, out_dir: str, rng:
              info: DataInfo) -> list:
   """Writes samples.png (or a CVAE's cvae_grid.png, one row per class), reconstructions.png
   and, for a 2-D latent, latent_scatter.png into out_dir; returns their paths."""
+  from bnnjax import plots  # pylint: disable=import-outside-toplevel  (matplotlib: only to draw)
   sample_rng, noise_rng, grid_rng = jax.random.split(rng, 3)
   shape, written = image_shape(info.input_shape), []
   path = lambda name: os.path.join(out_dir, name)

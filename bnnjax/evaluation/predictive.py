@@ -1,4 +1,5 @@
 """The K-sample predictive of a trained model over any number of inputs, in fixed-size batches."""
+import functools
 from typing import Union
 
 import jax
@@ -11,8 +12,12 @@ from bnnjax.task import CLASSIFIER, Predictor
 Predictive = Union[predictive.ClassificationPredictive, predictive.RegressionPredictive]
 
 
+@functools.lru_cache(maxsize=64)
 def make_predict_fn(predictor: Predictor, num_samples: int):
-  """A jitted (params, rng, x [B, ...]) -> predictive of B inputs, and K as the model draws it."""
+  """A jitted (params, rng, x [B, ...]) -> predictive of B inputs.
+
+  Cached per (predictor, K): a Run's repeated predict / evaluate calls compile once per shape.
+  """
   predictive.check_num_samples(num_samples)
 
   def predict(params, rng, x):
