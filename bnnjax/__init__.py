@@ -11,7 +11,7 @@ from bnnjax.checkpoint import restore_params, restore_run
 from bnnjax.config import base_config, resolve
 from bnnjax.models import register
 from bnnjax.run import Run, fit, load
-from bnnjax.task import DataInfo, Density, Generative, Model, Predictor, Task
+from bnnjax.task import DataInfo, Density, Generative, Method, Model, Network, Predictor, Task
 from bnnjax.train import TrainState
 
 __version__ = "0.1.0"

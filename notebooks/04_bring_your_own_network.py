@@ -18,9 +18,10 @@
 # over their weights. `bnnjax.methods.mean_field` is that method for mean-field Gaussian
 # variational inference (Bayes by Backprop): given any Haiku function `forward(x)`, it
 # builds the posterior, the prior, the Monte Carlo estimator, the ELBO and the predictive.
-# Here we write a small residual MLP as an `hk.Module`, declare it as a `bnnjax.Model`,
-# register it, and from then on it trains, checkpoints, resumes, loads and evaluates like
-# a built-in: `bnnjax.fit`, `bnnjax.load`, `run.predict`, `run.evaluate`.
+# Here we write a small residual MLP as an `hk.Module`, declare it as a `bnnjax.Network`,
+# register it, and from then on every method runs on it by name — `"mean_field/residual"`,
+# `"point/residual"`, ... — and it trains, checkpoints, resumes, loads and evaluates like a
+# built-in: `bnnjax.fit`, `bnnjax.load`, `run.predict`, `run.evaluate`.
 #
 # Data: scikit-learn's bundled 8x8 digits (offline, 1437 training images, 360 test).
 #
@@ -39,7 +40,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import bnnjax
-from bnnjax.methods import mean_field
 
 plt.switch_backend("Agg")  # as a script (the tests run it so): figures go to files only
 # %matplotlib inline
@@ -73,38 +73,34 @@ class ResidualMLP(hk.Module):
     return hk.Linear(self.num_outputs, name="head")(jax.nn.relu(h))
 
 # %% [markdown]
-# ## Declaring and registering the model
+# ## Declaring and registering the network
 #
-# A `bnnjax.Model` names the model, gives its config schema and builds its `Task`:
+# A `bnnjax.Network` names the network, gives its own config fields with their defaults,
+# and builds the Haiku function:
 #
-# - `default_config()`: every `config.model` field with its default. `mean_field.default_config`
-#   adds the method's fields (estimator, prior, KL weight, number of samples, ...) to the
-#   network's own, so all of them can be set on a config and are checked strictly.
-# - `make_task(m, info, restored)`: `m` is the resolved `config.model`, `info` the
-#   `bnnjax.DataInfo` (input shape, number of classes, number of training examples for the
-#   ELBO's KL / N); `restored` holds other runs' params for models that name workdirs in
-#   their config (not this one).
+# - `default_config()`: the network's fields. The method adds its own (for mean field:
+#   estimator, prior, KL weight, number of samples, ...); all of them can then be set on a
+#   config and are checked strictly.
+# - `build(m, info, num_outputs)`: `m` is the resolved `config.model`, `info` the
+#   `bnnjax.DataInfo` (input shape, number of classes, number of training examples);
+#   `num_outputs` is the number of classes (1 for a regressor).
 #
-# `bnnjax.register(model)` makes `config.model.name = "residual_bmlp"` find it. Register
-# it in every process that fits or loads such a run: in a package, put these lines in a
-# module you import.
+# `bnnjax.register(network)` makes `config.model.name = "mean_field/residual"` find it.
+# Register it in every process that fits or loads such a run: in a package, put these
+# lines in a module you import. (A model that is not a network under a method — its own
+# loss, its own predictive — is declared as a `bnnjax.Model` with its own `make_task`;
+# see `tests/test_contract.py`.)
 
 # %%
-def default_config():
-  return mean_field.default_config("residual_bmlp", width=64, num_blocks=2)
-
-
-def make_task(m, info, restored=None):
+def build(m, info, num_outputs):
   if not (m.width > 0 and m.num_blocks >= 0):
     raise ValueError(f"config.model.width must be > 0 and num_blocks >= 0, got {m.width}, "
                      f"{m.num_blocks}")
-  outputs = info.num_classes or 1  # num_classes = 0: a regressor with one output
-  forward = lambda x: ResidualMLP(m.width, m.num_blocks, outputs)(x)
-  return mean_field.make_task(forward, m, info)
+  return lambda x: ResidualMLP(m.width, m.num_blocks, num_outputs)(x)
 
 
-bnnjax.register(bnnjax.Model(name="residual_bmlp", default_config=default_config,
-                             make_task=make_task))
+bnnjax.register(bnnjax.Network(name="residual", default_config=lambda: {"width": 64, "num_blocks": 2},
+                               build=build))
 
 # %% [markdown]
 # ## Training it like any other model
@@ -112,7 +108,7 @@ bnnjax.register(bnnjax.Model(name="residual_bmlp", default_config=default_config
 # %%
 config = bnnjax.base_config()
 config.data.name = "digits"
-config.model.name = "residual_bmlp"
+config.model.name = "mean_field/residual"
 config.model.width = 64
 config.model.num_blocks = 2
 config.model.prior_scale = 1.0
@@ -128,7 +124,7 @@ config.log_every = max(1, STEPS // 4)
 config.progress_bar = False
 print(bnnjax.resolve(config).model)
 
-workdir = os.path.join(OUT, "residual_bmlp")
+workdir = os.path.join(OUT, "mean_field_residual")
 bnnjax.fit(config, workdir)
 
 # %% [markdown]
