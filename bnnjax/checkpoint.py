@@ -9,22 +9,25 @@ second run on the same workdir is refused while no killed run leaves a stale loc
 """
 import contextlib
 import datetime
+import hashlib
 import json
 import logging
 import os
 import socket
 import time
-from typing import Any, Iterator, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple
 
 import filelock
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from bnnjax.task import DataInfo
 
 CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = "run.lock"  # the holder's host and pid are in run.lock.json beside it
+CHECKSUMS = "checksums"  # the meta item's key of the state's array checksums
 
 
 class CheckpointError(ValueError):
@@ -33,6 +36,10 @@ class CheckpointError(ValueError):
 
 class WorkdirBusy(CheckpointError):
   """The workdir's lock is held by another run."""
+
+
+class CorruptCheckpoint(Exception):
+  """A step whose arrays do not match the checksums saved with them (treated as unreadable)."""
 
 
 @contextlib.contextmanager
@@ -93,10 +100,58 @@ def make_manager(workdir: str, max_to_keep: int = 3, create: bool = True) -> ocp
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
-  """Saves synchronously: the loop donates its state buffers on the next step."""
+  """Saves synchronously (the loop donates its state buffers on the next step), with the
+  checksums of the state's arrays in the meta item."""
+  meta = {**meta, CHECKSUMS: checksums(state)}
   manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                              meta=ocp.args.JsonSave(meta)), force=True)
   manager.wait_until_finished()
+
+
+def _path_name(path) -> str:
+  """"params/mlp/~/linear_0/w": a leaf's path whether its containers are NamedTuples,
+  tuples, lists or dicts (a saved tree comes back with dicts where the state had tuples)."""
+  names = []
+  for key in path:
+    for attribute in ("key", "name", "idx"):
+      if hasattr(key, attribute):
+        names.append(str(getattr(key, attribute)))
+        break
+    else:
+      names.append(str(key))
+  return "/".join(names)
+
+
+def checksums(state: Any) -> Dict[str, str]:
+  """{path: sha256 of the array's bytes} for every array of `state` (this process's copy).
+
+  Stored in the meta item at save (where the array files' own bytes are not yet known) and
+  recomputed from what a restore read: any byte of the files that changes a value, a
+  silently flipped one included, changes its checksum.
+  """
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    if isinstance(leaf, jax.Array):
+      if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
+      leaf = leaf.addressable_data(0)
+    data = np.ascontiguousarray(np.asarray(leaf))
+    out[_path_name(path)] = hashlib.sha256(data.tobytes()).hexdigest()
+  return out
+
+
+def verify(state: Any, meta: Optional[dict], where: str) -> None:
+  """A CorruptCheckpoint naming the first array whose bytes differ from what was saved.
+
+  A checkpoint written before checksums existed (no CHECKSUMS in its meta) passes.
+  """
+  expected = (meta or {}).get(CHECKSUMS)
+  if not expected:
+    return
+  got = checksums(state)
+  for name in sorted(set(expected) | set(got)):
+    if expected.get(name) != got.get(name):
+      raise CorruptCheckpoint(f"checksum mismatch in {name}: {where} does not hold what was saved")
 
 
 def _shapes(tree) -> dict:
@@ -115,42 +170,79 @@ def check_compatible(saved_params, expected_params, where: str) -> None:
           f"{saved.get(name, 'missing')} there, this config expects {expected.get(name, 'missing')}")
 
 
-def _set_aside(manager: ocp.CheckpointManager, step: int) -> None:
-  """Moves an unreadable step out of the manager's way, keeping it for inspection."""
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Moves an unreadable step out of the manager's way, keeping it for inspection; returns where.
+
+  With several processes, process 0 moves it and the others wait for it.
+  """
   source = os.path.join(str(manager.directory), str(step))
   aside = os.path.join(os.path.dirname(str(manager.directory)), "unreadable_checkpoints")
-  os.makedirs(aside, exist_ok=True)
-  os.replace(source, os.path.join(aside, f"{step}-{int(time.time())}"))
-  logging.warning("moved unreadable checkpoint %s to %s", source, aside)
+  target = os.path.join(aside, f"{step}-{int(time.time())}")
+  if jax.process_index() == 0:
+    os.makedirs(aside, exist_ok=True)
+    os.replace(source, target)
+  if jax.process_count() > 1:
+    ocp.multihost.sync_global_processes(f"bnnjax_set_aside_{step}")
+  return aside
+
+
+def _reason(error: BaseException, limit: int = 160) -> str:
+  """An exception in one short line: TensorStore's errors run to pages of JSON specs."""
+  text = " ".join(str(error).split())
+  text = text if len(text) <= limit else text[:limit] + " ..."
+  return f"{error.__class__.__name__}: {text}"
+
+
+@contextlib.contextmanager
+def _quiet_orbax() -> Iterator[None]:
+  """Silences orbax's and absl's own log lines while a doubtful step is tried."""
+  loggers = [logging.getLogger(name) for name in ("absl", "orbax", "orbax.checkpoint")]
+  levels = [logger.level for logger in loggers]
+  for logger in loggers:
+    logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
 
 
 def restore(manager: ocp.CheckpointManager, target_state: Any) -> Optional[Tuple[Any, int]]:
-  """The newest readable checkpoint as a state shaped like `target_state`, or None.
+  """The newest readable checkpoint as a state like `target_state` (its shardings too), or None.
 
-  A step that cannot be read (a corrupt or truncated file) is set aside with a warning
-  and the previous one is tried; a checkpoint of another model is an error.
+  A step that cannot be read (a corrupt or truncated file, or arrays that fail their
+  checksums) is set aside, one warning line each, and the previous one is tried; a line
+  names the step used. A checkpoint of another model is an error.
   """
   target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target_state)
-  errors = []
+  errors = {}
   for step in sorted(manager.all_steps(), reverse=True):
     where = os.path.join(str(manager.directory), str(step))
     try:
-      saved = manager.item_metadata(step)["state"].tree
-      check_compatible(saved["params"], target_state.params, where)
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target)))
+      with _quiet_orbax():
+        saved = manager.item_metadata(step)["state"].tree
+        check_compatible(saved["params"], target_state.params, where)
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        verify(restored.state, restored.meta, where)
     except CheckpointError:
       raise
     except Exception as e:  # pylint: disable=broad-except
-      errors.append(f"step {step}: {e.__class__.__name__}: {e}")
-      logging.warning("unreadable checkpoint %s: %s", where, e)
+      errors[step] = _reason(e)
       continue
-    for bad_step in [s for s in manager.all_steps() if s > step]:
-      _set_aside(manager, bad_step)
+    # Only once a readable step is found: unreadable ones stay put if none is (a disk that
+    # is back later still has them), and the error below names each.
+    for bad_step, reason in errors.items():
+      aside = _set_aside(manager, bad_step)
+      logging.warning("checkpoint step %d is unreadable (%s); moved to %s", bad_step, reason, aside)
     manager.reload()
+    if errors:
+      logging.warning("resuming from checkpoint step %d in %s, the newest readable one",
+                      step, manager.directory)
     return restored.state, step
   if errors:
-    raise CheckpointError(f"no readable checkpoint in {manager.directory}: " + "; ".join(errors))
+    raise CheckpointError(f"no readable checkpoint in {manager.directory}: "
+                          + "; ".join(f"step {s}: {r}" for s, r in errors.items()))
   return None
 
 
@@ -168,10 +260,15 @@ class Restored(NamedTuple):
   params: Any
   config: ml_collections.ConfigDict
   info: DataInfo  # the data the model was built for (input shape, classes, N)
+  step: Optional[int] = None  # the checkpoint step read
 
 
 def restore_run(workdir: str, step: Optional[int] = None) -> Restored:
-  """The newest readable checkpoint of a finished or running run (or the given step)."""
+  """The newest readable checkpoint of a finished or running run (or the given step).
+
+  A newer step that cannot be read (or fails its checksums) is skipped with one warning
+  line naming it and the step used instead; nothing is moved (the run may be live).
+  """
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
   if not os.path.isdir(directory):
     raise CheckpointError(f"no checkpoints in {workdir} (looked for {directory})")
@@ -182,15 +279,20 @@ def restore_run(workdir: str, step: Optional[int] = None) -> Restored:
   errors = []
   for s in steps:
     try:
-      restored = manager.restore(s, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(_local_target(manager, s)), meta=ocp.args.JsonRestore()))
+      with _quiet_orbax():
+        restored = manager.restore(s, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_local_target(manager, s)), meta=ocp.args.JsonRestore()))
+        verify(restored.state, restored.meta, os.path.join(directory, str(s)))
     except Exception as e:  # pylint: disable=broad-except
-      errors.append(f"step {s}: {e.__class__.__name__}: {e}")
+      errors.append(f"step {s}: {_reason(e)}")
       continue
+    if errors:
+      logging.warning("using checkpoint step %d of %s, not the newest: %s", s, directory,
+                      "; ".join(errors))
     meta = restored.meta
     info = meta["data_info"]
     info = DataInfo(**{**info, "input_shape": tuple(info["input_shape"])})
-    return Restored(restored.state["params"], ml_collections.ConfigDict(meta["config"]), info)
+    return Restored(restored.state["params"], ml_collections.ConfigDict(meta["config"]), info, s)
   raise CheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(errors))
 
 

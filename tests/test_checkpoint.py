@@ -6,10 +6,11 @@ import subprocess
 
 import jax
 import jaxlib
+import numpy as np
 import pytest
 
 import bnnjax
-from bnnjax import train, writers
+from bnnjax import checkpoint, train, writers
 from tests.test_train import REPO, digits_config
 
 
@@ -67,3 +68,36 @@ def test_each_fit_records_its_provenance_beside_config_json(resumed):
                                "kinds": ["cpu"], "process_count": 1}
   for key in ("python", "host", "time"):
     assert second[key]
+
+
+def _array_files(workdir, step):
+  folder = os.path.join(workdir, "checkpoints", str(step), "state")
+  return [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
+          if os.sep + "d" + os.sep in os.path.join(root, name)]
+
+
+def _flip_a_bit(path, offset):
+  with open(path, "r+b") as f:
+    f.seek(offset)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 1]))
+
+
+def test_corrupt_checkpoints_are_set_aside_quietly_and_an_older_one_used(resumed, tmp_path, caplog):
+  """Step 30: one bit flipped in its compressed array data (it decodes, to other values); step 20:
+  its array data cut short (a long TensorStore error)."""
+  workdir = str(tmp_path / "run")
+  train.fit(digits_config(), workdir, stop_after=30)
+  _flip_a_bit(max(_array_files(workdir, 30), key=os.path.getsize), 500)
+  with open(max(_array_files(workdir, 20), key=os.path.getsize), "r+b") as f:
+    f.truncate(100)
+  caplog.clear()
+  state = train.fit(digits_config(), workdir)  # from step 10: the same run as uninterrupted
+  params, _ = checkpoint.restore_params(resumed)
+  assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, state.params, params)))
+  assert sorted(n.split("-")[0] for n in os.listdir(os.path.join(workdir, "unreadable_checkpoints"))) == [
+      "20", "30"]
+  lines = caplog.text.strip().splitlines()
+  assert len(lines) <= 3 and all(len(line) < 400 for line in lines), caplog.text[:3000]
+  assert "step 30" in caplog.text and "step 20" in caplog.text and "step 10" in lines[-1]
