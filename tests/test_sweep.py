@@ -134,6 +134,8 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path):
   assert [r["status"] for r in records] == ["failed", "finished"]
   with open(tmp_path / trials[0].name / "result.json") as f:
     assert "exceeds the" in json.load(f)["error"]
+  with open(tmp_path / trials[1].name / "result.json") as f:
+    assert json.load(f)["provenance"]["start_step"] == 0  # what produced the row
   table = read(tmp_path / "sweep.md")
   assert "| 0 | 100000 | 0 | 1 failed |" in table and "- point 0 failed: config.batch_size=100000" in table
 

@@ -6,6 +6,7 @@ the others go on. A run that finished before with the same config is skipped; on
 workdir another process holds (the workdir lock) is left to it.
 """
 import concurrent.futures
+import json
 import multiprocessing
 import os
 import time
@@ -40,6 +41,12 @@ def final_metrics(workdir: str) -> dict:
   return evals[-1] if evals else {}
 
 
+def _last_provenance(workdir: str) -> dict:
+  """The run's latest provenance.json entry: what produced its result."""
+  with open(os.path.join(workdir, writers.PROVENANCE_FILE), encoding="utf-8") as f:
+    return json.load(f)[-1]
+
+
 def _one_line(error: BaseException) -> str:
   """bnnjax's own errors as they are; anything else as 'Class: first line'."""
   text = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -68,6 +75,7 @@ def run_trial(trial: Trial, sweep_dir: str, trials: Optional[Sequence[Trial]] = 
     train.fit(trial.config, workdir)
     record = results.make_record(trial, workdir, results.FINISHED, final=final_metrics(workdir),
                                  elapsed_s=time.perf_counter() - tic)
+    record["provenance"] = _last_provenance(workdir)
   except checkpoint.WorkdirBusy as e:
     print(f"run {trial.index} left to the process running it: {e}", flush=True)
     return results.make_record(trial, workdir, results.RUNNING, error=str(e))
