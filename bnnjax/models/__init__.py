@@ -26,10 +26,10 @@ def _built_in_parts() -> None:
   """Fills NETWORKS and METHODS with the package's own (imported on first use)."""
   if NETWORKS and METHODS:
     return
-  from bnnjax.methods import mean_field, point  # pylint: disable=import-outside-toplevel
+  from bnnjax.methods import ensemble, mean_field, point  # pylint: disable=import-outside-toplevel
   from bnnjax.models import mlp  # pylint: disable=import-outside-toplevel
   NETWORKS.setdefault(mlp.NETWORK.name, mlp.NETWORK)
-  for method in (point.METHOD, mean_field.METHOD):
+  for method in (point.METHOD, mean_field.METHOD, ensemble.METHOD):
     METHODS.setdefault(method.name, method)
 
 
@@ -73,7 +73,8 @@ def register(part: Union[Model, Method, Network]):
     return part
   else:
     raise TypeError(f"register expects a bnnjax.task.Model, Method or Network, got {type(part).__name__}")
-  if part.name in ("point", "mean_field", "mlp") or "/" in part.name:
+  if part.name in ("point", "mean_field", "ensemble", "dropout", "hmc", "laplace",
+                   "mlp") or "/" in part.name:
     raise ValueError(f"name {part.name!r} is taken by a built-in method or network, or has a '/'")
   table[part.name] = part
   return part

@@ -1,0 +1,138 @@
+"""Deep ensembles (Lakshminarayanan et al. 2017): M point estimates trained side by side.
+
+The params are the M members' Haiku params stacked on a leading axis [M, ...]. One jitted
+step trains every member: `jax.vmap` runs the network over the member axis on the same batch,
+and the loss is the sum of the members' NLLs, so that each member's gradient is exactly its
+own point-estimate gradient (members share nothing):
+
+    loss = Σ_m − mean_i log p(y_i | x_i, w_m)        metrics["nll"] = loss / M
+
+Its predictive is the M members' outputs, K = M whatever is asked: the mean of the members'
+softmaxes for a classifier, the equal-weight Gaussian mixture for a regressor (fixed
+`noise_std`).
+
+Method fields (`DEFAULTS`):
+    ensemble_size    M >= 1 members
+    noise_std        regression likelihood N(y; f(x), noise_std^2)
+Member 0 is initialised with the run's own key, so an ensemble of one starts (and, trained
+with the same key and data, stays) where the point estimate does.
+"""
+from typing import Callable
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from bnnjax import objectives
+from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Method, Predictor, Task
+
+DEFAULTS = dict(ensemble_size=5, noise_std=1.0)
+
+
+def validate(m) -> None:
+  """One-line ValueErrors naming the bad config.model field."""
+  size = m.ensemble_size
+  if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    raise ValueError(f"config.model.ensemble_size must be an integer >= 1, got {size!r}")
+  if not m.noise_std > 0:
+    raise ValueError(f"config.model.noise_std must be positive, got {m.noise_std!r}")
+
+
+def check_outputs(info: DataInfo) -> bool:
+  """True for a classifier (num_classes >= 2), False for a regressor (num_classes = 0)."""
+  if info.num_classes == 1:
+    raise ValueError("classification needs >= 2 classes, got num_classes=1")
+  return info.num_classes > 0
+
+
+def member_keys(rng: jax.Array, size: int) -> jax.Array:
+  """[M] init keys: member 0 gets `rng` itself (the point estimate's), the others fresh keys."""
+  rest = jax.random.split(jax.random.fold_in(rng, 1), size - 1)
+  return jnp.concatenate([rng[None], rest])
+
+
+def stacked_outputs(apply: Callable, params, x) -> jax.Array:
+  """apply(member params, x) for every member of params [M, ...]: outputs [M, B, ...]."""
+  return jax.vmap(apply, in_axes=(0, None))(params, x)
+
+
+def member_nlls(outputs: jax.Array, y: jax.Array, classification: bool, noise_std) -> jax.Array:
+  """[M] each member's mean NLL over the batch; outputs [M, B, C] (C = 1 for regression)."""
+  if classification:
+    return jax.vmap(lambda o: objectives.categorical_nll(o[None], y))(outputs)
+  return jax.vmap(lambda o: objectives.gaussian_nll(o[None, :, 0], y, noise_std))(outputs)
+
+
+def sample_predictor(apply: Callable, classification: bool, noise_std: float) -> Predictor:
+  """The predictive of stacked weights [S, ...] (ensemble members, or posterior samples):
+  every one of them is a draw, so K = S whatever is asked.
+
+  sample(params, rng, x, num_samples) -> logits [S, B, C], or (means [S, B], stds [S, B]).
+  """
+
+  def sample(params, rng, x, num_samples):
+    del rng, num_samples
+    outputs = stacked_outputs(apply, params, x)
+    if classification:
+      return outputs
+    means = outputs[..., 0]
+    return means, jnp.full(means.shape, noise_std, means.dtype)
+
+  return Predictor(CLASSIFIER if classification else REGRESSOR, sample)
+
+
+def predictive_metrics(outputs: jax.Array, y: jax.Array, classification: bool, noise_std) -> dict:
+  """Accuracy and NLL of the equal-weight predictive of S outputs [S, B, C] (RMSE, NLL and
+  95% coverage for a regressor): each a mean over the batch."""
+  if classification:
+    probs = jax.nn.softmax(outputs, -1).mean(0)
+    return {"accuracy": jnp.mean(jnp.argmax(probs, -1) == y),
+            "nll": objectives.categorical_predictive_nll(outputs, y).mean()}
+  from bnnjax.methods.mean_field import regression_metrics  # pylint: disable=import-outside-toplevel
+  return regression_metrics(outputs[..., 0], y, jnp.float32(noise_std))
+
+
+def _targets(batch):
+  y = batch["y"]
+  return y.reshape(y.shape[0]) if y.ndim == 2 else y
+
+
+def make_task(forward: Callable, m, info: DataInfo) -> Task:
+  """The deep-ensemble Task of the Haiku function `forward(x) -> outputs [B, C]`.
+
+  Args:
+    forward: called inside hk.transform with x [B, *info.input_shape]; [B, 1] for regression.
+    m: config.model with DEFAULTS' fields.
+    info: the data; num_classes = 0 makes a regressor.
+  Returns:
+    Task(init, loss, evaluate, predictor) whose params are [M, ...] stacked Haiku params.
+  """
+  validate(m)
+  classification = check_outputs(info)
+  net = hk.without_apply_rng(hk.transform(forward))
+  size, noise_std = m.ensemble_size, float(m.noise_std)
+
+  def init(rng, batch):
+    return jax.vmap(net.init, in_axes=(0, None))(member_keys(rng, size), batch["x"])
+
+  def loss(params, rng, batch, step):
+    del rng, step
+    outputs = stacked_outputs(net.apply, params, batch["x"])
+    nlls = member_nlls(outputs, _targets(batch), classification, noise_std)
+    metrics = {"nll": nlls.mean(),
+               "ensemble_nll": predictive_metrics(outputs, _targets(batch), classification,
+                                                  noise_std)["nll"]}
+    return nlls.sum(), metrics
+
+  def evaluate(params, rng, batch):
+    del rng
+    outputs = stacked_outputs(net.apply, params, batch["x"])
+    y = _targets(batch)
+    return {**predictive_metrics(outputs, y, classification, noise_std),
+            "member_nll": member_nlls(outputs, y, classification, noise_std).mean()}
+
+  return Task(init, loss, evaluate, predictor=sample_predictor(net.apply, classification, noise_std))
+
+
+METHOD = Method(name="ensemble", default_config=lambda: dict(DEFAULTS),
+                make_task=lambda forward, m, info, restored: make_task(forward, m, info))

@@ -1,0 +1,114 @@
+"""Inference methods beyond mean-field VI: deep ensembles, MC dropout, NUTS, Laplace.
+
+Known answers: an ensemble's predictive is the mean of its members' softmaxes and an ensemble
+of one is the point estimate; dropout at rate 0 is the deterministic network and inverted
+dropout keeps activations' means; on Bayesian linear regression (correlated features,
+Gaussian prior, known noise) NUTS recovers the exact posterior mean and full covariance within
+Monte Carlo error, and the Laplace posterior equals it (the log posterior is quadratic).
+"""
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+import bnnjax
+from bnnjax import data
+from bnnjax.config import base_config, resolve
+from bnnjax.models import mlp
+from bnnjax.task import DataInfo
+from bnnjax.train import build_task
+
+DIGITS = DataInfo((64,), 10, 1437)
+
+
+def task_of(name, info=DIGITS, **model):
+  config = base_config()
+  config.model = ml_collections.ConfigDict({"name": name, "hidden_sizes": (16,), **model})
+  return build_task(resolve(config), info)
+
+
+def digits_config(name, **model):
+  config = bnnjax.base_config()
+  config.data.name, config.data.seed = "digits", 2
+  config.model = ml_collections.ConfigDict({"name": name, "hidden_sizes": (32,), **model})
+  config.optimizer.lr = 3e-3
+  config.batch_size, config.num_steps, config.eval_every = 64, 300, 300
+  config.checkpoint_every, config.log_every, config.progress_bar = 300, 300, False
+  return config
+
+
+def digits_batch(n=256):
+  train, _, _ = data.load_splits(digits_config("mlp").data)
+  x = np.asarray(train["x"][:n], np.float32).reshape(n, -1)
+  return {"x": jnp.asarray(x), "y": jnp.asarray(train["y"][:n])}
+
+
+def adam_fit(task, batch, num_steps=60, lr=3e-3, seed=0):
+  """Full-batch Adam on task.loss, one jit: the params after num_steps."""
+  params = task.init(jax.random.PRNGKey(seed), batch)
+  optimizer = optax.adam(lr)
+
+  def step(carry, i):
+    params, state = carry
+    grads = jax.grad(lambda p: task.loss(p, jax.random.PRNGKey(i), batch, i)[0])(params)
+    updates, state = optimizer.update(grads, state)
+    return (optax.apply_updates(params, updates), state), None
+
+  run = jax.jit(lambda p: jax.lax.scan(step, (p, optimizer.init(p)), jnp.arange(num_steps))[0][0])
+  return run(params)
+
+
+def plain_mlp(hidden=(16,)):
+  return hk.without_apply_rng(hk.transform(lambda x: mlp.mlp(hidden, 10)(x)))
+
+
+# ---------------------------------------------------------------- deep ensembles
+
+def test_ensemble_members_differ_and_the_predictive_is_the_mean_of_their_softmaxes():
+  batch = digits_batch()
+  task = task_of("ensemble/mlp", ensemble_size=3)
+  fresh = task.init(jax.random.PRNGKey(0), batch)
+  trained = adam_fit(task, batch)
+  for params in (fresh, trained):
+    w = np.asarray(params["mlp/~/linear_0"]["w"])
+    assert w.shape == (3, 64, 16)
+    assert min(np.abs(w[i] - w[j]).max() for i in range(3) for j in range(i)) > 1e-2
+  by_hand = [plain_mlp().apply(jax.tree_util.tree_map(lambda a, i=i: a[i], trained), batch["x"])
+             for i in range(3)]
+  logits = task.predictor.sample(trained, jax.random.PRNGKey(1), batch["x"], 100)
+  assert logits.shape == (3, 256, 10)  # K = M whatever is asked
+  np.testing.assert_allclose(logits, np.stack(by_hand), rtol=1e-5, atol=1e-5)
+  expected = np.mean([jax.nn.softmax(l) for l in by_hand], 0)
+  metrics = task.evaluate(trained, jax.random.PRNGKey(2), batch)
+  np.testing.assert_allclose(metrics["nll"], -np.mean(np.log(expected[np.arange(256), batch["y"]])),
+                             rtol=1e-5)
+  # Each member's gradient is its own: the loss is the sum of the members' NLLs.
+  loss, metrics = task.loss(trained, jax.random.PRNGKey(3), batch, 0)
+  own = [-np.mean(jax.nn.log_softmax(l)[np.arange(256), batch["y"]]) for l in by_hand]
+  np.testing.assert_allclose(loss, np.sum(own), rtol=1e-5)
+  np.testing.assert_allclose(metrics["nll"], np.mean(own), rtol=1e-5)
+
+
+def test_an_ensemble_of_one_is_the_point_estimate():
+  batch = digits_batch()
+  point = adam_fit(task_of("point/mlp"), batch)
+  single = adam_fit(task_of("ensemble/mlp", ensemble_size=1), batch)
+  for layer in point:
+    np.testing.assert_allclose(single[layer]["w"][0], point[layer]["w"], atol=1e-5)
+
+
+def test_ensemble_fits_loads_and_evaluates_on_digits(tmp_path):
+  run = bnnjax.fit(digits_config("ensemble/mlp", ensemble_size=3), str(tmp_path))
+  report = bnnjax.load(str(tmp_path)).evaluate(num_samples=8)
+  assert report["num_samples"] == 3
+  assert report["in_distribution"]["accuracy"] > 0.9, report["in_distribution"]
+  assert run.predict(run.test_data()["x"][:5]).mutual_information.max() > 0
+
+
+@pytest.mark.parametrize("size", [0, -1, 2.5, True])
+def test_a_bad_ensemble_size_is_a_one_line_error(size):
+  with pytest.raises(ValueError, match="config.model.ensemble_size must be"):
+    task_of("ensemble/mlp", ensemble_size=size)
