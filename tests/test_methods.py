@@ -112,3 +112,54 @@ def test_ensemble_fits_loads_and_evaluates_on_digits(tmp_path):
 def test_a_bad_ensemble_size_is_a_one_line_error(size):
   with pytest.raises(ValueError, match="config.model.ensemble_size must be"):
     task_of("ensemble/mlp", ensemble_size=size)
+
+
+# ---------------------------------------------------------------- MC dropout
+
+def test_dropout_at_rate_zero_is_the_deterministic_network():
+  batch = digits_batch(32)
+  task = task_of("dropout/mlp", dropout_rate=0.0)
+  params = task.init(jax.random.PRNGKey(0), batch)
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+      plain_mlp().init(jax.random.PRNGKey(0), batch["x"]))
+  logits = task.predictor.sample(params, jax.random.PRNGKey(1), batch["x"], 3)
+  exact = plain_mlp().apply(params, batch["x"])
+  np.testing.assert_array_equal(logits, np.broadcast_to(exact, logits.shape))
+
+
+def test_dropout_keeps_the_mean_of_the_dropped_activations_and_samples_differ():
+  from bnnjax.methods import dropout  # pylint: disable=import-outside-toplevel
+  p, n = 0.3, 200_000
+  x = jnp.linspace(0.5, 1.5, n)
+  dropped = np.asarray(dropout.inverted_dropout(jax.random.PRNGKey(0), p, x))
+  assert np.mean(dropped == 0) == pytest.approx(p, abs=5 * np.sqrt(p * (1 - p) / n))
+  kept = dropped != 0
+  np.testing.assert_allclose(dropped[kept], np.asarray(x)[kept] / (1 - p), rtol=1e-6)
+  # E[x̃] = x: the mean over units within 5 Monte Carlo standard errors.
+  standard_error = np.std(dropped - np.asarray(x)) / np.sqrt(n)
+  assert abs(np.mean(dropped) - np.mean(np.asarray(x))) < 5 * standard_error
+  # Through a network: the first layer's input (the data) is never dropped; the second
+  # layer's is, so a linear second layer's output has the deterministic output as its mean.
+  forward = lambda x: hk.Linear(1, name="second")(jax.nn.relu(hk.Linear(64, name="first")(x)))
+  net = dropout.dropout_transform(forward, p)
+  params = net.init(jax.random.PRNGKey(1), batch := jnp.ones((2, 8)))
+  outputs = dropout.sample_outputs(net, params, jax.random.PRNGKey(2), batch, 4000)[:, 0, 0]
+  exact = hk.transform(forward).apply(params, None, batch)[0, 0]
+  assert float(jnp.std(outputs)) > 0
+  assert abs(float(outputs.mean() - exact)) < 5 * float(outputs.std()) / np.sqrt(4000)
+
+
+def test_dropout_fits_loads_and_evaluates_on_digits(tmp_path):
+  bnnjax.fit(digits_config("dropout/mlp", dropout_rate=0.2, eval_samples=8), str(tmp_path))
+  run = bnnjax.load(str(tmp_path))
+  report = run.evaluate(num_samples=8)
+  assert report["num_samples"] == 8
+  assert report["in_distribution"]["accuracy"] > 0.9, report["in_distribution"]
+  logits = run.task.predictor.sample(run.params, jax.random.PRNGKey(0), run.inputs(run.test_data()["x"][:4]), 2)
+  assert float(jnp.abs(logits[0] - logits[1]).max()) > 0
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+def test_a_bad_dropout_rate_is_a_one_line_error(rate):
+  with pytest.raises(ValueError, match=r"config.model.dropout_rate must lie in \[0, 1\)"):
+    task_of("dropout/mlp", dropout_rate=rate)

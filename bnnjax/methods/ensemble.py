@@ -92,7 +92,8 @@ def predictive_metrics(outputs: jax.Array, y: jax.Array, classification: bool, n
   return regression_metrics(outputs[..., 0], y, jnp.float32(noise_std))
 
 
-def _targets(batch):
+def targets(batch) -> jax.Array:
+  """batch["y"] as [B] (a regression target [B, 1] flattened)."""
   y = batch["y"]
   return y.reshape(y.shape[0]) if y.ndim == 2 else y
 
@@ -118,16 +119,16 @@ def make_task(forward: Callable, m, info: DataInfo) -> Task:
   def loss(params, rng, batch, step):
     del rng, step
     outputs = stacked_outputs(net.apply, params, batch["x"])
-    nlls = member_nlls(outputs, _targets(batch), classification, noise_std)
+    nlls = member_nlls(outputs, targets(batch), classification, noise_std)
     metrics = {"nll": nlls.mean(),
-               "ensemble_nll": predictive_metrics(outputs, _targets(batch), classification,
+               "ensemble_nll": predictive_metrics(outputs, targets(batch), classification,
                                                   noise_std)["nll"]}
     return nlls.sum(), metrics
 
   def evaluate(params, rng, batch):
     del rng
     outputs = stacked_outputs(net.apply, params, batch["x"])
-    y = _targets(batch)
+    y = targets(batch)
     return {**predictive_metrics(outputs, y, classification, noise_std),
             "member_nll": member_nlls(outputs, y, classification, noise_std).mean()}
 

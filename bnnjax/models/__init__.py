@@ -26,10 +26,10 @@ def _built_in_parts() -> None:
   """Fills NETWORKS and METHODS with the package's own (imported on first use)."""
   if NETWORKS and METHODS:
     return
-  from bnnjax.methods import ensemble, mean_field, point  # pylint: disable=import-outside-toplevel
+  from bnnjax.methods import dropout, ensemble, mean_field, point  # pylint: disable=import-outside-toplevel
   from bnnjax.models import mlp  # pylint: disable=import-outside-toplevel
   NETWORKS.setdefault(mlp.NETWORK.name, mlp.NETWORK)
-  for method in (point.METHOD, mean_field.METHOD, ensemble.METHOD):
+  for method in (point.METHOD, mean_field.METHOD, ensemble.METHOD, dropout.METHOD):
     METHODS.setdefault(method.name, method)
 
 
