@@ -219,12 +219,19 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str):
   return config, build_task(config, info), train, evals, info
 
 
-def _initial_state(task: Task, optimizer, train, seed: int, manager) -> TrainState:
-  """A fresh state, or the latest readable checkpoint's (which must be of the same model)."""
+def _initial_state(task: Task, optimizer, train, seed: int, manager,
+                   sharding: Optional[NamedSharding] = None) -> TrainState:
+  """A fresh state, or the latest readable checkpoint's (which must be of the same model).
+
+  `sharding` (replicated over a data-parallel mesh) is where a restored state is read to:
+  with several processes each one reads its own copy, never transferring between hosts.
+  """
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
   params = task.init(init_rng, jax.tree_util.tree_map(lambda a: jnp.asarray(a[:1]), train))
   state = TrainState(params, optimizer.init(params), train_rng, jnp.asarray(0, jnp.int32))
-  restored = checkpoint.restore(manager, state)
+  target = state if sharding is None else jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), state)
+  restored = checkpoint.restore(manager, target)
   if restored is None:
     return state
   logging.info("resumed from %s at step %d", manager.directory, restored[1])
@@ -287,7 +294,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
   checkpoint_every = config.checkpoint_every or per_epoch
   optimizer = make_optimizer(config.optimizer, num_steps)
   manager = checkpoint.make_manager(workdir, config.max_to_keep)
-  state = _initial_state(task, optimizer, train, config.seed, manager)
+  mesh = data_mesh(config.batch_size)
+  replicated = None if mesh is None else NamedSharding(mesh, P())
+  state = _initial_state(task, optimizer, train, config.seed, manager, replicated)
   lead = jax.process_index() == 0  # with jax.distributed, one process writes the files
   if lead:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
@@ -296,11 +305,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
   meta = {"model": config.model.name, "config": checkpoint.config_to_json(config),
           "data_info": info._asdict()}
 
-  mesh = data_mesh(config.batch_size)
   update = make_update(task, optimizer, config.seed, config.batch_size, mesh)
   evaluate_fn = jax.jit(task.evaluate)
   eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
-  replicated = None if mesh is None else NamedSharding(mesh, P())
   train, evals, state = jax.device_put((train, evals, state), replicated)
   last = num_steps if stop_after is None else min(stop_after, num_steps)
 

@@ -288,28 +288,6 @@ def test_data_parallel_matches_one_device(tmp_path):
   assert not np.allclose(results[0][0], 0)
 
 
-def test_two_processes_train_like_one(tmp_path):
-  """jax.distributed over two local processes (gloo): the CLI's multi-process path."""
-  with socket.socket() as probe:  # a port that is free now
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-  args = ["--config=configs/mlp_digits.py", "--config.num_steps=20", "--config.eval_every=20",
-          "--config.progress_bar=False", "--config.model.hidden_sizes=32", f"--coordinator_address=127.0.0.1:{port}",
-          "--num_processes=2"]
-  script = os.path.join(REPO, "scripts", "train.py")
-  workers = [subprocess.Popen([sys.executable, script, *args, f"--process_id={i}",
-                               f"--workdir={tmp_path / 'multi'}"], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-  outputs = [w.communicate(timeout=300) for w in workers]
-  assert all(w.returncode == 0 for w in workers), outputs[0][1][-2000:] + outputs[1][1][-2000:]
-  single = run_cli(*args[:5], f"--workdir={tmp_path / 'single'}")
-  assert single.returncode == 0, single.stderr[-2000:]
-  multi_params, _ = checkpoint.restore_params(str(tmp_path / "multi"))
-  single_params, _ = checkpoint.restore_params(str(tmp_path / "single"))
-  for a, b in zip(jax.tree_util.tree_leaves(multi_params), jax.tree_util.tree_leaves(single_params)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
 def test_import_reads_no_flags():
   """A notebook imports bnnjax with no absl flags parsed, and no plotting stack loaded."""
   script = ("import sys; import bnnjax; from absl import flags; "
