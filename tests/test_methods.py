@@ -163,3 +163,66 @@ def test_dropout_fits_loads_and_evaluates_on_digits(tmp_path):
 def test_a_bad_dropout_rate_is_a_one_line_error(rate):
   with pytest.raises(ValueError, match=r"config.model.dropout_rate must lie in \[0, 1\)"):
     task_of("dropout/mlp", dropout_rate=rate)
+
+
+# ---------------------------------------------------------------- exact posterior, NUTS
+
+def conjugate_problem(n=20, noise_std=0.5, prior_scale=1.0):
+  """Bayesian linear regression y = x w + b + noise, correlated features, w, b ~ N(0, s² I):
+  (x, y, exact posterior mean [4], exact posterior covariance [4, 4]) of (w, b)."""
+  rng = np.random.default_rng(0)
+  correlation = np.array([[1.0, 0.9, 0.5], [0.9, 1.0, 0.7], [0.5, 0.7, 1.0]])
+  x = (rng.normal(size=(n, 3)) @ np.linalg.cholesky(correlation).T).astype(np.float32)
+  y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3 + noise_std * rng.normal(size=n)).astype(np.float32)
+  features = np.concatenate([x, np.ones((n, 1))], 1).astype(np.float64)
+  precision = features.T @ features / noise_std**2 + np.eye(4) / prior_scale**2
+  cov = np.linalg.inv(precision)
+  return x, y, cov @ features.T @ y / noise_std**2, cov
+
+
+def linear(x):
+  return hk.Linear(1, name="linear")(x)
+
+
+def test_nuts_recovers_the_exact_posterior_mean_and_full_covariance():
+  from blackjax.diagnostics import effective_sample_size  # pylint: disable=import-outside-toplevel
+  from bnnjax.methods import hmc  # pylint: disable=import-outside-toplevel
+  x, y, mean, cov = conjugate_problem()
+  result = hmc.network_posterior(linear, DataInfo((3,), 0, len(x)), x, y, jax.random.PRNGKey(0),
+                                 prior_scale=1.0, noise_std=0.5, num_chains=2, num_samples=500,
+                                 num_warmup=300)
+  draws = result.samples["linear"]
+  theta = np.concatenate([np.asarray(draws["w"])[..., 0], np.asarray(draws["b"])], -1)  # [2, 500, 4]
+  assert max(float(r.max()) for r in jax.tree_util.tree_leaves(result.rhat)) < 1.05
+  assert min(float(e.min()) for e in jax.tree_util.tree_leaves(result.ess)) > 100
+  assert int(result.divergences.sum()) == 0
+  # Monte Carlo standard errors from the effective sample size of each statistic.
+  ess = np.asarray(effective_sample_size(theta))
+  mean_z = (theta.mean((0, 1)) - mean) / np.sqrt(np.diag(cov) / ess)
+  centred = theta - theta.mean((0, 1))
+  products = (centred[..., :, None] * centred[..., None, :]).reshape(2, 500, 16)
+  products_ess = np.asarray(effective_sample_size(products))
+  cov_z = (products.mean((0, 1)) - cov.ravel()) / (products.std((0, 1)) / np.sqrt(products_ess))
+  assert np.abs(mean_z).max() < 3, mean_z  # reached: 0.75
+  assert np.abs(cov_z).max() < 3, cov_z.reshape(4, 4)  # reached: 2.1
+  # The test has power: the posterior correlation of w_0 and w_1 (-0.9) is tens of standard
+  # errors from 0, so a diagonal (mean-field) answer would fail it.
+  assert abs(products.mean((0, 1))[1] / (products.std((0, 1))[1] / np.sqrt(products_ess[1]))) > 10
+  # The predictive of the samples: K = S draws, mean x · E[w] + E[b].
+  samples = hmc.stack_chains(result.samples)
+  predictor = hmc.predictor(linear, DataInfo((3,), 0, len(x)), noise_std=0.5)
+  means, stds = predictor.sample(samples, jax.random.PRNGKey(0), jnp.asarray(x[:4]), 8)
+  assert means.shape == stds.shape == (1000, 4)
+  np.testing.assert_allclose(means.mean(0), x[:4] @ theta.mean((0, 1))[:3] + theta.mean((0, 1))[3],
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_nuts_refuses_a_data_set_too_large_and_a_non_finite_density():
+  from bnnjax.methods import hmc  # pylint: disable=import-outside-toplevel
+  big = np.zeros((hmc.FULL_BATCH_LIMIT + 1, 3), np.float32)
+  with pytest.raises(ValueError, match="HMC/NUTS runs full batch: 10001 training examples exceed"):
+    hmc.network_posterior(linear, DataInfo((3,), 0, len(big)), big, big[:, 0], jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="log_prob at the initial position is not finite"):
+    hmc.nuts_posterior(lambda w: jnp.sum(jnp.log(-w)), jnp.ones(2), jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="num_chains must be an integer >= 2"):
+    hmc.nuts_posterior(lambda w: -jnp.sum(w**2), jnp.ones(2), jax.random.PRNGKey(0), num_chains=1)
