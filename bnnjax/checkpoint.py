@@ -103,9 +103,16 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> N
   """Saves synchronously (the loop donates its state buffers on the next step), with the
   checksums of the state's arrays in the meta item."""
   meta = {**meta, CHECKSUMS: checksums(state)}
-  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                             meta=ocp.args.JsonSave(meta)), force=True)
-  manager.wait_until_finished()
+  try:
+    with _quiet_orbax():  # orbax logs each failing background thread's traceback
+      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 meta=ocp.args.JsonSave(meta)), force=True)
+      manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except  (a full disk, a lost mount)
+    latest = manager.latest_step()
+    kept = "none was saved" if latest is None else f"step {latest} is kept"
+    raise CheckpointError(f"saving checkpoint step {step} in {manager.directory} failed "
+                          f"({_reason(e)}); the last good checkpoint: {kept}") from None
 
 
 def _path_name(path) -> str:

@@ -273,6 +273,7 @@ def _check_finite_state(state: TrainState, step: int, manager) -> None:
 def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[int] = None) -> TrainState:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
 
+  eval_every, checkpoint_every and log_every of 0 each mean once per epoch.
   `stop_after` ends the run early after that many steps in total (checkpointing first), as a
   pre-emption would; the same call without it later continues to the configured length.
   The workdir is locked for the whole call (by process 0 of a jax.distributed run): a
@@ -292,6 +293,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
   per_epoch = data.steps_per_epoch(info.num_train, config.batch_size)
   eval_every = config.eval_every or per_epoch
   checkpoint_every = config.checkpoint_every or per_epoch
+  log_every = config.log_every or per_epoch
   optimizer = make_optimizer(config.optimizer, num_steps)
   manager = checkpoint.make_manager(workdir, config.max_to_keep)
   mesh = data_mesh(config.batch_size)
@@ -326,7 +328,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
       sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
       bar.update(1)
       saving = step % checkpoint_every == 0 or step == last
-      if step % config.log_every == 0 or step % eval_every == 0 or saving:
+      if step % log_every == 0 or step % eval_every == 0 or saving:
         means = _finite_means(sums, count, step, manager)
         means["train/steps_per_sec"] = (step - tic_step) / max(time.perf_counter() - tic, 1e-9)
         writer.write(step, means, console=False)

@@ -56,7 +56,7 @@ def main(argv):
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
     bnnjax.fit(config, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+  except (ValueError, OSError, FloatingPointError) as e:  # OSError: a full disk, a lost mount
     raise SystemExit(f"error: {e}") from None
   print(f"done: metrics in {_WORKDIR.value}/metrics.jsonl, checkpoints in "
         f"{_WORKDIR.value}/checkpoints")

@@ -101,3 +101,17 @@ def test_corrupt_checkpoints_are_set_aside_quietly_and_an_older_one_used(resumed
   lines = caplog.text.strip().splitlines()
   assert len(lines) <= 3 and all(len(line) < 400 for line in lines), caplog.text[:3000]
   assert "step 30" in caplog.text and "step 20" in caplog.text and "step 10" in lines[-1]
+
+
+def test_a_failed_save_ends_in_one_line_naming_the_step_kept(tmp_path, monkeypatch):
+  manager = checkpoint.make_manager(str(tmp_path))
+  state = {"w": jax.numpy.ones(3)}
+  checkpoint.save(manager, 1, state, {})
+
+  def disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(manager, "save", disk_full)
+  with pytest.raises(checkpoint.CheckpointError, match=r"saving checkpoint step 2 .* failed "
+                     r"\(OSError: .*No space left on device\); the last good checkpoint: step 1 is kept"):
+    checkpoint.save(manager, 2, state, {})

@@ -101,6 +101,13 @@ def test_bad_config_is_a_one_line_error(tmp_path, field, value, message):
   assert "\n" not in str(info.value)
 
 
+def test_log_every_zero_logs_once_per_epoch(tmp_path):
+  """0 means once per epoch, as for eval_every and checkpoint_every (digits: 44 steps of 32)."""
+  train.fit(digits_config(log_every=0, num_steps=50, eval_every=50, checkpoint_every=50), str(tmp_path))
+  records = bnnjax.writers.read_metrics(str(tmp_path))
+  assert [r["step"] for r in records if "train/loss" in r] == [44, 50]
+
+
 def test_lr_multipliers_scale_only_the_named_params():
   opt = bnnjax.base_config().optimizer
   opt.lr, opt.lr_multipliers = 1e-2, "rho=10"
