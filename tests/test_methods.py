@@ -226,3 +226,44 @@ def test_nuts_refuses_a_data_set_too_large_and_a_non_finite_density():
     hmc.nuts_posterior(lambda w: jnp.sum(jnp.log(-w)), jnp.ones(2), jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="num_chains must be an integer >= 2"):
     hmc.nuts_posterior(lambda w: -jnp.sum(w**2), jnp.ones(2), jax.random.PRNGKey(0), num_chains=1)
+
+
+# ---------------------------------------------------------------- last-layer Laplace
+
+def test_laplace_of_a_linear_model_is_the_exact_conjugate_posterior():
+  from bnnjax.methods import laplace  # pylint: disable=import-outside-toplevel
+  x, y, mean, cov = conjugate_problem()
+  info = DataInfo((3,), 0, len(x))
+  # At the MAP (= the exact posterior mean) the log posterior is quadratic: Λ is exact.
+  params = {"linear": {"w": jnp.asarray(mean[:3, None], jnp.float32),
+                       "b": jnp.asarray(mean[3:], jnp.float32)}}
+  posterior = laplace.fit(linear, params, x, y, info, prior_precision=1.0, noise_std=0.5,
+                          batch_size=8)  # 20 rows in batches of 8: the padded last one masked
+  order = [3, 0, 1, 2]  # ravel_pytree's order: b, then w
+  np.testing.assert_allclose(np.linalg.inv(np.asarray(posterior.precision, np.float64)),
+                             cov[np.ix_(order, order)], rtol=1e-4, atol=1e-7)
+  means, stds = laplace.predictor(linear, info, 0.5).sample(
+      posterior, jax.random.PRNGKey(0), jnp.asarray(x[:3]), 20000)
+  features = np.concatenate([x[:3], np.ones((3, 1))], 1)
+  np.testing.assert_allclose(np.var(np.asarray(means), 0), np.einsum("bp,pq,bq->b", features, cov,
+                                                                     features), rtol=0.05)
+  assert float(stds[0, 0]) == 0.5
+
+
+def test_laplace_last_layer_ggn_is_the_hessian_of_the_nll_and_needs_a_dense_last_layer():
+  from bnnjax.methods import laplace  # pylint: disable=import-outside-toplevel
+  batch = digits_batch(64)
+  net = plain_mlp((8,))
+  params = net.init(jax.random.PRNGKey(0), batch["x"])
+  posterior = laplace.fit(lambda x: mlp.mlp((8,), 10)(x), params, batch["x"], batch["y"], DIGITS,
+                          prior_precision=2.0)
+  last = "mlp/~/linear_1"
+  theta, unravel = jax.flatten_util.ravel_pytree(params[last])
+  nll = lambda t: -jnp.sum(jax.nn.log_softmax(net.apply({**params, last: unravel(t)}, batch["x"]))[
+      jnp.arange(64), batch["y"]])
+  np.testing.assert_allclose(posterior.ggn, jax.hessian(nll)(theta), atol=2e-4)
+  np.testing.assert_allclose(posterior.precision - posterior.ggn, 2.0 * np.eye(theta.size), atol=1e-6)
+  with pytest.raises(ValueError, match="Laplace needs a network whose output is its last hk.Linear"):
+    scaled = lambda x: 2.0 * hk.Linear(10)(x)
+    laplace.fit(scaled, hk.transform(scaled).init(jax.random.PRNGKey(0), batch["x"]), batch["x"],
+                batch["y"], DIGITS)

@@ -1,0 +1,238 @@
+"""Last-layer Laplace (MacKay 1992; Daxberger et al. 2021) around a trained point estimate.
+
+The weights θ of the network's last dense layer (the last `hk.Linear` called, whose output
+must be the network's output) get a Gaussian posterior at the MAP θ*; the other weights stay
+at the point estimate:
+
+    Λ = Σ_i J_iᵀ H_i J_i + λ I,   q(θ) = N(θ*, Λ⁻¹)          (full GGN, P x P)
+    J_i = ∂f(x_i)/∂θ [C, P],   H_i = diag(p_i) − p_i p_iᵀ (softmax) or I / noise_std²
+
+The logits are linear in the last layer's weights, so the GGN is the exact Hessian of the NLL
+in θ and the linearised (GLM) predictive, f(x) ~ N(f*(x), J Σ Jᵀ), is what drawing θ ~ q and
+running the last layer gives: `predictor` samples K logits that way (the GLM and MC predictives
+coincide for a last layer).
+
+The prior precision λ is given, or chosen by the Laplace marginal likelihood
+    log p(D | λ) ≈ log p(D | θ*) + (P/2) log λ − (λ/2) ‖θ*‖² − ½ log det Λ(λ) + const
+over a log grid (`tune_prior_precision`).
+
+It is fitted after training, not by the train loop: `fit_run(run)` takes a trained point
+run (`bnnjax.load` of "mlp" or "point/<network>") and returns a Run whose predict / evaluate
+use the Laplace predictive.
+"""
+import dataclasses
+from typing import Any, Callable, NamedTuple, Optional
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from bnnjax import data as data_lib
+from bnnjax.methods import ensemble
+from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Predictor, Task
+
+
+class LaplacePosterior(NamedTuple):
+  """q(θ) = N(θ*, Λ⁻¹) over the last layer; the other weights at the point estimate.
+
+  params: the network's Haiku params (the MAP).
+  precision: [P, P] Λ = GGN + prior_precision I.
+  ggn: [P, P] the summed generalised Gauss-Newton of the NLL in the last layer's weights.
+  prior_precision: scalar λ.
+  """
+  params: Any
+  precision: jax.Array
+  ggn: jax.Array
+  prior_precision: jax.Array
+
+
+class _LastLayer(NamedTuple):
+  features: hk.Transformed  # apply(params, x) -> (features [B, H] into the last layer, outputs)
+  name: Callable[[], str]  # the last layer's module name (known after a trace)
+
+
+def last_layer(forward: Callable) -> _LastLayer:
+  """The features entering `forward`'s last hk.Linear and the network's outputs.
+
+  A one-line ValueError, at trace time, if forward calls no hk.Linear or its output is not
+  the last hk.Linear's output (no dense last layer).
+  """
+  found = {}
+
+  def features(x):
+    calls = []
+
+    def interceptor(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if context.method_name == "__call__" and isinstance(context.module, hk.Linear):
+        calls.append((context.module.module_name, args[0], out))
+      return out
+
+    with hk.intercept_methods(interceptor):
+      out = forward(x)
+    if not calls or calls[-1][2] is not out:
+      raise ValueError("Laplace needs a network whose output is its last hk.Linear's output "
+                       "(a dense last layer); this network has none")
+    name, phi, _ = calls[-1]
+    if phi.ndim != 2:
+      raise ValueError(f"Laplace needs the last hk.Linear's input as [B, H], got shape {phi.shape}")
+    found["name"] = name
+    return phi, out
+
+  return _LastLayer(hk.without_apply_rng(hk.transform(features)), lambda: found["name"])
+
+
+def _dense(layer, phi):
+  out = phi @ layer["w"]
+  return out + layer["b"] if "b" in layer else out
+
+
+def batch_ggn(layer, phi, classification: bool, noise_std: float, weight=None) -> jax.Array:
+  """[P, P] Σ_i weight_i J_iᵀ H_i J_i over features phi [B, H], θ = ravel(layer).
+
+  weight [B] (default ones) masks padded rows out.
+  """
+  flat, unravel = ravel_pytree(layer)
+  jac = jax.vmap(jax.jacfwd(lambda t, p: _dense(unravel(t), p[None])[0]), (None, 0))(flat, phi)
+  outputs = _dense(layer, phi)  # [B, C]
+  if classification:
+    probs = jax.nn.softmax(outputs, -1)
+    hessian = jax.vmap(jnp.diag)(probs) - probs[:, :, None] * probs[:, None, :]
+  else:
+    eye = jnp.eye(outputs.shape[-1], dtype=outputs.dtype) / noise_std**2
+    hessian = jnp.broadcast_to(eye, (len(phi), *eye.shape))
+  weight = jnp.ones(len(phi), phi.dtype) if weight is None else weight
+  return jnp.einsum("bcp,bcq->pq", jac * weight[:, None, None],
+                    jnp.einsum("bcd,bdq->bcq", hessian, jac))
+
+
+def ggn(forward: Callable, params, x, classification: bool, noise_std: float = 1.0,
+        batch_size: int = 500) -> jax.Array:
+  """[P, P] the last layer's GGN summed over every row of x (in batches of batch_size)."""
+  split = last_layer(forward)
+  step = jax.jit(lambda params, xb, n: _masked_ggn(split, params, xb, n, classification, noise_std))
+  total = 0.0
+  for start in range(0, len(x), batch_size):
+    xb = np.asarray(x[start:start + batch_size], np.float32)
+    n = len(xb)
+    if n < batch_size and start > 0:  # pad the last batch: one compilation
+      xb = np.concatenate([xb, np.repeat(xb[-1:], batch_size - n, 0)])
+    total = total + step(params, jnp.asarray(xb), n)
+  return total
+
+
+def _masked_ggn(split: _LastLayer, params, xb, n, classification, noise_std):
+  phi, _ = split.features.apply(params, xb)
+  weight = (jnp.arange(len(phi)) < n).astype(phi.dtype)
+  return batch_ggn(params[split.name()], phi, classification, noise_std, weight)
+
+
+def log_marginal_likelihood_terms(ggn_matrix, theta_map, prior_precision) -> jax.Array:
+  """The λ-dependent part of the Laplace evidence, for λ of any shape [...]:
+  (P/2) log λ − (λ/2)‖θ*‖² − ½ log det(G + λI)."""
+  eigenvalues = jnp.clip(jnp.linalg.eigvalsh(ggn_matrix), 0.0)
+  lam = jnp.asarray(prior_precision, eigenvalues.dtype)
+  return (0.5 * theta_map.size * jnp.log(lam) - 0.5 * lam * jnp.sum(theta_map**2)
+          - 0.5 * jnp.sum(jnp.log(eigenvalues + lam[..., None]), -1))
+
+
+def tune_prior_precision(ggn_matrix, theta_map, low: float = 1e-4, high: float = 1e6,
+                         num: int = 2001) -> float:
+  """λ maximising the Laplace marginal likelihood over a log grid of num points in [low, high]."""
+  grid = jnp.logspace(np.log10(low), np.log10(high), num)
+  return float(grid[jnp.argmax(log_marginal_likelihood_terms(ggn_matrix, theta_map, grid))])
+
+
+def fit(forward: Callable, params, x, y, info: DataInfo, prior_precision: Optional[float] = 1.0,
+        noise_std: float = 1.0, batch_size: int = 500) -> LaplacePosterior:
+  """The last-layer Laplace posterior of a trained network on its training inputs x.
+
+  Args:
+    forward: the Haiku function x [B, *input_shape] -> outputs [B, C] the params belong to.
+    params: its trained (MAP) Haiku params.
+    x, y: the training set (y unused by the GGN; kept for the regression noise's caller).
+    info: num_classes = 0 for a regressor with noise std noise_std.
+    prior_precision: λ > 0, or None to tune it by the marginal likelihood.
+  Returns:
+    LaplacePosterior.
+  """
+  del y
+  classification = ensemble.check_outputs(info)
+  if prior_precision is not None and not prior_precision > 0:
+    raise ValueError(f"prior_precision must be positive (or None to tune it), got {prior_precision!r}")
+  split = last_layer(forward)
+  jax.eval_shape(split.features.apply, params, jnp.zeros((1, *info.input_shape), jnp.float32))
+  name = split.name()
+  curvature = ggn(forward, params, x, classification, noise_std, min(batch_size, len(x)))
+  theta, _ = ravel_pytree(params[name])
+  lam = tune_prior_precision(curvature, theta) if prior_precision is None else float(prior_precision)
+  precision = curvature + lam * jnp.eye(theta.size, dtype=curvature.dtype)
+  return LaplacePosterior(params, precision, curvature, jnp.float32(lam))
+
+
+def sample_outputs(forward: Callable, posterior: LaplacePosterior, rng, x, num_samples: int):
+  """K outputs [K, B, C]: θ_k = θ* + L⁻ᵀ ε_k with Λ = L Lᵀ, run through the last layer."""
+  split = last_layer(forward)
+  phi, _ = split.features.apply(posterior.params, x)
+  layer = posterior.params[split.name()]
+  theta, unravel = ravel_pytree(layer)
+  chol = jnp.linalg.cholesky(posterior.precision)
+  eps = jax.random.normal(rng, (num_samples, theta.size), theta.dtype)
+  deltas = jax.scipy.linalg.solve_triangular(chol.T, eps.T, lower=False).T  # [K, P]
+  return jax.vmap(lambda d: _dense(unravel(theta + d), phi))(deltas)
+
+
+def predictor(forward: Callable, info: DataInfo, noise_std: float = 1.0) -> Predictor:
+  """The GLM predictive of a LaplacePosterior: K sampled outputs (see the module doc).
+
+  sample(posterior, rng, x, num_samples) -> logits [K, B, C] or (means [K, B], stds [K, B]).
+  """
+  classification = ensemble.check_outputs(info)
+
+  def sample(posterior, rng, x, num_samples):
+    outputs = sample_outputs(forward, posterior, rng, x, num_samples)
+    if classification:
+      return outputs
+    means = outputs[..., 0]
+    return means, jnp.full(means.shape, noise_std, means.dtype)
+
+  return Predictor(CLASSIFIER if classification else REGRESSOR, sample)
+
+
+def network_of(run) -> Callable:
+  """The Haiku forward of a trained point run ("mlp" or "point/<network>")."""
+  from bnnjax import models  # pylint: disable=import-outside-toplevel
+  name = run.config.model.name
+  method, network = models.COMPOSED.get(name, name.partition("/")[::2])
+  if method != "point":
+    raise ValueError(f"Laplace needs a trained point-estimate run (mlp or point/<network>), "
+                     f"got model {name!r} in {run.workdir}")
+  models.get(name)  # fills models.NETWORKS
+  outputs = run.info.num_classes if run.info.num_classes > 0 else 1
+  return models.NETWORKS[network].build(run.config.model, run.info, outputs)
+
+
+def fit_run(run, prior_precision: Optional[float] = None, noise_std: float = 1.0,
+            eval_samples: int = 32, data_dir=None):
+  """A trained point run with a last-layer Laplace posterior fitted on its training split.
+
+  Returns a bnnjax Run (params: LaplacePosterior; task: its evaluate and predictor) whose
+  predict / evaluate use the Laplace predictive; its config.model.name reads "laplace/<name>".
+  """
+  forward = network_of(run)
+  train = data_lib.load_split(run.config.data, run.config.data.train_split, data_dir)
+  x = run.inputs(train["x"])
+  posterior = fit(forward, run.params, x, train["y"], run.info, prior_precision, noise_std)
+  pred = predictor(forward, run.info, noise_std)
+  classification = run.info.num_classes > 0
+
+  def evaluate(posterior, rng, batch):
+    outputs = sample_outputs(forward, posterior, rng, batch["x"], eval_samples)
+    return ensemble.predictive_metrics(outputs, ensemble.targets(batch), classification, noise_std)
+
+  config = run.config.copy_and_resolve_references()
+  config.model.name = f"laplace/{run.config.model.name}"
+  task = Task(run.task.init, run.task.loss, evaluate, predictor=pred)
+  return dataclasses.replace(run, config=config, params=posterior, task=task)
