@@ -73,8 +73,7 @@ def register(part: Union[Model, Method, Network]):
     return part
   else:
     raise TypeError(f"register expects a bnnjax.task.Model, Method or Network, got {type(part).__name__}")
-  if part.name in ("point", "mean_field", "ensemble", "dropout", "hmc", "laplace",
-                   "mlp") or "/" in part.name:
+  if part.name in ("point", "mean_field", "ensemble", "dropout", "mlp") or "/" in part.name:
     raise ValueError(f"name {part.name!r} is taken by a built-in method or network, or has a '/'")
   table[part.name] = part
   return part
