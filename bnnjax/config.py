@@ -31,6 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.binarize = ""  # "" | "static" (a fixed threshold); dynamic binarisation lives in the loss
   c.data.seed = 0  # draws synthetic sets and the sklearn sets' train/test split; not the training seed
   c.data.fallback = ""  # data set to use when c.data.name is found neither locally nor online
+  # Tasks of a continual-learning sequence (bnnjax.continual), applied by data.load_split:
+  c.data.classes = ()  # keep only these labels (split MNIST); () = all
+  c.data.permutation_seed = -1  # >= 0: the inputs' values in a fixed order drawn from it
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "mlp"  # a declared bnnjax.task.Model; its default_config() holds the other fields
@@ -198,6 +201,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   parse_lr_multipliers(config.optimizer.get("lr_multipliers", ""))
   from bnnjax import data  # pylint: disable=import-outside-toplevel
   data.check_validation_split(config.data)
+  data.check_task_fields(config.data)
   if config.data.binarize not in ("", "static"):
     raise ValueError(f"config.data.binarize must be '' or 'static', got {config.data.binarize!r}")
 

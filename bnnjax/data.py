@@ -260,8 +260,34 @@ def load_split(data_config, split: str, data_dir: Optional[os.PathLike] = None) 
   overrides `data_config.data_dir` (a run moved to another machine).
   """
   d = data_config
-  return load(d.name, split, data_dir or d.data_dir or None, flatten=d.flatten,
+  data = load(d.name, split, data_dir or d.data_dir or None, flatten=d.flatten,
               binarize=d.binarize, seed=d.seed)
+  data = keep_classes(data, tuple(d.classes))
+  return permute_inputs(data, d.permutation_seed)
+
+
+def keep_classes(data: Data, classes) -> Data:
+  """The examples whose label is in `classes` (all if empty); labels keep their values."""
+  if not classes:
+    return data
+  keep = np.isin(data["y"], np.asarray(classes))
+  return {k: v[keep] for k, v in data.items()}
+
+
+def input_permutation(seed: int, size: int) -> Optional[np.ndarray]:
+  """The fixed permutation of an input's `size` values drawn from `seed` (None for seed < 0)."""
+  if seed < 0:
+    return None
+  return np.random.default_rng(seed).permutation(size)
+
+
+def permute_inputs(data: Data, seed: int) -> Data:
+  """Every input's values (pixels) in the order input_permutation(seed) gives (permuted MNIST)."""
+  x = data["x"]
+  order = input_permutation(seed, int(np.prod(x.shape[1:])))
+  if order is None:
+    return data
+  return {**data, "x": x.reshape(len(x), -1)[:, order].reshape(x.shape)}
 
 
 # The split everything fitted after training is fitted on (temperature, conformal
@@ -326,6 +352,18 @@ def load_splits(data_config, data_dir: Optional[os.PathLike] = None):
   evals = {name: load_split(data_config, split, data_dir)
            for name, split in parse_eval_splits(data_config.eval_splits).items()}
   return train, evals, data_info(data_config, train)
+
+
+def check_task_fields(data_config) -> None:
+  """One-line ValueErrors for config.data.classes and permutation_seed."""
+  d = data_config
+  classes = tuple(d.classes)
+  if classes:
+    if len(set(classes)) != len(classes) or len(classes) < 2:
+      raise ValueError(f"config.data.classes must name at least two distinct classes, got {classes}")
+    if num_classes(d.name) and not all(0 <= c < num_classes(d.name) for c in classes):
+      raise ValueError(f"config.data.classes {classes} are not all classes of {d.name} "
+                       f"(0..{num_classes(d.name) - 1})")
 
 
 def load_ood(spec: str, data_config, input_shape, data_dir: Optional[os.PathLike] = None) -> np.ndarray:

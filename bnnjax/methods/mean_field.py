@@ -37,7 +37,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from bnnjax import checkpoint, estimators, objectives, posterior as post, priors
+from bnnjax import estimators, objectives, posterior as post, priors
+from bnnjax.methods.common import weights_from
 from bnnjax.predictive import central_interval, check_num_samples, regression_predictive
 from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Method, Predictor, Task
 
@@ -120,11 +121,7 @@ def initial_means(m, fresh_shapes, restored):
   against the network's parameter shapes."""
   if not m.init_from:
     return None
-  trained = restored["init_from"]
-  if post.is_posterior(trained):
-    trained = trained["mean"]
-  checkpoint.check_compatible(trained, fresh_shapes, f"config.model.init_from={m.init_from!r}")
-  return jax.tree_util.tree_map(lambda t, f: jnp.asarray(t, f.dtype), trained, fresh_shapes)
+  return weights_from(restored["init_from"], fresh_shapes, f"config.model.init_from={m.init_from!r}")
 
 
 def method_task(forward: Callable, m, info: DataInfo, restored, *, predicate=None,

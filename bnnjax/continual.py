@@ -1,0 +1,158 @@
+"""Continual learning: a sequence of tasks, each trained from the one before.
+
+Variational continual learning (Nguyen et al., 2018): the posterior after task t is the prior
+of task t + 1, and its means initialise it,
+
+    loss_t = E_q[-log p(y | x, w)] + KL(q_t || q_{t-1}) / N_t     (per example, N_t = task t's size),
+
+with the closed-form KL between mean-field Gaussians (bnnjax.priors.PosteriorPrior); task 1
+starts from the prior in the config. Fine-tuning (the baseline that forgets) only carries the
+weights over. Each task is an ordinary run in <workdir>/task_<t>, so each is checkpointed and
+resumes exactly; finished tasks are not trained again.
+
+A task is a dict of config.data overrides, e.g. {"data.permutation_seed": 3} (permuted MNIST)
+or {"data.classes": (2, 3)} (split MNIST); `permuted_tasks` and `split_tasks` build them.
+"""
+import json
+import os
+from typing import Dict, List, NamedTuple, Sequence
+
+import numpy as np
+
+from bnnjax import data, train
+from bnnjax.config import resolve, with_overrides
+
+METHODS = ("vcl", "finetune")
+SEQUENCE_FILE = "sequence.json"
+
+
+def permuted_tasks(num_tasks: int, seed: int = 0) -> List[dict]:
+  """Permuted MNIST: task 1 the identity, task t a fixed pixel permutation drawn from seed + t."""
+  if num_tasks < 1:
+    raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+  return [{"data.permutation_seed": -1}] + [{"data.permutation_seed": seed + t}
+                                             for t in range(1, num_tasks)]
+
+
+def split_tasks(class_groups: Sequence[Sequence[int]]) -> List[dict]:
+  """Split MNIST: one task per group of classes, e.g. ((0, 1), (2, 3), ...)."""
+  return [{"data.classes": tuple(int(c) for c in group)} for group in class_groups]
+
+
+def check_tasks(tasks: Sequence[dict]) -> None:
+  """One-line ValueErrors: no task, two identical tasks, overlapping or one-class groups."""
+  if not tasks:
+    raise ValueError("a continual sequence needs at least one task")
+  seen = [json.dumps(task, sort_keys=True) for task in tasks]
+  for i, key in enumerate(seen):
+    if key in seen[:i]:
+      raise ValueError(f"tasks {seen.index(key) + 1} and {i + 1} are the same ({key}): "
+                       "a permutation seed or class group used twice")
+  groups = [tuple(t["data.classes"]) for t in tasks if t.get("data.classes")]
+  for i, group in enumerate(groups):
+    if len(set(group)) < 2:
+      raise ValueError(f"class group {group} leaves a task with one class")
+    for other in groups[:i]:
+      if set(group) & set(other):
+        raise ValueError(f"class groups {other} and {group} overlap")
+
+
+def task_config(config, tasks: Sequence[dict], t: int, method: str, workdir: str):
+  """The resolved config of task t (0-based): its data, and the previous task's run as its
+  weights' start (both methods) and prior (VCL)."""
+  overrides = dict(tasks[t])
+  if t > 0:
+    previous = task_dir(workdir, t - 1)
+    overrides["model.init_from"] = previous
+    if method == "vcl":
+      overrides.update({"model.prior": "posterior", "model.prior_workdir": previous})
+  return with_overrides(config, overrides)
+
+
+def task_dir(workdir: str, t: int) -> str:
+  return os.path.join(workdir, f"task_{t + 1:02d}")
+
+
+def _check_same_sequence(workdir: str, record: dict) -> None:
+  """Writes the sequence's description, or refuses a workdir holding another sequence."""
+  path = os.path.join(workdir, SEQUENCE_FILE)
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    if saved != record:
+      raise ValueError(f"{workdir} holds another continual sequence (its tasks or method differ: "
+                       f"saved {saved['method']} {saved['tasks']}); use a new workdir")
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(record, f, indent=2)
+
+
+class Result(NamedTuple):
+  """accuracy[i][j]: test accuracy on task j after training task i (every j, seen or not)."""
+  method: str
+  accuracy: np.ndarray  # [T, T]
+  nll: np.ndarray  # [T, T]
+
+  def average_accuracy(self) -> np.ndarray:
+    """[T] mean accuracy over the tasks seen so far, after each task."""
+    return np.array([self.accuracy[i, :i + 1].mean() for i in range(len(self.accuracy))])
+
+  def backward_transfer(self) -> float:
+    """mean_j<T (R[T, j] - R[j, j]): negative when learning later tasks forgets earlier ones."""
+    last = len(self.accuracy) - 1
+    if last == 0:
+      return 0.0
+    return float(np.mean([self.accuracy[last, j] - self.accuracy[j, j] for j in range(last)]))
+
+
+def fit_sequence(config, tasks: Sequence[dict], workdir: str, method: str = "vcl",
+                 num_samples: int = 16) -> Result:
+  """Trains every task in turn (resuming where a previous call stopped) and evaluates each
+  trained run on every task's test split.
+
+  Args:
+    config: the base config (a mean-field model for "vcl"; any model with init_from for
+      "finetune"); its data section is task 1's before the task overrides.
+    tasks: config.data overrides, one dict per task.
+    workdir: the sequence's folder: task_01/, task_02/, ..., sequence.json, continual.json.
+    method: "vcl" or "finetune".
+    num_samples: K of the predictive used for the accuracy matrix.
+  Returns:
+    The Result; continual.json in workdir holds it too.
+  """
+  from bnnjax import run as run_lib  # pylint: disable=import-outside-toplevel
+  if method not in METHODS:
+    raise ValueError(f"unknown continual method {method!r}; choose one of {', '.join(METHODS)}")
+  check_tasks(tasks)
+  config = resolve(config)
+  configs = [task_config(config, tasks, t, method, workdir) for t in range(len(tasks))]
+  _check_same_sequence(workdir, {"method": method, "tasks": [_plain(t) for t in tasks],
+                                 "model": config.model.name})
+  tests = [data.load_split(c.data, data.test_split(c.data)) for c in configs]
+  size = len(tasks)
+  accuracy, nll = np.zeros((size, size)), np.zeros((size, size))
+  for i, task_config_i in enumerate(configs):
+    train.fit(task_config_i, task_dir(workdir, i))
+    run = run_lib.load(task_dir(workdir, i))
+    for j, test in enumerate(tests):
+      pred = run.predict(test["x"], num_samples=num_samples, rng=j)
+      accuracy[i, j] = float(np.mean(pred.probs.argmax(-1) == test["y"]))
+      p_true = np.take_along_axis(pred.probs, test["y"][:, None].astype(int), -1)[:, 0]
+      nll[i, j] = float(-np.mean(np.log(np.maximum(p_true, 1e-12))))
+  result = Result(method, accuracy, nll)
+  _write(workdir, result)
+  return result
+
+
+def _plain(task: dict) -> Dict[str, object]:
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in task.items()}
+
+
+def _write(workdir: str, result: Result) -> None:
+  report = {"method": result.method, "accuracy": result.accuracy.tolist(),
+            "nll": result.nll.tolist(), "average_accuracy": result.average_accuracy().tolist(),
+            "backward_transfer": result.backward_transfer(),
+            "convention": "accuracy[i][j]: test accuracy on task j after training task i"}
+  with open(os.path.join(workdir, "continual.json"), "w", encoding="utf-8") as f:
+    json.dump(report, f, indent=2)

@@ -1,0 +1,41 @@
+r"""Trains a continual-learning sequence (permuted or split MNIST) and prints its accuracy matrix.
+
+  python scripts/continual.py --config=configs/vcl_permuted_mnist.py --workdir=runs/vcl
+  python scripts/continual.py --config=configs/vcl_permuted_mnist.py --workdir=runs/finetune \
+      --method=finetune
+
+The config file gives get_config() (the model and its training, task 1's data) and
+get_tasks() (a list of config.data overrides, see bnnjax.continual). Running the same
+command again resumes the sequence where it stopped.
+"""
+from absl import app, flags, logging
+import numpy as np
+
+from bnnjax import config as config_lib
+from bnnjax import continual
+
+_CONFIG = flags.DEFINE_string("config", None, "Config file with get_config() and get_tasks().")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The sequence's folder: one sub-folder per task.")
+_METHOD = flags.DEFINE_enum("method", "vcl", list(continual.METHODS), "How task t starts from task t - 1.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 16, "K predictive samples for the accuracy matrix.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  try:
+    module = config_lib.load_config_file(_CONFIG.value)
+    result = continual.fit_sequence(module.get_config(), module.get_tasks(), _WORKDIR.value,
+                                    _METHOD.value, _NUM_SAMPLES.value)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    raise SystemExit(f"error: {e}") from None
+  print(f"{result.method}: accuracy[i][j] = test accuracy on task j after training task i")
+  print(np.array2string(result.accuracy, precision=3, max_line_width=200))
+  print("average accuracy after each task:", np.round(result.average_accuracy(), 4).tolist())
+  print(f"backward transfer: {result.backward_transfer():.4f}")
+
+
+if __name__ == "__main__":
+  app.run(main)
