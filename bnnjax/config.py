@@ -68,12 +68,17 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: Mapping) -> ml_
 
   Every field must exist in the resolved schema (a misspelt one is a one-line ValueError
   naming the closest valid name); the result is resolved again, so an override of
-  config.model.name brings that model's fields.
+  config.model.name brings that model's fields (keeping the values of those both models have).
   """
   config = resolve(config)
   overrides = dict(overrides)
   if "model.name" in overrides:  # another model: its own schema, before its fields are set
-    config.model = ml_collections.ConfigDict({"name": overrides.pop("model.name")})
+    name = overrides.pop("model.name")
+    from bnnjax import models  # pylint: disable=import-outside-toplevel
+    schema = models.get(name).default_config()
+    # The fields both models have keep their values (hidden_sizes, activation, ...).
+    config.model = ml_collections.ConfigDict(
+        {**{k: v for k, v in config.model.items() if k in schema}, "name": name})
     config = resolve(config)
   for path, value in overrides.items():
     *parents, leaf = path.split(".")

@@ -2,21 +2,25 @@ r"""Trains a continual-learning sequence (permuted or split MNIST) and prints it
 
   python scripts/continual.py --config=configs/vcl_permuted_mnist.py --workdir=runs/vcl
   python scripts/continual.py --config=configs/vcl_permuted_mnist.py --workdir=runs/finetune \
-      --method=finetune
+      --method=finetune --model=mlp     # plain fine-tuning of a deterministic MLP
 
 The config file gives get_config() (the model and its training, task 1's data) and
 get_tasks() (a list of config.data overrides, see bnnjax.continual). Running the same
 command again resumes the sequence where it stopped.
 """
 from absl import app, flags, logging
+from ml_collections import config_flags
 import numpy as np
 
 from bnnjax import config as config_lib
 from bnnjax import continual
 
-_CONFIG = flags.DEFINE_string("config", None, "Config file with get_config() and get_tasks().")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with get_config() and "
+                                          "get_tasks(); --config.<field>=... overrides fields.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sequence's folder: one sub-folder per task.")
 _METHOD = flags.DEFINE_enum("method", "vcl", list(continual.METHODS), "How task t starts from task t - 1.")
+_MODEL = flags.DEFINE_string("model", "", "Another config.model.name (e.g. mlp for plain "
+                             "fine-tuning); the fields both models have keep their values.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 16, "K predictive samples for the accuracy matrix.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -26,9 +30,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   try:
-    module = config_lib.load_config_file(_CONFIG.value)
-    result = continual.fit_sequence(module.get_config(), module.get_tasks(), _WORKDIR.value,
-                                    _METHOD.value, _NUM_SAMPLES.value)
+    tasks = config_lib.load_config_file(config_flags.get_config_filename(flags.FLAGS["config"])).get_tasks()
+    config = config_lib.with_overrides(_CONFIG.value, {"model.name": _MODEL.value} if _MODEL.value else {})
+    result = continual.fit_sequence(config, tasks, _WORKDIR.value, _METHOD.value,
+                                    _NUM_SAMPLES.value)
   except (ValueError, FileNotFoundError, FloatingPointError) as e:
     raise SystemExit(f"error: {e}") from None
   print(f"{result.method}: accuracy[i][j] = test accuracy on task j after training task i")
