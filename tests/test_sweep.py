@@ -112,9 +112,10 @@ def test_index_loop_parallel_processes_and_submitit_give_one_table(tmp_path):
     sweep.launch(trials, str(tmp_path / "array"), index=i)
   table = read(tmp_path / "array" / "sweep.md")
   assert "| 0 | 0.01 | 2 | 2 finished |" in table and " ± " in table
-  sweep.launch(trials, str(tmp_path / "parallel"), parallel=2)
-  assert read(tmp_path / "parallel" / "sweep.md") == table
-  # submitit's LocalExecutor (what --launcher=slurm submits, run here): point 0's two seeds
+  # Each launcher runs one point's two seeds at once (two processes): the same row.
+  sweep.launch(trials[2:], str(tmp_path / "parallel"), parallel=2)
+  assert read(tmp_path / "parallel" / "sweep.md").splitlines()[2] == table.splitlines()[3]
+  # submitit's LocalExecutor: what --launcher=slurm submits, run on this machine
   sweep.launch(trials[:2], str(tmp_path / "submitit"), launcher="local_submitit", parallel=2)
   assert read(tmp_path / "submitit" / "sweep.md").splitlines()[2] == table.splitlines()[2]
   results = [tmp_path / "array" / t.name / "result.json" for t in trials]
@@ -156,7 +157,8 @@ def test_slurm_job_array_carries_partition_time_and_gpus(tmp_path, monkeypatch):
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
-  (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/batch.sh\necho 'Submitted batch job 42'\n")
+  (bin_dir / "sbatch").write_text(
+      f"#!/bin/sh\ncp \"$1\" {tmp_path}/batch.sh\necho 'Submitted batch job 42'\n")
   for tool in ("srun", "sbatch"):
     os.chmod(bin_dir / tool, 0o755)
   monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")

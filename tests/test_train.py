@@ -2,7 +2,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 import bnnjax
-from bnnjax import checkpoint, datasets, train
+from bnnjax import checkpoint, train
 from bnnjax.config import with_overrides
 from bnnjax.task import Task
 
