@@ -34,13 +34,13 @@ def digits_config(name, **model):
   config = bnnjax.base_config()
   config.data.name, config.data.seed = "digits", 2
   config.model = ml_collections.ConfigDict({"name": name, "hidden_sizes": (32,), **model})
-  config.optimizer.lr = 3e-3
-  config.batch_size, config.num_steps, config.eval_every = 64, 300, 300
-  config.checkpoint_every, config.log_every, config.progress_bar = 300, 300, False
+  config.optimizer.lr = 1e-2
+  config.batch_size, config.num_steps, config.eval_every = 64, 200, 200
+  config.checkpoint_every, config.log_every, config.progress_bar = 200, 200, False
   return config
 
 
-def digits_batch(n=256):
+def digits_batch(n=128):
   train, _, _ = data.load_splits(digits_config("mlp").data)
   x = np.asarray(train["x"][:n], np.float32).reshape(n, -1)
   return {"x": jnp.asarray(x), "y": jnp.asarray(train["y"][:n])}
@@ -68,34 +68,34 @@ def plain_mlp(hidden=(16,)):
 # ---------------------------------------------------------------- deep ensembles
 
 def test_ensemble_members_differ_and_the_predictive_is_the_mean_of_their_softmaxes():
-  batch = digits_batch()
+  batch = digits_batch(128)
   task = task_of("ensemble/mlp", ensemble_size=3)
   fresh = task.init(jax.random.PRNGKey(0), batch)
-  trained = adam_fit(task, batch)
+  trained = adam_fit(task, batch, num_steps=20)
   for params in (fresh, trained):
     w = np.asarray(params["mlp/~/linear_0"]["w"])
     assert w.shape == (3, 64, 16)
     assert min(np.abs(w[i] - w[j]).max() for i in range(3) for j in range(i)) > 1e-2
   by_hand = [plain_mlp().apply(jax.tree_util.tree_map(lambda a, i=i: a[i], trained), batch["x"])
              for i in range(3)]
-  logits = task.predictor.sample(trained, jax.random.PRNGKey(1), batch["x"], 100)
-  assert logits.shape == (3, 256, 10)  # K = M whatever is asked
+  logits = jax.jit(task.predictor.sample, static_argnums=3)(trained, jax.random.PRNGKey(1), batch["x"], 100)
+  assert logits.shape == (3, 128, 10)  # K = M whatever is asked
   np.testing.assert_allclose(logits, np.stack(by_hand), rtol=1e-5, atol=1e-5)
   expected = np.mean([jax.nn.softmax(l) for l in by_hand], 0)
-  metrics = task.evaluate(trained, jax.random.PRNGKey(2), batch)
-  np.testing.assert_allclose(metrics["nll"], -np.mean(np.log(expected[np.arange(256), batch["y"]])),
+  metrics = jax.jit(task.evaluate)(trained, jax.random.PRNGKey(2), batch)
+  np.testing.assert_allclose(metrics["nll"], -np.mean(np.log(expected[np.arange(128), batch["y"]])),
                              rtol=1e-5)
   # Each member's gradient is its own: the loss is the sum of the members' NLLs.
-  loss, metrics = task.loss(trained, jax.random.PRNGKey(3), batch, 0)
-  own = [-np.mean(jax.nn.log_softmax(l)[np.arange(256), batch["y"]]) for l in by_hand]
+  loss, metrics = jax.jit(task.loss)(trained, jax.random.PRNGKey(3), batch, 0)
+  own = [-np.mean(jax.nn.log_softmax(l)[np.arange(128), batch["y"]]) for l in by_hand]
   np.testing.assert_allclose(loss, np.sum(own), rtol=1e-5)
   np.testing.assert_allclose(metrics["nll"], np.mean(own), rtol=1e-5)
 
 
 def test_an_ensemble_of_one_is_the_point_estimate():
-  batch = digits_batch()
-  point = adam_fit(task_of("point/mlp"), batch)
-  single = adam_fit(task_of("ensemble/mlp", ensemble_size=1), batch)
+  batch = digits_batch(128)
+  point = adam_fit(task_of("point/mlp"), batch, num_steps=20)
+  single = adam_fit(task_of("ensemble/mlp", ensemble_size=1), batch, num_steps=20)
   for layer in point:
     np.testing.assert_allclose(single[layer]["w"][0], point[layer]["w"], atol=1e-5)
 
@@ -129,7 +129,7 @@ def test_dropout_at_rate_zero_is_the_deterministic_network():
 
 def test_dropout_keeps_the_mean_of_the_dropped_activations_and_samples_differ():
   from bnnjax.methods import dropout  # pylint: disable=import-outside-toplevel
-  p, n = 0.3, 200_000
+  p, n = 0.3, 50_000
   x = jnp.linspace(0.5, 1.5, n)
   dropped = np.asarray(dropout.inverted_dropout(jax.random.PRNGKey(0), p, x))
   assert np.mean(dropped == 0) == pytest.approx(p, abs=5 * np.sqrt(p * (1 - p) / n))
@@ -143,10 +143,10 @@ def test_dropout_keeps_the_mean_of_the_dropped_activations_and_samples_differ():
   forward = lambda x: hk.Linear(1, name="second")(jax.nn.relu(hk.Linear(64, name="first")(x)))
   net = dropout.dropout_transform(forward, p)
   params = net.init(jax.random.PRNGKey(1), batch := jnp.ones((2, 8)))
-  outputs = dropout.sample_outputs(net, params, jax.random.PRNGKey(2), batch, 4000)[:, 0, 0]
+  outputs = dropout.sample_outputs(net, params, jax.random.PRNGKey(2), batch, 2000)[:, 0, 0]
   exact = hk.transform(forward).apply(params, None, batch)[0, 0]
   assert float(jnp.std(outputs)) > 0
-  assert abs(float(outputs.mean() - exact)) < 5 * float(outputs.std()) / np.sqrt(4000)
+  assert abs(float(outputs.mean() - exact)) < 5 * float(outputs.std()) / np.sqrt(2000)
 
 
 def test_dropout_fits_loads_and_evaluates_on_digits(tmp_path):
@@ -190,7 +190,7 @@ def test_nuts_recovers_the_exact_posterior_mean_and_full_covariance():
   x, y, mean, cov = conjugate_problem()
   result = hmc.network_posterior(linear, DataInfo((3,), 0, len(x)), x, y, jax.random.PRNGKey(0),
                                  prior_scale=1.0, noise_std=0.5, num_chains=2, num_samples=500,
-                                 num_warmup=300)
+                                 num_warmup=200, dense_mass=True)
   draws = result.samples["linear"]
   theta = np.concatenate([np.asarray(draws["w"])[..., 0], np.asarray(draws["b"])], -1)  # [2, 500, 4]
   assert max(float(r.max()) for r in jax.tree_util.tree_leaves(result.rhat)) < 1.05
@@ -203,8 +203,8 @@ def test_nuts_recovers_the_exact_posterior_mean_and_full_covariance():
   products = (centred[..., :, None] * centred[..., None, :]).reshape(2, 500, 16)
   products_ess = np.asarray(effective_sample_size(products))
   cov_z = (products.mean((0, 1)) - cov.ravel()) / (products.std((0, 1)) / np.sqrt(products_ess))
-  assert np.abs(mean_z).max() < 3, mean_z  # reached: 0.75
-  assert np.abs(cov_z).max() < 3, cov_z.reshape(4, 4)  # reached: 2.1
+  assert np.abs(mean_z).max() < 3, mean_z  # reached: 1.7
+  assert np.abs(cov_z).max() < 3, cov_z.reshape(4, 4)  # reached: 2.5
   # The test has power: the posterior correlation of w_0 and w_1 (-0.9) is tens of standard
   # errors from 0, so a diagonal (mean-field) answer would fail it.
   assert abs(products.mean((0, 1))[1] / (products.std((0, 1))[1] / np.sqrt(products_ess[1]))) > 10
@@ -252,7 +252,7 @@ def test_laplace_of_a_linear_model_is_the_exact_conjugate_posterior():
 
 def test_laplace_last_layer_ggn_is_the_hessian_of_the_nll_and_needs_a_dense_last_layer():
   from bnnjax.methods import laplace  # pylint: disable=import-outside-toplevel
-  batch = digits_batch(64)
+  batch = digits_batch(32)
   net = plain_mlp((8,))
   params = net.init(jax.random.PRNGKey(0), batch["x"])
   posterior = laplace.fit(lambda x: mlp.mlp((8,), 10)(x), params, batch["x"], batch["y"], DIGITS,
@@ -260,7 +260,7 @@ def test_laplace_last_layer_ggn_is_the_hessian_of_the_nll_and_needs_a_dense_last
   last = "mlp/~/linear_1"
   theta, unravel = jax.flatten_util.ravel_pytree(params[last])
   nll = lambda t: -jnp.sum(jax.nn.log_softmax(net.apply({**params, last: unravel(t)}, batch["x"]))[
-      jnp.arange(64), batch["y"]])
+      jnp.arange(32), batch["y"]])
   np.testing.assert_allclose(posterior.ggn, jax.hessian(nll)(theta), atol=2e-4)
   np.testing.assert_allclose(posterior.precision - posterior.ggn, 2.0 * np.eye(theta.size), atol=1e-6)
   with pytest.raises(ValueError, match="Laplace needs a network whose output is its last hk.Linear"):

@@ -1,6 +1,7 @@
 """Deep ensembles (Lakshminarayanan et al. 2017): M point estimates trained side by side.
 
-The params are the M members' Haiku params stacked on a leading axis [M, ...]. One jitted
+The params are the M members' Haiku params stacked on a leading axis [M, ...] (each member
+initialised by the network's own init, from its own key). One jitted
 step trains every member: `jax.vmap` runs the network over the member axis on the same batch,
 and the loss is the sum of the members' NLLs, so that each member's gradient is exactly its
 own point-estimate gradient (members share nothing):
@@ -113,8 +114,14 @@ def make_task(forward: Callable, m, info: DataInfo) -> Task:
   net = hk.without_apply_rng(hk.transform(forward))
   size, noise_std = m.ensemble_size, float(m.noise_std)
 
+  # Members are initialised one by one by one compiled init (a vmapped Haiku init compiles
+  # several times slower, and init runs once), then stacked.
+  init_one = jax.jit(net.init)
+
   def init(rng, batch):
-    return jax.vmap(net.init, in_axes=(0, None))(member_keys(rng, size), batch["x"])
+    keys = member_keys(rng, size)
+    members = [init_one(keys[i], batch["x"]) for i in range(size)]
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *members)
 
   def loss(params, rng, batch, step):
     del rng, step

@@ -58,11 +58,12 @@ def check_sampler_args(num_chains: int, num_samples: int, num_warmup: int) -> No
 
 
 def _run_chain(log_prob: Callable, position, rng, num_warmup: int, num_samples: int,
-               target_acceptance: float):
+               target_acceptance: float, dense_mass: bool):
   """One chain: window adaptation, then num_samples NUTS steps; (positions [S, ...], logdensity
   [S], acceptance [S], divergent [S], step size)."""
   warm_key, sample_key = jax.random.split(rng)
   adaptation = blackjax.window_adaptation(blackjax.nuts, log_prob,
+                                          is_mass_matrix_diagonal=not dense_mass,
                                           target_acceptance_rate=target_acceptance)
   (state, parameters), _ = adaptation.run(warm_key, position, num_warmup)
   kernel = blackjax.nuts(log_prob, **parameters).step
@@ -84,7 +85,7 @@ def diagnostics(samples):
 
 def nuts_posterior(log_prob: Callable, init, rng: jax.Array, num_chains: int = 4,
                    num_samples: int = 500, num_warmup: int = 500, init_jitter: float = 0.1,
-                   target_acceptance: float = 0.8) -> NUTSResult:
+                   target_acceptance: float = 0.8, dense_mass: bool = False) -> NUTSResult:
   """Samples exp(log_prob) by NUTS: num_chains chains from init + init_jitter * N(0, I).
 
   Args:
@@ -93,6 +94,10 @@ def nuts_posterior(log_prob: Callable, init, rng: jax.Array, num_chains: int = 4
     rng: a PRNG key.
     num_chains, num_samples, num_warmup: chains (>= 2, for R-hat), kept draws per chain,
       window-adaptation steps per chain.
+    init_jitter: the std of each chain's offset from init.
+    target_acceptance: the window adaptation's target mean acceptance rate.
+    dense_mass: adapt a dense mass matrix (d² memory; for small, correlated problems)
+      rather than a diagonal one.
   Returns:
     NUTSResult (see its fields). A one-line ValueError if log_prob is not finite at init,
     or if any draw or its log density is not finite (a diverged sampler).
@@ -105,7 +110,8 @@ def nuts_posterior(log_prob: Callable, init, rng: jax.Array, num_chains: int = 4
   jitter_key, chain_key = jax.random.split(rng)
   starts = flat + init_jitter * jax.random.normal(jitter_key, (num_chains, flat.size), flat.dtype)
   chains = jax.jit(jax.vmap(
-      lambda w, key: _run_chain(flat_log_prob, w, key, num_warmup, num_samples, target_acceptance)))
+      lambda w, key: _run_chain(flat_log_prob, w, key, num_warmup, num_samples, target_acceptance,
+                                 dense_mass)))
   positions, logdensity, acceptance, divergent, step_size = chains(
       starts, jax.random.split(chain_key, num_chains))
   if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(logdensity))):
@@ -154,7 +160,8 @@ def network_log_posterior(forward: Callable, info: DataInfo, x, y, prior_scale: 
 
 def network_posterior(forward: Callable, info: DataInfo, x, y, rng: jax.Array, *,
                       prior_scale: float = 1.0, noise_std: float = 1.0, num_chains: int = 4,
-                      num_samples: int = 500, num_warmup: int = 500) -> NUTSResult:
+                      num_samples: int = 500, num_warmup: int = 500,
+                      dense_mass: bool = False) -> NUTSResult:
   """NUTS over the weights of the network `forward` given the whole data set (x, y).
 
   Chains start near a fresh Haiku init. Returns NUTSResult whose samples are Haiku params
@@ -164,7 +171,8 @@ def network_posterior(forward: Callable, info: DataInfo, x, y, rng: jax.Array, *
   log_posterior = network_log_posterior(forward, info, x, y, prior_scale, noise_std)
   init_key, rng = jax.random.split(rng)
   init = hk.without_apply_rng(hk.transform(forward)).init(init_key, jnp.asarray(x[:1], jnp.float32))
-  return nuts_posterior(log_posterior, init, rng, num_chains, num_samples, num_warmup)
+  return nuts_posterior(log_posterior, init, rng, num_chains, num_samples, num_warmup,
+                        dense_mass=dense_mass)
 
 
 def stack_chains(samples):
