@@ -131,7 +131,7 @@ def test_dropout_keeps_the_mean_of_the_dropped_activations_and_samples_differ():
   from bnnjax.methods import dropout  # pylint: disable=import-outside-toplevel
   p, n = 0.3, 50_000
   x = jnp.linspace(0.5, 1.5, n)
-  dropped = np.asarray(dropout.inverted_dropout(jax.random.PRNGKey(0), p, x))
+  dropped = np.asarray(jax.jit(dropout.inverted_dropout, static_argnums=1)(jax.random.PRNGKey(0), p, x))
   assert np.mean(dropped == 0) == pytest.approx(p, abs=5 * np.sqrt(p * (1 - p) / n))
   kept = dropped != 0
   np.testing.assert_allclose(dropped[kept], np.asarray(x)[kept] / (1 - p), rtol=1e-6)
@@ -142,9 +142,10 @@ def test_dropout_keeps_the_mean_of_the_dropped_activations_and_samples_differ():
   # layer's is, so a linear second layer's output has the deterministic output as its mean.
   forward = lambda x: hk.Linear(1, name="second")(jax.nn.relu(hk.Linear(64, name="first")(x)))
   net = dropout.dropout_transform(forward, p)
-  params = net.init(jax.random.PRNGKey(1), batch := jnp.ones((2, 8)))
-  outputs = dropout.sample_outputs(net, params, jax.random.PRNGKey(2), batch, 2000)[:, 0, 0]
-  exact = hk.transform(forward).apply(params, None, batch)[0, 0]
+  params = jax.jit(net.init)(jax.random.PRNGKey(1), batch := jnp.ones((2, 8)))
+  outputs = jax.jit(lambda p, k: dropout.sample_outputs(net, p, k, batch, 2000))(
+      params, jax.random.PRNGKey(2))[:, 0, 0]
+  exact = jax.jit(hk.transform(forward).apply)(params, None, batch)[0, 0]
   assert float(jnp.std(outputs)) > 0
   assert abs(float(outputs.mean() - exact)) < 5 * float(outputs.std()) / np.sqrt(2000)
 
@@ -261,7 +262,7 @@ def test_laplace_last_layer_ggn_is_the_hessian_of_the_nll_and_needs_a_dense_last
   theta, unravel = jax.flatten_util.ravel_pytree(params[last])
   nll = lambda t: -jnp.sum(jax.nn.log_softmax(net.apply({**params, last: unravel(t)}, batch["x"]))[
       jnp.arange(32), batch["y"]])
-  np.testing.assert_allclose(posterior.ggn, jax.hessian(nll)(theta), atol=2e-4)
+  np.testing.assert_allclose(posterior.ggn, jax.jit(jax.hessian(nll))(theta), atol=2e-4)
   np.testing.assert_allclose(posterior.precision - posterior.ggn, 2.0 * np.eye(theta.size), atol=1e-6)
   with pytest.raises(ValueError, match="Laplace needs a network whose output is its last hk.Linear"):
     scaled = lambda x: 2.0 * hk.Linear(10)(x)
