@@ -36,12 +36,14 @@ class Run:
     params: the restored pytree the loop trained (plain params or a posterior).
     info: the DataInfo the model was built for.
     task: the model's Task; its optional fields are the model's capabilities.
+    step: the checkpoint step the params come from (None: not from a checkpoint).
   """
   workdir: str
   config: ml_collections.ConfigDict
   params: Any
   info: DataInfo
   task: Task
+  step: Optional[int] = None
 
   @property
   def capabilities(self) -> tuple:
@@ -135,7 +137,8 @@ class Run:
     ood_sets = {os.path.basename(os.path.normpath(s)) if os.path.isdir(s) else s:
                 data.load_ood(s, self.config.data, self.info.input_shape, data_dir) for s in ood}
     test = self.test_data(data_dir)
-    out = {"workdir": self.workdir, "model": self.config.model.name, "data": self.config.data.name,
+    out = {"workdir": self.workdir, "checkpoint_step": self.step,
+           "model": self.config.model.name, "data": self.config.data.name,
            "split": data.test_split(self.config.data), "num_examples": len(test["x"]),
            "capabilities": list(self.capabilities)}
     plots_dir = self.workdir if write else None
@@ -249,7 +252,7 @@ def load(workdir: str, step: Optional[int] = None) -> Run:
                              "y": jnp.zeros((1,), jnp.int32 if info.num_classes else jnp.float32)})
   checkpoint.check_compatible(restored.params, expected, os.path.join(workdir, checkpoint.CHECKPOINT_DIR))
   params = jax.tree_util.tree_map(jnp.asarray, restored.params)
-  return Run(workdir, config, params, info, task)
+  return Run(workdir, config, params, info, task, restored.step)
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[int] = None) -> Run:

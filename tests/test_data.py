@@ -335,3 +335,16 @@ def test_the_validation_split_is_named_and_never_overlaps_training(shared_data_d
   digits = _data_config("digits", 0, train_split="train[:80%]", validation_split="train[70%:]")
   with pytest.raises(ValueError, match="shares"):
     bnnjax.config.validate(digits)
+
+
+def test_a_corrupt_gzip_file_is_one_line(tmp_path):
+  good = gzip.compress((0x803).to_bytes(4, "big") + b"".join(
+      n.to_bytes(4, "big") for n in (2, 2, 2)) + bytes(8))
+  for name, content in [("cut", good[:len(good) // 2]), ("garbage", b"not a gzip file at all")]:
+    path = tmp_path / f"{name}.gz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"is not a readable gzip file .*download it again"):
+      datasets.read_idx(path)
+  path = tmp_path / "good.gz"
+  path.write_bytes(good)
+  assert datasets.read_idx(path).shape == (2, 2, 2)

@@ -16,6 +16,7 @@ files, they are read from there (offline); otherwise the official files are
 fetched with `dl_manager.download` (never `download_and_extract`, which uses TF).
 """
 import gzip
+import zlib
 import os
 from typing import Dict, Iterator, Tuple
 
@@ -36,8 +37,12 @@ IDX_FILES: Dict[str, Tuple[str, str]] = {
 
 def read_idx(path: os.PathLike) -> np.ndarray:
   """Reads a gzip IDX file of unsigned bytes into an array of its stated shape."""
-  with gzip.open(path, "rb") as f:
-    content = f.read()
+  try:
+    with gzip.open(path, "rb") as f:
+      content = f.read()
+  except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+    raise ValueError(f"{path} is not a readable gzip file ({e.__class__.__name__}: {e}); "
+                     "download it again") from None
   magic = int.from_bytes(content[:4], "big")
   if magic not in (_IMAGES_MAGIC, _LABELS_MAGIC):
     raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {magic:#010x})")
@@ -51,8 +56,12 @@ def read_idx(path: os.PathLike) -> np.ndarray:
 
 def idx_count(path: os.PathLike) -> int:
   """The number of items an IDX file's header announces (reads only the header)."""
-  with gzip.open(path, "rb") as f:
-    header = f.read(8)
+  try:
+    with gzip.open(path, "rb") as f:
+      header = f.read(8)
+  except (OSError, EOFError, zlib.error) as e:
+    raise ValueError(f"{path} is not a readable gzip file ({e.__class__.__name__}: {e}); "
+                     "download it again") from None
   return int.from_bytes(header[4:8], "big")
 
 

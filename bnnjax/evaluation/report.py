@@ -35,7 +35,8 @@ def summary(report: dict) -> str:
   lines = []
   if "in_distribution" in report:
     m = report["in_distribution"]
-    lines.append(f"{report['model']} (K={report['num_samples']}) on {report['data']}: accuracy "
+    lines.append(f"{report['model']} (K={report['num_samples']}, checkpoint step "
+                 f"{report.get('checkpoint_step')}) on {report['data']}: accuracy "
                  f"{m['accuracy']:.4f}  NLL {m['nll']:.4f}  Brier {m['brier']:.4f}  ECE {m['ece']:.4f}")
     for name, per_score in report.get("ood", {}).items():
       aurocs = "  ".join(f"{s} {v['auroc']:.4f}" for s, v in per_score.items() if isinstance(v, dict))
