@@ -108,6 +108,22 @@ def test_ensemble_fits_loads_and_evaluates_on_digits(tmp_path):
   assert run.predict(run.test_data()["x"][:5]).mutual_information.max() > 0
 
 
+@pytest.mark.parametrize("name", ["ensemble/mlp", "dropout/mlp"])
+def test_ensemble_and_dropout_regressors_give_k_gaussian_outputs(name):
+  info = DataInfo((1,), 0, 32)
+  x = jnp.linspace(-1, 1, 32)[:, None]
+  batch = {"x": x, "y": jnp.sin(3 * x)}  # [B, 1] targets, as the regression sets give them
+  fields = {"ensemble_size": 2} if name.startswith("ensemble") else {"dropout_rate": 0.5}
+  task = task_of(name, info, noise_std=0.3, **fields)
+  params = task.init(jax.random.PRNGKey(0), batch)
+  means, stds = jax.jit(task.predictor.sample, static_argnums=3)(params, jax.random.PRNGKey(1), x, 4)
+  assert means.shape == stds.shape == ((2 if name.startswith("ensemble") else 4), 32)
+  np.testing.assert_allclose(stds, 0.3)
+  loss, metrics = jax.jit(task.loss)(params, jax.random.PRNGKey(2), batch, 0)
+  assert np.isfinite(loss) and set(jax.jit(task.evaluate)(params, jax.random.PRNGKey(3), batch)) >= {
+      "rmse", "nll", "coverage_95"}
+
+
 @pytest.mark.parametrize("size", [0, -1, 2.5, True])
 def test_a_bad_ensemble_size_is_a_one_line_error(size):
   with pytest.raises(ValueError, match="config.model.ensemble_size must be"):
