@@ -106,6 +106,8 @@ def test_ensemble_fits_loads_and_evaluates_on_digits(tmp_path):
   assert report["num_samples"] == 3
   assert report["in_distribution"]["accuracy"] > 0.9, report["in_distribution"]
   assert run.predict(run.test_data()["x"][:5]).mutual_information.max() > 0
+  w = np.asarray(run.params["mlp/~/linear_1"]["w"])  # [M, 32, 10], after 200 loop steps
+  assert min(np.abs(w[i] - w[j]).max() for i in range(3) for j in range(i)) > 1e-2
 
 
 @pytest.mark.parametrize("name", ["ensemble/mlp", "dropout/mlp"])
