@@ -81,13 +81,13 @@ def test_ensemble_members_differ_and_the_predictive_is_the_mean_of_their_softmax
   logits = jax.jit(task.predictor.sample, static_argnums=3)(trained, jax.random.PRNGKey(1), batch["x"], 100)
   assert logits.shape == (3, 128, 10)  # K = M whatever is asked
   np.testing.assert_allclose(logits, np.stack(by_hand), rtol=1e-5, atol=1e-5)
-  expected = np.mean([jax.nn.softmax(l) for l in by_hand], 0)
+  expected = np.mean([jax.nn.softmax(member) for member in by_hand], 0)
   metrics = jax.jit(task.evaluate)(trained, jax.random.PRNGKey(2), batch)
   np.testing.assert_allclose(metrics["nll"], -np.mean(np.log(expected[np.arange(128), batch["y"]])),
                              rtol=1e-5)
   # Each member's gradient is its own: the loss is the sum of the members' NLLs.
   loss, metrics = jax.jit(task.loss)(trained, jax.random.PRNGKey(3), batch, 0)
-  own = [-np.mean(jax.nn.log_softmax(l)[np.arange(128), batch["y"]]) for l in by_hand]
+  own = [-np.mean(jax.nn.log_softmax(member)[np.arange(128), batch["y"]]) for member in by_hand]
   np.testing.assert_allclose(loss, np.sum(own), rtol=1e-5)
   np.testing.assert_allclose(metrics["nll"], np.mean(own), rtol=1e-5)
 
@@ -174,7 +174,8 @@ def test_dropout_fits_loads_and_evaluates_on_digits(tmp_path):
   report = run.evaluate(num_samples=8)
   assert report["num_samples"] == 8
   assert report["in_distribution"]["accuracy"] > 0.9, report["in_distribution"]
-  logits = run.task.predictor.sample(run.params, jax.random.PRNGKey(0), run.inputs(run.test_data()["x"][:4]), 2)
+  x = run.inputs(run.test_data()["x"][:4])
+  logits = run.task.predictor.sample(run.params, jax.random.PRNGKey(0), x, 2)
   assert float(jnp.abs(logits[0] - logits[1]).max()) > 0
 
 
@@ -243,6 +244,8 @@ def test_nuts_refuses_a_data_set_too_large_and_a_non_finite_density():
     hmc.network_posterior(linear, DataInfo((3,), 0, len(big)), big, big[:, 0], jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="log_prob at the initial position is not finite"):
     hmc.nuts_posterior(lambda w: jnp.sum(jnp.log(-w)), jnp.ones(2), jax.random.PRNGKey(0))
+  top1, tv = hmc.agreement(jnp.array([[0.9, 0.1], [0.4, 0.6]]), jnp.array([[0.7, 0.3], [0.6, 0.4]]))
+  np.testing.assert_allclose([top1, tv], [0.5, 0.2], rtol=1e-6)
   with pytest.raises(ValueError, match="num_chains must be an integer >= 2"):
     hmc.nuts_posterior(lambda w: -jnp.sum(w**2), jnp.ones(2), jax.random.PRNGKey(0), num_chains=1)
 

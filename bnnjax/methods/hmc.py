@@ -5,12 +5,14 @@ on the whole training set, so a data set of more than `FULL_BATCH_LIMIT` example
 
     log p(w | D) = Σ_i log p(y_i | x_i, w) + Σ_j log N(w_j; 0, prior_scale²) + const
 
-`nuts_posterior` runs several chains (one after another, one compilation), each warmed up by blackjax's window adaptation (step
-size and a diagonal mass matrix, target acceptance 0.8), and reports the split-R-hat and
-effective sample size of every coordinate (blackjax.diagnostics). `network_posterior` builds
-the log density of a Haiku network on a data set and returns the samples as Haiku params
-stacked [S, ...], whose predictive is `predictor` (every sample a draw, K = S), the same one
-a deep ensemble uses: `Run`-style evaluation needs no new code.
+`nuts_posterior` runs several chains (one after another, one compilation), each warmed up
+by blackjax's window adaptation (step size and a diagonal or dense mass matrix, target
+acceptance 0.8), and reports the split-R-hat and effective sample size of every coordinate
+(blackjax.diagnostics). `network_posterior` builds the log density of a Haiku network on a
+data set and returns the samples as Haiku params; `predictor` is their predictive (every
+sample a draw, K = S), the one a deep ensemble uses. `agreement` compares an approximate
+method's predictive probabilities with the NUTS ones (top-1 agreement and total variation,
+as Izmailov et al. 2021 do).
 
 This is not a loop-trained Method (the train loop's steps are minibatch gradient steps; NUTS
 needs the full data set at every step), so it is called as functions.
@@ -189,3 +191,15 @@ def predictor(forward: Callable, info: DataInfo, noise_std: float = 1.0) -> Pred
   """
   net = hk.without_apply_rng(hk.transform(forward))
   return ensemble.sample_predictor(net.apply, ensemble.check_outputs(info), noise_std)
+
+
+def agreement(probs, reference_probs):
+  """(top-1 agreement, mean total variation) of predictive probabilities [B, C] against a
+  reference's [B, C] (e.g. NUTS): the fraction of inputs whose argmax agrees, and the mean
+  over inputs of ½ Σ_c |p_c − q_c|."""
+  probs, reference_probs = jnp.asarray(probs), jnp.asarray(reference_probs)
+  if probs.shape != reference_probs.shape or probs.ndim != 2:
+    raise ValueError(f"agreement needs two [B, C] arrays of one shape, got {probs.shape} and "
+                     f"{reference_probs.shape}")
+  top1 = jnp.mean(jnp.argmax(probs, -1) == jnp.argmax(reference_probs, -1))
+  return top1, 0.5 * jnp.mean(jnp.sum(jnp.abs(probs - reference_probs), -1))
