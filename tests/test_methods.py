@@ -92,12 +92,23 @@ def test_ensemble_members_differ_and_the_predictive_is_the_mean_of_their_softmax
   np.testing.assert_allclose(metrics["nll"], np.mean(own), rtol=1e-5)
 
 
-def test_an_ensemble_of_one_is_the_point_estimate():
+def test_an_ensemble_of_one_is_the_point_estimate_and_laplace_fits_around_it():
   batch = digits_batch(128)
   point = adam_fit(task_of("point/mlp"), batch, num_steps=20)
   single = adam_fit(task_of("ensemble/mlp", ensemble_size=1), batch, num_steps=20)
   for layer in point:
     np.testing.assert_allclose(single[layer]["w"][0], point[layer]["w"], atol=1e-5)
+  # The same point estimate, as a Run, with a last-layer Laplace posterior fitted on digits.
+  from bnnjax.methods import laplace  # pylint: disable=import-outside-toplevel
+  config = resolve(digits_config("mlp", hidden_sizes=(16,)))
+  _, _, info = data.load_splits(config.data)
+  run = bnnjax.Run("unsaved", config, point, info, build_task(config, info))
+  fitted = laplace.fit_run(run)  # prior precision by the marginal likelihood
+  report = fitted.evaluate(num_samples=8)
+  assert report["model"] == "laplace/mlp" and report["num_samples"] == 8
+  assert float(fitted.params.prior_precision) > 0 and fitted.params.precision.shape == (170, 170)
+  assert report["in_distribution"]["accuracy"] == pytest.approx(
+      run.evaluate()["in_distribution"]["accuracy"], abs=0.03)
 
 
 def test_ensemble_fits_loads_and_evaluates_on_digits(tmp_path):
