@@ -128,13 +128,13 @@ def test_ensemble_and_dropout_regressors_give_k_gaussian_outputs(name):
   batch = {"x": x, "y": jnp.sin(3 * x)}  # [B, 1] targets, as the regression sets give them
   fields = {"ensemble_size": 2} if name.startswith("ensemble") else {"dropout_rate": 0.5}
   task = task_of(name, info, noise_std=0.3, **fields)
-  params = task.init(jax.random.PRNGKey(0), batch)
-  means, stds = jax.jit(task.predictor.sample, static_argnums=3)(params, jax.random.PRNGKey(1), x, 4)
+  key = jax.random.PRNGKey(0)
+  (means, stds), (loss, _), metrics = jax.jit(lambda b: (  # one compilation for the three
+      task.predictor.sample(task.init(key, b), key, b["x"], 4), task.loss(task.init(key, b), key, b, 0),
+      task.evaluate(task.init(key, b), key, b)))(batch)
   assert means.shape == stds.shape == ((2 if name.startswith("ensemble") else 4), 32)
   np.testing.assert_allclose(stds, 0.3)
-  loss, metrics = jax.jit(task.loss)(params, jax.random.PRNGKey(2), batch, 0)
-  assert np.isfinite(loss) and set(jax.jit(task.evaluate)(params, jax.random.PRNGKey(3), batch)) >= {
-      "rmse", "nll", "coverage_95"}
+  assert np.isfinite(loss) and set(metrics) >= {"rmse", "nll", "coverage_95"}
 
 
 @pytest.mark.parametrize("size", [0, -1, 2.5, True])
