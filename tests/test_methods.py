@@ -281,6 +281,12 @@ def test_laplace_of_a_linear_model_is_the_exact_conjugate_posterior():
   np.testing.assert_allclose(np.var(np.asarray(means), 0), np.einsum("bp,pq,bq->b", features, cov,
                                                                      features), rtol=0.05)
   assert float(stds[0, 0]) == 0.5
+  # The closed form: the exact Gaussian predictive N(f*, noise² + fᵀ Σ f), K = 1.
+  means, stds = jax.jit(lambda p, x: laplace.predictor(linear, info, 0.5, "closed_form").sample(
+      p, None, x, 8))(posterior, jnp.asarray(x[:3]))
+  np.testing.assert_allclose(means[0], features @ mean, rtol=1e-5)
+  np.testing.assert_allclose(stds[0]**2, 0.25 + np.einsum("bp,pq,bq->b", features, cov, features),
+                             rtol=1e-4)
 
 
 def test_laplace_last_layer_ggn_is_the_hessian_of_the_nll_and_needs_a_dense_last_layer():

@@ -184,14 +184,48 @@ def sample_outputs(forward: Callable, posterior: LaplacePosterior, rng, x, num_s
   return jax.vmap(lambda d: _dense(unravel(theta + d), phi))(deltas)
 
 
-def predictor(forward: Callable, info: DataInfo, noise_std: float = 1.0) -> Predictor:
-  """The GLM predictive of a LaplacePosterior: K sampled outputs (see the module doc).
+def output_moments(forward: Callable, posterior: LaplacePosterior, x, centred: bool = False):
+  """The GLM predictive's mean f*(x) [B, C] and variances diag(J Σ Jᵀ) [B, C] of the outputs.
 
+  centred: of the logits minus their mean over classes (the same softmax), whose variances
+  leave out the common shift the likelihood cannot see (its variance is the prior's).
+  """
+  split = last_layer(forward)
+  phi, outputs = split.features.apply(posterior.params, x)
+  layer = posterior.params[split.name()]
+  theta, unravel = ravel_pytree(layer)
+  jac = jax.vmap(jax.jacfwd(lambda t, p: _dense(unravel(t), p[None])[0]), (None, 0))(theta, phi)
+  if centred:
+    outputs = outputs - outputs.mean(-1, keepdims=True)
+    jac = jac - jac.mean(1, keepdims=True)
+  chol = jnp.linalg.cholesky(posterior.precision)  # Σ = L⁻ᵀ L⁻¹: var = ‖L⁻¹ J_c‖²
+  half = jax.scipy.linalg.solve_triangular(chol, jac.reshape(-1, theta.size).T, lower=True)
+  return outputs, jnp.sum(half**2, 0).reshape(outputs.shape)
+
+
+PREDICTIVES = ("mc", "closed_form")
+
+
+def predictor(forward: Callable, info: DataInfo, noise_std: float = 1.0,
+              predictive: str = "mc") -> Predictor:
+  """The GLM predictive of a LaplacePosterior (see the module doc).
+
+  predictive: "mc": K sampled outputs; "closed_form": one output (K = 1), for a classifier
+    the probit approximation softmax(f* / sqrt(1 + π/8 var)) of the centred logits (see
+    `output_moments`), for a regressor the exact
+    Gaussian N(f*, noise_std² + var).
   sample(posterior, rng, x, num_samples) -> logits [K, B, C] or (means [K, B], stds [K, B]).
   """
+  if predictive not in PREDICTIVES:
+    raise ValueError(f"Laplace predictive must be one of {', '.join(PREDICTIVES)}, got {predictive!r}")
   classification = ensemble.check_outputs(info)
 
   def sample(posterior, rng, x, num_samples):
+    if predictive == "closed_form":
+      mean, var = output_moments(forward, posterior, x, centred=classification)
+      if classification:
+        return (mean / jnp.sqrt(1.0 + jnp.pi / 8.0 * var))[None]
+      return mean[None, :, 0], jnp.sqrt(noise_std**2 + var[None, :, 0])
     outputs = sample_outputs(forward, posterior, rng, x, num_samples)
     if classification:
       return outputs
@@ -215,22 +249,26 @@ def network_of(run) -> Callable:
 
 
 def fit_run(run, prior_precision: Optional[float] = None, noise_std: float = 1.0,
-            eval_samples: int = 32, data_dir=None):
+            eval_samples: int = 32, predictive: str = "mc", data_dir=None):
   """A trained point run with a last-layer Laplace posterior fitted on its training split.
 
   Returns a bnnjax Run (params: LaplacePosterior; task: its evaluate and predictor) whose
-  predict / evaluate use the Laplace predictive; its config.model.name reads "laplace/<name>".
+  predict / evaluate use the Laplace predictive ("mc" or "closed_form", see `predictor`);
+  its config.model.name reads "laplace/<name>".
   """
   forward = network_of(run)
   train = data_lib.load_split(run.config.data, run.config.data.train_split, data_dir)
   x = run.inputs(train["x"])
   posterior = fit(forward, run.params, x, train["y"], run.info, prior_precision, noise_std)
-  pred = predictor(forward, run.info, noise_std)
+  pred = predictor(forward, run.info, noise_std, predictive)
   classification = run.info.num_classes > 0
 
   def evaluate(posterior, rng, batch):
-    outputs = sample_outputs(forward, posterior, rng, batch["x"], eval_samples)
-    return ensemble.predictive_metrics(outputs, ensemble.targets(batch), classification, noise_std)
+    outputs = pred.sample(posterior, rng, batch["x"], eval_samples)
+    if classification:
+      return ensemble.predictive_metrics(outputs, ensemble.targets(batch), True, noise_std)
+    from bnnjax.methods.mean_field import regression_metrics  # pylint: disable=import-outside-toplevel
+    return regression_metrics(outputs[0], ensemble.targets(batch), outputs[1])
 
   config = run.config.copy_and_resolve_references()
   config.model.name = f"laplace/{run.config.model.name}"
