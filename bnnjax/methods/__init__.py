@@ -13,5 +13,6 @@ Fitted outside the train loop, as functions (no "<method>/<network>" name):
     hmc           full-batch NUTS (blackjax) over the weights, the reference posterior of
                   small problems, with R-hat and ESS; its samples' predictive (K = S)
     laplace       last-layer Laplace (full GGN) around a trained point run, prior precision
-                  given or tuned by the marginal likelihood, GLM predictive: fit_run(run)
+                  given or tuned by the marginal likelihood, GLM predictive (sampled, or
+                  closed form: probit / exact Gaussian): fit_run(run)
 """
