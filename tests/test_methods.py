@@ -234,8 +234,8 @@ def test_nuts_recovers_the_exact_posterior_mean_and_full_covariance():
   products = (centred[..., :, None] * centred[..., None, :]).reshape(2, 500, 16)
   products_ess = np.asarray(effective_sample_size(products))
   cov_z = (products.mean((0, 1)) - cov.ravel()) / (products.std((0, 1)) / np.sqrt(products_ess))
-  assert np.abs(mean_z).max() < 3, mean_z  # reached: 1.7
-  assert np.abs(cov_z).max() < 3, cov_z.reshape(4, 4)  # reached: 2.5
+  assert np.abs(mean_z).max() < 3, mean_z  # reached: 2.6 (4 chains x 4000 draws: 1.5)
+  assert np.abs(cov_z).max() < 3, cov_z.reshape(4, 4)  # reached: 2.1 (4 x 4000: 1.2)
   # The test has power: the posterior correlation of w_0 and w_1 (-0.9) is tens of standard
   # errors from 0, so a diagonal (mean-field) answer would fail it.
   assert abs(products.mean((0, 1))[1] / (products.std((0, 1))[1] / np.sqrt(products_ess[1]))) > 10
