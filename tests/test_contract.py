@@ -123,7 +123,7 @@ def test_a_registered_name_cannot_shadow_a_built_in_model():
     bnnjax.register(Network("mlp", dict, residual_network))
   with pytest.raises(ValueError, match="unknown model 'nope'; known: mlp, bayes_mlp"):
     bnnjax.models.get("nope")
-  with pytest.raises(ValueError, match="unknown method 'laplace'; known: mean_field, point"):
+  with pytest.raises(ValueError, match="unknown method 'laplace'; known: dropout, ensemble, mean_field, point"):
     bnnjax.models.get("laplace/mlp")
 
 
