@@ -7,6 +7,7 @@ so a run that dies mid-save keeps its previous checkpoint.
 A running fit holds `workdir_lock`: an fcntl lock the OS drops when the process dies, so a
 second run on the same workdir is refused while no killed run leaves a stale lock behind.
 """
+
 import contextlib
 import datetime
 import hashlib
@@ -58,14 +59,21 @@ def workdir_lock(workdir: str, active: bool = True) -> Iterator[None]:
   try:
     lock.acquire()
   except filelock.Timeout:
-    raise WorkdirBusy(f"workdir {workdir} is in use by another run ({_holder(path)}); wait "
-                      "for it to end or use another --workdir") from None
+    raise WorkdirBusy(
+      f"workdir {workdir} is in use by another run ({_holder(path)}); wait "
+      "for it to end or use another --workdir"
+    ) from None
   except OSError as e:
     raise CheckpointError(f"cannot lock workdir {workdir}: {path}: {e.strerror or e}") from None
   try:
-    _write_json_atomic(path + ".json", {
-        "host": socket.gethostname(), "pid": os.getpid(),
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    _write_json_atomic(
+      path + ".json",
+      {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      },
+    )
     yield
   finally:
     with contextlib.suppress(OSError):
@@ -105,18 +113,23 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> N
   meta = {**meta, CHECKSUMS: checksums(state)}
   try:
     with _quiet_orbax():  # orbax logs each failing background thread's traceback
-      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                 meta=ocp.args.JsonSave(meta)), force=True)
+      manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        force=True,
+      )
       manager.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except  (a full disk, a lost mount)
     latest = manager.latest_step()
     kept = "none was saved" if latest is None else f"step {latest} is kept"
-    raise CheckpointError(f"saving checkpoint step {step} in {manager.directory} failed "
-                          f"({_reason(e)}); the last good checkpoint: {kept}") from None
+    raise CheckpointError(
+      f"saving checkpoint step {step} in {manager.directory} failed "
+      f"({_reason(e)}); the last good checkpoint: {kept}"
+    ) from None
 
 
 def _path_name(path) -> str:
-  """"params/mlp/~/linear_0/w": a leaf's path whether its containers are NamedTuples,
+  """ "params/mlp/~/linear_0/w": a leaf's path whether its containers are NamedTuples,
   tuples, lists or dicts (a saved tree comes back with dicts where the state had tuples)."""
   names = []
   for key in path:
@@ -163,7 +176,8 @@ def verify(state: Any, meta: Optional[dict], where: str) -> None:
 
 def _shapes(tree) -> dict:
   leaves = jax.tree_util.tree_flatten_with_path(
-      tree, is_leaf=lambda x: hasattr(x, "shape") and not isinstance(x, dict))[0]
+    tree, is_leaf=lambda x: hasattr(x, "shape") and not isinstance(x, dict)
+  )[0]
   return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
 
 
@@ -173,8 +187,9 @@ def check_compatible(saved_params, expected_params, where: str) -> None:
   for name in sorted(set(saved) | set(expected)):
     if saved.get(name) != expected.get(name):
       raise CheckpointError(
-          f"checkpoint {where} holds another model: parameter {name} has shape "
-          f"{saved.get(name, 'missing')} there, this config expects {expected.get(name, 'missing')}")
+        f"checkpoint {where} holds another model: parameter {name} has shape "
+        f"{saved.get(name, 'missing')} there, this config expects {expected.get(name, 'missing')}"
+      )
 
 
 def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
@@ -229,8 +244,9 @@ def restore(manager: ocp.CheckpointManager, target_state: Any) -> Optional[Tuple
       with _quiet_orbax():
         saved = manager.item_metadata(step)["state"].tree
         check_compatible(saved["params"], target_state.params, where)
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        restored = manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+        )
         verify(restored.state, restored.meta, where)
     except CheckpointError:
       raise
@@ -244,12 +260,15 @@ def restore(manager: ocp.CheckpointManager, target_state: Any) -> Optional[Tuple
       logging.warning("checkpoint step %d is unreadable (%s); moved to %s", bad_step, reason, aside)
     manager.reload()
     if errors:
-      logging.warning("resuming from checkpoint step %d in %s, the newest readable one",
-                      step, manager.directory)
+      logging.warning(
+        "resuming from checkpoint step %d in %s, the newest readable one", step, manager.directory
+      )
     return restored.state, step
   if errors:
-    raise CheckpointError(f"no readable checkpoint in {manager.directory}: "
-                          + "; ".join(f"step {s}: {r}" for s, r in errors.items()))
+    raise CheckpointError(
+      f"no readable checkpoint in {manager.directory}: "
+      + "; ".join(f"step {s}: {r}" for s, r in errors.items())
+    )
   return None
 
 
@@ -258,12 +277,15 @@ def _local_target(manager: ocp.CheckpointManager, step: int):
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   saved = manager.item_metadata(step)["state"].tree
   return jax.tree_util.tree_map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved,
-      is_leaf=lambda m: hasattr(m, "shape") and not isinstance(m, dict))
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+    saved,
+    is_leaf=lambda m: hasattr(m, "shape") and not isinstance(m, dict),
+  )
 
 
 class Restored(NamedTuple):
   """A run's checkpoint as read from disk; `bnnjax.load` builds a `bnnjax.Run` from it."""
+
   params: Any
   config: ml_collections.ConfigDict
   info: DataInfo  # the data the model was built for (input shape, classes, N)
@@ -287,15 +309,18 @@ def restore_run(workdir: str, step: Optional[int] = None) -> Restored:
   for s in steps:
     try:
       with _quiet_orbax():
-        restored = manager.restore(s, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_local_target(manager, s)), meta=ocp.args.JsonRestore()))
+        restored = manager.restore(
+          s,
+          args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_local_target(manager, s)), meta=ocp.args.JsonRestore()
+          ),
+        )
         verify(restored.state, restored.meta, os.path.join(directory, str(s)))
     except Exception as e:  # pylint: disable=broad-except
       errors.append(f"step {s}: {_reason(e)}")
       continue
     if errors:
-      logging.warning("using checkpoint step %d of %s, not the newest: %s", s, directory,
-                      "; ".join(errors))
+      logging.warning("using checkpoint step %d of %s, not the newest: %s", s, directory, "; ".join(errors))
     meta = restored.meta
     info = meta["data_info"]
     info = DataInfo(**{**info, "input_shape": tuple(info["input_shape"])})

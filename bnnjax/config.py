@@ -4,6 +4,7 @@ Experiment files in configs/ call `base_config()` and override fields; they stay
 declarative. `validate` runs before any data is loaded or anything compiled, so a
 bad value is a one-line error that names the field.
 """
+
 import difflib
 import importlib.util
 import itertools
@@ -75,10 +76,12 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: Mapping) -> ml_
   if "model.name" in overrides:  # another model: its own schema, before its fields are set
     name = overrides.pop("model.name")
     from bnnjax import models  # pylint: disable=import-outside-toplevel
+
     schema = models.get(name).default_config()
     # The fields both models have keep their values (hidden_sizes, activation, ...).
     config.model = ml_collections.ConfigDict(
-        {**{k: v for k, v in config.model.items() if k in schema}, "name": name})
+      {**{k: v for k, v in config.model.items() if k in schema}, "name": name}
+    )
     config = resolve(config)
   for path, value in overrides.items():
     *parents, leaf = path.split(".")
@@ -123,8 +126,10 @@ def _merge_strict(schema: ml_collections.ConfigDict, given, where: str) -> ml_co
     try:
       merged[key] = value
     except TypeError:
-      raise ValueError(f"{where}.{key} must be a {type(merged[key]).__name__} like its default "
-                       f"{merged[key]!r}, got {value!r}") from None
+      raise ValueError(
+        f"{where}.{key} must be a {type(merged[key]).__name__} like its default "
+        f"{merged[key]!r}, got {value!r}"
+      ) from None
   return merged
 
 
@@ -134,6 +139,7 @@ def resolve(config) -> ml_collections.ConfigDict:
   the closest valid name, raised before any data is read or anything compiled.
   """
   from bnnjax import models  # pylint: disable=import-outside-toplevel
+
   if not isinstance(config, (ml_collections.ConfigDict, dict)):
     raise ValueError(f"a config must be an ml_collections.ConfigDict, got {type(config).__name__}")
   given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
@@ -198,13 +204,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if value < 0:
       raise ValueError(f"config.{path} must be >= 0, got {value!r}")
   if config.optimizer.name not in ("adam", "adamw", "sgd"):
-    raise ValueError(f"config.optimizer.name: unknown optimizer {config.optimizer.name!r}; "
-                     "choose adam, adamw or sgd")
+    raise ValueError(
+      f"config.optimizer.name: unknown optimizer {config.optimizer.name!r}; choose adam, adamw or sgd"
+    )
   if config.optimizer.schedule not in ("constant", "cosine"):
-    raise ValueError(f"config.optimizer.schedule: unknown schedule {config.optimizer.schedule!r}; "
-                     "choose constant or cosine")
+    raise ValueError(
+      f"config.optimizer.schedule: unknown schedule {config.optimizer.schedule!r}; choose constant or cosine"
+    )
   parse_lr_multipliers(config.optimizer.get("lr_multipliers", ""))
   from bnnjax import data  # pylint: disable=import-outside-toplevel
+
   data.check_validation_split(config.data)
   data.check_task_fields(config.data)
   if config.data.binarize not in ("", "static"):

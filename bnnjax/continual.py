@@ -13,6 +13,7 @@ resumes exactly; finished tasks are not trained again.
 A task is a dict of config.data overrides, e.g. {"data.permutation_seed": 3} (permuted MNIST)
 or {"data.classes": (2, 3)} (split MNIST); `permuted_tasks` and `split_tasks` build them.
 """
+
 import json
 import os
 from typing import Dict, List, NamedTuple, Sequence
@@ -30,8 +31,7 @@ def permuted_tasks(num_tasks: int, seed: int = 0) -> List[dict]:
   """Permuted MNIST: task 1 the identity, task t a fixed pixel permutation drawn from seed + t."""
   if num_tasks < 1:
     raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
-  return [{"data.permutation_seed": -1}] + [{"data.permutation_seed": seed + t}
-                                             for t in range(1, num_tasks)]
+  return [{"data.permutation_seed": -1}] + [{"data.permutation_seed": seed + t} for t in range(1, num_tasks)]
 
 
 def split_tasks(class_groups: Sequence[Sequence[int]]) -> List[dict]:
@@ -46,8 +46,10 @@ def check_tasks(tasks: Sequence[dict]) -> None:
   seen = [json.dumps(task, sort_keys=True) for task in tasks]
   for i, key in enumerate(seen):
     if key in seen[:i]:
-      raise ValueError(f"tasks {seen.index(key) + 1} and {i + 1} are the same ({key}): "
-                       "a permutation seed or class group used twice")
+      raise ValueError(
+        f"tasks {seen.index(key) + 1} and {i + 1} are the same ({key}): "
+        "a permutation seed or class group used twice"
+      )
   groups = [tuple(t["data.classes"]) for t in tasks if t.get("data.classes")]
   for i, group in enumerate(groups):
     if len(set(group)) < 2:
@@ -80,8 +82,10 @@ def _check_same_sequence(workdir: str, record: dict) -> None:
     with open(path, encoding="utf-8") as f:
       saved = json.load(f)
     if saved != record:
-      raise ValueError(f"{workdir} holds another continual sequence (its tasks or method differ: "
-                       f"saved {saved['method']} {saved['tasks']}); use a new workdir")
+      raise ValueError(
+        f"{workdir} holds another continual sequence (its tasks or method differ: "
+        f"saved {saved['method']} {saved['tasks']}); use a new workdir"
+      )
     return
   os.makedirs(workdir, exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:
@@ -90,13 +94,14 @@ def _check_same_sequence(workdir: str, record: dict) -> None:
 
 class Result(NamedTuple):
   """accuracy[i][j]: test accuracy on task j after training task i (every j, seen or not)."""
+
   method: str
   accuracy: np.ndarray  # [T, T]
   nll: np.ndarray  # [T, T]
 
   def average_accuracy(self) -> np.ndarray:
     """[T] mean accuracy over the tasks seen so far, after each task."""
-    return np.array([self.accuracy[i, :i + 1].mean() for i in range(len(self.accuracy))])
+    return np.array([self.accuracy[i, : i + 1].mean() for i in range(len(self.accuracy))])
 
   def backward_transfer(self) -> float:
     """mean_j<T (R[T, j] - R[j, j]): negative when learning later tasks forgets earlier ones."""
@@ -106,8 +111,9 @@ class Result(NamedTuple):
     return float(np.mean([self.accuracy[last, j] - self.accuracy[j, j] for j in range(last)]))
 
 
-def fit_sequence(config, tasks: Sequence[dict], workdir: str, method: str = "vcl",
-                 num_samples: int = 16) -> Result:
+def fit_sequence(
+  config, tasks: Sequence[dict], workdir: str, method: str = "vcl", num_samples: int = 16
+) -> Result:
   """Trains every task in turn (resuming where a previous call stopped) and evaluates each
   trained run on every task's test split.
 
@@ -122,13 +128,15 @@ def fit_sequence(config, tasks: Sequence[dict], workdir: str, method: str = "vcl
     The Result; continual.json in workdir holds it too.
   """
   from bnnjax import run as run_lib  # pylint: disable=import-outside-toplevel
+
   if method not in METHODS:
     raise ValueError(f"unknown continual method {method!r}; choose one of {', '.join(METHODS)}")
   check_tasks(tasks)
   config = resolve(config)
   configs = [task_config(config, tasks, t, method, workdir) for t in range(len(tasks))]
-  _check_same_sequence(workdir, {"method": method, "tasks": [_plain(t) for t in tasks],
-                                 "model": config.model.name})
+  _check_same_sequence(
+    workdir, {"method": method, "tasks": [_plain(t) for t in tasks], "model": config.model.name}
+  )
   tests = [data.load_split(c.data, data.test_split(c.data)) for c in configs]
   size = len(tasks)
   accuracy, nll = np.zeros((size, size)), np.zeros((size, size))
@@ -150,9 +158,13 @@ def _plain(task: dict) -> Dict[str, object]:
 
 
 def _write(workdir: str, result: Result) -> None:
-  report = {"method": result.method, "accuracy": result.accuracy.tolist(),
-            "nll": result.nll.tolist(), "average_accuracy": result.average_accuracy().tolist(),
-            "backward_transfer": result.backward_transfer(),
-            "convention": "accuracy[i][j]: test accuracy on task j after training task i"}
+  report = {
+    "method": result.method,
+    "accuracy": result.accuracy.tolist(),
+    "nll": result.nll.tolist(),
+    "average_accuracy": result.average_accuracy().tolist(),
+    "backward_transfer": result.backward_transfer(),
+    "convention": "accuracy[i][j]: test accuracy on task j after training task i",
+  }
   with open(os.path.join(workdir, "continual.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2)

@@ -22,6 +22,7 @@ split. Splits follow the tfds syntax ("train", "test", "train[:90%]",
 sklearn sets; the default 0 is the fixed split every experiment should share
 (pass a data seed, not the training seed). The tfds sets ignore it.
 """
+
 import os
 import pathlib
 import re
@@ -39,8 +40,16 @@ from bnnjax.task import DataInfo
 Data = Dict[str, np.ndarray]
 
 IMAGE_FOLDERS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist", "kmnist": "kmnist"}
-_NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "kmnist": 10, "digits": 10, "diabetes": 0,
-                "toy_regression": 0, "moons": 0, "ring": 0}
+_NUM_CLASSES = {
+  "mnist": 10,
+  "fashion_mnist": 10,
+  "kmnist": 10,
+  "digits": 10,
+  "diabetes": 0,
+  "toy_regression": 0,
+  "moons": 0,
+  "ring": 0,
+}
 DATASETS = tuple(_NUM_CLASSES)
 SPLITS = ("train", "test")
 BINARIZE = ("", "static")
@@ -83,18 +92,27 @@ def find_idx_dir(name: str, data_dir: os.PathLike) -> pathlib.Path:
   folder = IMAGE_FOLDERS[name]
   other = [n for n, f in IMAGE_FOLDERS.items() if f == data_dir.name and n != name]
   if other:
-    raise ValueError(f"data_dir {data_dir} holds {other[0]}, not {name}; "
-                     f"pass its parent or {data_dir.parent / folder}")
+    raise ValueError(
+      f"data_dir {data_dir} holds {other[0]}, not {name}; pass its parent or {data_dir.parent / folder}"
+    )
   for candidate in (data_dir / folder, data_dir):
     if idx_datasets.available_splits(candidate):
       return candidate
   looked_for = [p for s in SPLITS for p in idx_datasets.split_files(data_dir / folder, s)]
-  raise FileNotFoundError(f"no {name} IDX files in {data_dir} or {data_dir / folder}; "
-                          f"looked for {looked_for}")
+  raise FileNotFoundError(
+    f"no {name} IDX files in {data_dir} or {data_dir / folder}; looked for {looked_for}"
+  )
 
 
-def load(name: str, split: str = "train", data_dir: Optional[os.PathLike] = None, *,
-         flatten: bool = False, binarize: str = "", seed: int = 0) -> Data:
+def load(
+  name: str,
+  split: str = "train",
+  data_dir: Optional[os.PathLike] = None,
+  *,
+  flatten: bool = False,
+  binarize: str = "",
+  seed: int = 0,
+) -> Data:
   """One split of data set `name` as {"x": float32, "y": int32 labels or float32 targets}."""
   _check_name(name)
   if binarize not in BINARIZE:
@@ -103,8 +121,10 @@ def load(name: str, split: str = "train", data_dir: Optional[os.PathLike] = None
     raise ValueError(f"binarize={binarize!r} needs inputs in [0, 1]; {name} has none")
   for base in _split_names(split):
     if base not in SPLITS:
-      raise ValueError(f"unknown split {base!r} in {split!r}; valid: {', '.join(SPLITS)} "
-                       "with tfds slices such as train[:90%]")
+      raise ValueError(
+        f"unknown split {base!r} in {split!r}; valid: {', '.join(SPLITS)} "
+        "with tfds slices such as train[:90%]"
+      )
   if name in IMAGE_FOLDERS:
     data = _load_images(name, split, data_dir)
   else:
@@ -146,8 +166,10 @@ def _load_images(name: str, split: str, data_dir: Optional[os.PathLike]) -> Data
     present = idx_datasets.available_splits(folder)
     for base in _split_names(split):
       if base not in present:
-        raise FileNotFoundError(f"{name} split {base!r} is not in {folder}; looked for "
-                                f"{list(idx_datasets.split_files(folder, base))}")
+        raise FileNotFoundError(
+          f"{name} split {base!r} is not in {folder}; looked for "
+          f"{list(idx_datasets.split_files(folder, base))}"
+        )
   builder = idx_datasets.prepared_builder(name, folder)
   images, labels = idx_datasets.read_split(builder, split)
   return {"x": images.astype(np.float32) / 255.0, "y": labels.astype(np.int32)}
@@ -167,8 +189,7 @@ def _slice(splits: Dict[str, Data], spec: str) -> Data:
   """Applies a tfds split spec to in-memory splits, with tfds' own rounding."""
   infos = {s: types.SimpleNamespace(num_examples=len(d["y"])) for s, d in splits.items()}
   parts = tfds.core.ReadInstruction.from_spec(spec).to_absolute(infos)
-  return {k: np.concatenate([splits[p.splitname][k][p.from_:p.to] for p in parts])
-          for k in ("x", "y")}
+  return {k: np.concatenate([splits[p.splitname][k][p.from_ : p.to] for p in parts]) for k in ("x", "y")}
 
 
 def _train_test(x: np.ndarray, y: np.ndarray, num_test: int, seed: int) -> Dict[str, Data]:
@@ -180,12 +201,15 @@ def _train_test(x: np.ndarray, y: np.ndarray, num_test: int, seed: int) -> Dict[
 def _standardise(splits: Dict[str, Data], keys=("x", "y")) -> Dict[str, Data]:
   """Centres and scales with the train split's statistics (the test split must not leak in)."""
   stats = {k: (splits["train"][k].mean(0), splits["train"][k].std(0)) for k in keys}
-  return {s: {k: ((v - stats[k][0]) / stats[k][1]).astype(np.float32) if k in keys else v
-              for k, v in d.items()} for s, d in splits.items()}
+  return {
+    s: {k: ((v - stats[k][0]) / stats[k][1]).astype(np.float32) if k in keys else v for k, v in d.items()}
+    for s, d in splits.items()
+  }
 
 
 def _digits(seed: int) -> Dict[str, Data]:
   from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+
   bunch = load_digits()
   x = (bunch.images / 16.0).astype(np.float32)[..., None]  # pixel values are 0..16
   y = bunch.target.astype(np.int32)
@@ -194,6 +218,7 @@ def _digits(seed: int) -> Dict[str, Data]:
 
 def _diabetes(seed: int) -> Dict[str, Data]:
   from sklearn.datasets import load_diabetes  # pylint: disable=import-outside-toplevel
+
   x, y = load_diabetes(return_X_y=True, scaled=False)
   return _standardise(_train_test(x, y, round(TEST_FRACTION * len(x)), seed))
 
@@ -211,6 +236,7 @@ def _toy_regression(seed: int) -> Dict[str, Data]:
 
 def _moons(seed: int) -> Dict[str, Data]:
   from sklearn.datasets import make_moons  # pylint: disable=import-outside-toplevel
+
   num_train, num_test = TOY_SIZES["moons"]
   x, _ = make_moons(num_train + num_test, noise=MOONS_NOISE, random_state=seed)
   return _standardise(_first_rest(x, np.zeros(len(x), np.float32), num_train), keys=("x",))
@@ -227,12 +253,16 @@ def _ring(seed: int) -> Dict[str, Data]:
 
 def _first_rest(x: np.ndarray, y: np.ndarray, num_train: int) -> Dict[str, Data]:
   """Samples are i.i.d., so the first num_train are the train split and the rest the test."""
-  return {"train": {"x": x[:num_train], "y": y[:num_train]},
-          "test": {"x": x[num_train:], "y": y[num_train:]}}
+  return {"train": {"x": x[:num_train], "y": y[:num_train]}, "test": {"x": x[num_train:], "y": y[num_train:]}}
 
 
-_SYNTHETIC_LOADERS = {"digits": _digits, "diabetes": _diabetes,
-                      "toy_regression": _toy_regression, "moons": _moons, "ring": _ring}
+_SYNTHETIC_LOADERS = {
+  "digits": _digits,
+  "diabetes": _diabetes,
+  "toy_regression": _toy_regression,
+  "moons": _moons,
+  "ring": _ring,
+}
 
 
 def _check_name(name: str) -> None:
@@ -244,7 +274,7 @@ def _check_name(name: str) -> None:
 
 
 def parse_eval_splits(spec: str) -> Dict[str, str]:
-  """"val=train[90%:],test" -> {"val": "train[90%:]", "test": "test"}."""
+  """ "val=train[90%:],test" -> {"val": "train[90%:]", "test": "test"}."""
   splits = {}
   for item in filter(None, (s.strip() for s in spec.split(","))):
     name, _, split = item.partition("=")
@@ -260,8 +290,9 @@ def load_split(data_config, split: str, data_dir: Optional[os.PathLike] = None) 
   overrides `data_config.data_dir` (a run moved to another machine).
   """
   d = data_config
-  data = load(d.name, split, data_dir or d.data_dir or None, flatten=d.flatten,
-              binarize=d.binarize, seed=d.seed)
+  data = load(
+    d.name, split, data_dir or d.data_dir or None, flatten=d.flatten, binarize=d.binarize, seed=d.seed
+  )
   data = keep_classes(data, tuple(d.classes))
   return permute_inputs(data, d.permutation_seed)
 
@@ -294,8 +325,11 @@ def permute_inputs(data: Data, seed: int) -> Data:
 # calibration, hyper-parameters): the last 10,000 training images, as uncertainty-baselines
 # does. A run that uses it trains on train[:50000]. Never fit on the test split.
 VALIDATION_SPLITS = {"mnist": "train[50000:]", "fashion_mnist": "train[50000:]"}
-_SPLIT_SIZES = {"mnist": {"train": 60000, "test": 10000},
-                "fashion_mnist": {"train": 60000, "test": 10000}, "kmnist": {"test": 10000}}
+_SPLIT_SIZES = {
+  "mnist": {"train": 60000, "test": 10000},
+  "fashion_mnist": {"train": 60000, "test": 10000},
+  "kmnist": {"test": 10000},
+}
 
 
 def validation_split(data_config) -> str:
@@ -303,10 +337,12 @@ def validation_split(data_config) -> str:
   if data_config.validation_split:
     return data_config.validation_split
   canonical = VALIDATION_SPLITS.get(data_config.name)
-  hint = (f"; for {data_config.name} the canonical one is {canonical!r} (train on 'train[:50000]')"
-          if canonical else "")
-  raise ValueError(f"config.data.validation_split is not set: nothing is fitted on the test "
-                   f"split{hint}")
+  hint = (
+    f"; for {data_config.name} the canonical one is {canonical!r} (train on 'train[:50000]')"
+    if canonical
+    else ""
+  )
+  raise ValueError(f"config.data.validation_split is not set: nothing is fitted on the test split{hint}")
 
 
 def split_indices(data_config, split: str) -> set:
@@ -318,8 +354,7 @@ def split_indices(data_config, split: str) -> set:
     sizes = {s: len(v["y"]) for s, v in _SYNTHETIC_LOADERS[d.name](d.seed).items()}
   infos = {s: types.SimpleNamespace(num_examples=n) for s, n in sizes.items()}
   parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
-  return {(p.splitname, i) for p in parts
-          for i in range(*slice(p.from_, p.to).indices(sizes[p.splitname]))}
+  return {(p.splitname, i) for p in parts for i in range(*slice(p.from_, p.to).indices(sizes[p.splitname]))}
 
 
 def check_validation_split(data_config) -> None:
@@ -329,9 +364,11 @@ def check_validation_split(data_config) -> None:
     return
   shared = split_indices(d, d.train_split) & split_indices(d, d.validation_split)
   if shared:
-    raise ValueError(f"config.data.validation_split {d.validation_split!r} shares {len(shared)} "
-                     f"examples with config.data.train_split {d.train_split!r}; train on the rest "
-                     f"(e.g. 'train[:50000]' beside 'train[50000:]')")
+    raise ValueError(
+      f"config.data.validation_split {d.validation_split!r} shares {len(shared)} "
+      f"examples with config.data.train_split {d.train_split!r}; train on the rest "
+      f"(e.g. 'train[:50000]' beside 'train[50000:]')"
+    )
 
 
 def test_split(data_config) -> str:
@@ -342,15 +379,21 @@ def test_split(data_config) -> str:
 
 def data_info(data_config, train: Data) -> DataInfo:
   """What the model may know of its data, from the training split."""
-  return DataInfo(input_shape=tuple(train["x"].shape[1:]), num_classes=num_classes(data_config.name),
-                  num_train=len(train["x"]), binary=data_config.binarize == "static")
+  return DataInfo(
+    input_shape=tuple(train["x"].shape[1:]),
+    num_classes=num_classes(data_config.name),
+    num_train=len(train["x"]),
+    binary=data_config.binarize == "static",
+  )
 
 
 def load_splits(data_config, data_dir: Optional[os.PathLike] = None):
   """(train split, {eval name: split}, DataInfo) of a config.data section."""
   train = load_split(data_config, data_config.train_split, data_dir)
-  evals = {name: load_split(data_config, split, data_dir)
-           for name, split in parse_eval_splits(data_config.eval_splits).items()}
+  evals = {
+    name: load_split(data_config, split, data_dir)
+    for name, split in parse_eval_splits(data_config.eval_splits).items()
+  }
   return train, evals, data_info(data_config, train)
 
 
@@ -362,8 +405,9 @@ def check_task_fields(data_config) -> None:
     if len(set(classes)) != len(classes) or len(classes) < 2:
       raise ValueError(f"config.data.classes must name at least two distinct classes, got {classes}")
     if num_classes(d.name) and not all(0 <= c < num_classes(d.name) for c in classes):
-      raise ValueError(f"config.data.classes {classes} are not all classes of {d.name} "
-                       f"(0..{num_classes(d.name) - 1})")
+      raise ValueError(
+        f"config.data.classes {classes} are not all classes of {d.name} (0..{num_classes(d.name) - 1})"
+      )
 
 
 def load_ood(spec: str, data_config, input_shape, data_dir: Optional[os.PathLike] = None) -> np.ndarray:
@@ -381,8 +425,10 @@ def load_ood(spec: str, data_config, input_shape, data_dir: Optional[os.PathLike
   if d.flatten and x.ndim > 2:
     x = x.reshape(len(x), -1)
   if tuple(x.shape[1:]) != tuple(input_shape):
-    raise ValueError(f"OOD set {spec!r} has inputs of shape {tuple(x.shape[1:])}, but the model "
-                     f"was trained on {tuple(input_shape)} ({d.name})")
+    raise ValueError(
+      f"OOD set {spec!r} has inputs of shape {tuple(x.shape[1:])}, but the model "
+      f"was trained on {tuple(input_shape)} ({d.name})"
+    )
   return x
 
 
@@ -444,4 +490,4 @@ def eval_batches(data: Data, batch_size: int) -> Iterator[Data]:
   if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
     raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
   for start in range(0, num_examples(data), batch_size):
-    yield {k: v[start:start + batch_size] for k, v in data.items()}
+    yield {k: v[start : start + batch_size] for k, v in data.items()}

@@ -2,6 +2,7 @@
 
 Elementwise and unreduced: callers sum over the axes that make one event.
 """
+
 import math
 
 import jax
@@ -23,14 +24,14 @@ def gaussian_kl(mean_q, std_q, mean_p, std_p, log_std_q=None):
   it saves a log per element, which is a good part of a Bayesian step's cost.
   """
   log_std_q = jnp.log(std_q) if log_std_q is None else log_std_q
-  var_ratio = (std_q / std_p)**2
-  mean_term = ((mean_q - mean_p) / std_p)**2
+  var_ratio = (std_q / std_p) ** 2
+  mean_term = ((mean_q - mean_p) / std_p) ** 2
   return 0.5 * (var_ratio + mean_term - 1.0) - log_std_q + jnp.log(std_p)
 
 
 def gaussian_cross_entropy(mean_q, std_q, mean_p, std_p):
   """-E_{N(mean_q, std_q^2)}[log N(x; mean_p, std_p^2)], elementwise, in closed form."""
-  return 0.5 * _LOG_2PI + jnp.log(std_p) + ((mean_q - mean_p)**2 + std_q**2) / (2.0 * std_p**2)
+  return 0.5 * _LOG_2PI + jnp.log(std_p) + ((mean_q - mean_p) ** 2 + std_q**2) / (2.0 * std_p**2)
 
 
 def gaussian_entropy(std=None, log_std=None):

@@ -20,6 +20,7 @@ in which noise is shared across the batch, hence in gradient variance and cost.
 so the model stays a plain Haiku network; a Bayesian leaf outside an hk.Linear
 is an error under them (use "reparam").
 """
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -65,8 +66,10 @@ def bayesian_transform(forward, estimator: str) -> hk.Transformed:
       out = forward(x)
     missing = sorted(set(sigmas) - handled)
     if missing:
-      raise ValueError(f"estimator {estimator!r} handles hk.Linear layers only; Bayesian "
-                       f"modules {missing} are not; use estimator 'reparam'")
+      raise ValueError(
+        f"estimator {estimator!r} handles hk.Linear layers only; Bayesian "
+        f"modules {missing} are not; use estimator 'reparam'"
+      )
     return out
 
   net = hk.transform(intercepted)

@@ -12,6 +12,7 @@ Conventions, stated once:
     higher score means "more out-of-distribution" (e.g. entropy, mutual
     information, 1 - max prob). AUROC, AUPR and FPR at 95% TPR all use that.
 """
+
 from typing import Dict, NamedTuple
 
 import numpy as np
@@ -22,6 +23,7 @@ NUM_ECE_BINS = 15
 
 
 # ---------------------------------------------------------------- classification
+
 
 def _probs_and_labels(probs, labels):
   probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
@@ -51,11 +53,12 @@ def brier(probs, labels) -> float:
   """Mean over examples of sum_c (p_c - one_hot_c)^2."""
   probs, labels = _probs_and_labels(probs, labels)
   one_hot = np.eye(probs.shape[-1])[labels]
-  return float(np.mean(np.sum((probs - one_hot)**2, axis=-1)))
+  return float(np.mean(np.sum((probs - one_hot) ** 2, axis=-1)))
 
 
 class Reliability(NamedTuple):
   """Reliability-diagram data. Empty bins have count 0 and NaN confidence/accuracy."""
+
   ece: float
   bin_edges: np.ndarray  # [num_bins + 1], from 0 to 1
   confidence: np.ndarray  # [num_bins] mean max-probability in the bin
@@ -90,11 +93,16 @@ def ece(probs, labels, num_bins: int = NUM_ECE_BINS) -> float:
 
 def classification_metrics(probs, labels) -> Dict[str, float]:
   """Accuracy, NLL, Brier and ECE of predictive probs [N, C] against labels [N]."""
-  return {"accuracy": accuracy(probs, labels), "nll": nll(probs, labels),
-          "brier": brier(probs, labels), "ece": ece(probs, labels)}
+  return {
+    "accuracy": accuracy(probs, labels),
+    "nll": nll(probs, labels),
+    "brier": brier(probs, labels),
+    "ece": ece(probs, labels),
+  }
 
 
 # ---------------------------------------------------------------- OOD detection
+
 
 def _scores(score_in, score_out):
   score_in = np.asarray(score_in, np.float64).ravel()
@@ -170,12 +178,16 @@ def fpr_at_tpr(score_in, score_out, tpr: float = 0.95) -> float:
 
 def ood_metrics(score_in, score_out) -> Dict[str, float]:
   """AUROC, AUPR and FPR at 95% TPR of scores [N_in] and [N_out] (OOD positive, higher = OOD)."""
-  return {"auroc": auroc(score_in, score_out), "aupr": aupr(score_in, score_out),
-          "fpr95": fpr_at_tpr(score_in, score_out, 0.95)}
+  return {
+    "auroc": auroc(score_in, score_out),
+    "aupr": aupr(score_in, score_out),
+    "fpr95": fpr_at_tpr(score_in, score_out, 0.95),
+  }
 
 
 class Rejection(NamedTuple):
   """The rejection rule's threshold and the fractions it rejects in and out of distribution."""
+
   threshold: float
   rejected_in: float  # fraction of in-distribution examples rejected (about 1 - percentile/100)
   rejected_out: float  # fraction of out-of-distribution examples rejected
@@ -195,21 +207,26 @@ def rejection_rule(score_in, score_out, percentile: float = 99.0) -> Rejection:
   return Rejection(threshold, float(np.mean(score_in > threshold)), float(np.mean(score_out > threshold)))
 
 
-def ood_report(scores_in: Dict[str, np.ndarray], scores_out: Dict[str, np.ndarray],
-               percentile: float = 99.0) -> Dict[str, Dict[str, float]]:
+def ood_report(
+  scores_in: Dict[str, np.ndarray], scores_out: Dict[str, np.ndarray], percentile: float = 99.0
+) -> Dict[str, Dict[str, float]]:
   """Per score defined on both sets: AUROC, AUPR, FPR95, the rejection rule and the mean scores."""
   report = {}
   for name in (n for n in scores_in if n in scores_out):
     rule = rejection_rule(scores_in[name], scores_out[name], percentile)
-    report[name] = {**ood_metrics(scores_in[name], scores_out[name]),
-                    "rejection_threshold": rule.threshold, "rejected_in": rule.rejected_in,
-                    "rejected_out": rule.rejected_out,
-                    "mean_in": float(np.mean(scores_in[name])),
-                    "mean_out": float(np.mean(scores_out[name]))}
+    report[name] = {
+      **ood_metrics(scores_in[name], scores_out[name]),
+      "rejection_threshold": rule.threshold,
+      "rejected_in": rule.rejected_in,
+      "rejected_out": rule.rejected_out,
+      "mean_in": float(np.mean(scores_in[name])),
+      "mean_out": float(np.mean(scores_out[name])),
+    }
   return report
 
 
 # ---------------------------------------------------------------- regression
+
 
 def _same_shape(**arrays):
   arrays = {k: np.asarray(v, np.float64) for k, v in arrays.items()}
@@ -228,7 +245,7 @@ def interval_coverage(y, lower, upper) -> float:
 def rmse(y, mean) -> float:
   """Root mean squared error of predictive means [N] against targets [N]."""
   y, mean = _same_shape(y=y, mean=mean)
-  return float(np.sqrt(np.mean((y - mean)**2)))
+  return float(np.sqrt(np.mean((y - mean) ** 2)))
 
 
 def gaussian_nll(y, mean, std) -> float:
@@ -241,6 +258,9 @@ def gaussian_nll(y, mean, std) -> float:
 
 def regression_metrics(y, mean, std, lower, upper) -> Dict[str, float]:
   """RMSE, NLL, coverage and mean width of the intervals: coverage alone rewards wide ones."""
-  return {"rmse": rmse(y, mean), "nll": gaussian_nll(y, mean, std),
-          "coverage": interval_coverage(y, lower, upper),
-          "mean_interval_width": float(np.mean(np.asarray(upper) - np.asarray(lower)))}
+  return {
+    "rmse": rmse(y, mean),
+    "nll": gaussian_nll(y, mean, std),
+    "coverage": interval_coverage(y, lower, upper),
+    "mean_interval_width": float(np.mean(np.asarray(upper) - np.asarray(lower))),
+  }

@@ -16,6 +16,7 @@ kl_weight = temperature * beta * warmup(step):
     "cold" posterior, sharper than Bayes; T = 1 is Bayes.
 Reported metrics always use the true ELBO (kl_weight = 1), whatever the training weight.
 """
+
 import jax
 import jax.numpy as jnp
 

@@ -3,6 +3,7 @@
 Figures are made with matplotlib.figure.Figure, not pyplot: nothing needs a display, and
 importing bnnjax never changes the backend of a notebook's own plots.
 """
+
 import math
 import os
 from typing import Mapping
@@ -32,24 +33,41 @@ def reliability_diagram(bin_edges, confidence, accuracy, count, path: str, title
   bin_edges, count = np.asarray(bin_edges), np.asarray(count)
   filled = count > 0
   left, width = bin_edges[:-1], np.diff(bin_edges)
-  fig, (top, bottom) = _subplots(2, 1, figsize=(5, 6), sharex=True,
-                                    gridspec_kw={"height_ratios": [3, 1]})
-  top.bar(left[filled], np.asarray(accuracy)[filled], width[filled], align="edge",
-          edgecolor="black", label="accuracy")
-  top.bar(left[filled], np.asarray(confidence)[filled], width[filled], align="edge",
-          fill=False, edgecolor="red", linestyle="--", label="mean confidence")
+  fig, (top, bottom) = _subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+  top.bar(
+    left[filled],
+    np.asarray(accuracy)[filled],
+    width[filled],
+    align="edge",
+    edgecolor="black",
+    label="accuracy",
+  )
+  top.bar(
+    left[filled],
+    np.asarray(confidence)[filled],
+    width[filled],
+    align="edge",
+    fill=False,
+    edgecolor="red",
+    linestyle="--",
+    label="mean confidence",
+  )
   top.plot([0, 1], [0, 1], color="gray", linewidth=1, label="perfect calibration")
   top.set(ylabel="accuracy", ylim=(0, 1), title=title)
   top.legend(loc="upper left")
   bottom.bar(left, count, width, align="edge", color="gray", edgecolor="black")
-  bottom.set(xlabel="confidence (max predicted probability)", ylabel="count", yscale="symlog",
-             xlim=(0, 1))
+  bottom.set(xlabel="confidence (max predicted probability)", ylabel="count", yscale="symlog", xlim=(0, 1))
   return _save(fig, path)
 
 
-def score_histograms(scores_in: Mapping[str, np.ndarray], scores_out: Mapping[str, np.ndarray],
-                     path: str, in_label: str = "in-distribution", out_label: str = "OOD",
-                     title: str = "") -> str:
+def score_histograms(
+  scores_in: Mapping[str, np.ndarray],
+  scores_out: Mapping[str, np.ndarray],
+  path: str,
+  in_label: str = "in-distribution",
+  out_label: str = "OOD",
+  title: str = "",
+) -> str:
   """One panel per score: normalised histograms of the score in vs out of distribution."""
   names = [name for name in scores_in if name in scores_out]
   if not names:
@@ -64,7 +82,7 @@ def score_histograms(scores_in: Mapping[str, np.ndarray], scores_out: Mapping[st
     ax.hist(s_in, bins, density=True, alpha=0.6, label=in_label)
     ax.hist(s_out, bins, density=True, alpha=0.6, label=out_label)
     ax.set(xlabel=name, ylabel="density", yscale="log")
-  for ax in axes.ravel()[len(names):]:
+  for ax in axes.ravel()[len(names) :]:
     ax.axis("off")
   axes[0, 0].legend()
   if title:
@@ -73,14 +91,22 @@ def score_histograms(scores_in: Mapping[str, np.ndarray], scores_out: Mapping[st
   return _save(fig, path)
 
 
-def regression_bands(x_grid, mean, epistemic_std, total_std, x_train, y_train, path: str,
-                     title: str = "") -> str:
+def regression_bands(
+  x_grid, mean, epistemic_std, total_std, x_train, y_train, path: str, title: str = ""
+) -> str:
   """1-D regression: predictive mean, ±2 epistemic std and ±2 total std bands, training data."""
   fig, ax = _subplots(figsize=(7, 4))
-  ax.fill_between(x_grid, mean - 2 * total_std, mean + 2 * total_std, color="tab:blue", alpha=0.15,
-                  label="±2 total std")
-  ax.fill_between(x_grid, mean - 2 * epistemic_std, mean + 2 * epistemic_std, color="tab:blue",
-                  alpha=0.35, label="±2 epistemic std")
+  ax.fill_between(
+    x_grid, mean - 2 * total_std, mean + 2 * total_std, color="tab:blue", alpha=0.15, label="±2 total std"
+  )
+  ax.fill_between(
+    x_grid,
+    mean - 2 * epistemic_std,
+    mean + 2 * epistemic_std,
+    color="tab:blue",
+    alpha=0.35,
+    label="±2 epistemic std",
+  )
   ax.plot(x_grid, mean, color="tab:blue", label="predictive mean")
   ax.scatter(x_train, y_train, s=6, color="black", label="training data")
   ax.set_xlabel("x")
@@ -110,7 +136,7 @@ def latent_scatter(codes, labels, path: str, title: str = "posterior means of te
   """2-D codes [N, 2] as points coloured by their labels [N] (digits)."""
   codes = np.asarray(codes)
   fig, ax = _subplots(figsize=(6, 5))
-  points = ax.scatter(codes[:, 0], codes[:, 1], c=np.asarray(labels)[:len(codes)], cmap="tab10", s=2)
+  points = ax.scatter(codes[:, 0], codes[:, 1], c=np.asarray(labels)[: len(codes)], cmap="tab10", s=2)
   fig.colorbar(points, ax=ax, label="digit")
   ax.set(xlabel="z[0]", ylabel="z[1]", title=title)
   return _save(fig, path)
@@ -123,8 +149,9 @@ def _same_square_limits(axes, low, high) -> None:
     ax.set_aspect("equal")
 
 
-def density_2d(xx, yy, density, points, path: str, title: str = "learned density",
-               points_title: str = "test points") -> str:
+def density_2d(
+  xx, yy, density, points, path: str, title: str = "learned density", points_title: str = "test points"
+) -> str:
   """A 2-D density on a grid (xx, yy, density: [n, n] each) beside points [N, 2], same limits."""
   fig, axes = _subplots(1, 2, figsize=(10, 4.5))
   axes[0].pcolormesh(xx, yy, density, shading="auto", cmap="viridis")

@@ -21,6 +21,7 @@ A posterior is a plain pytree, so optax, jit and orbax handle it like params:
 Every weight w of a Bayesian leaf is independent: q(w) = N(mean, std^2). Leaves
 absent from the scale subtree are point estimates: no prior and no KL term.
 """
+
 from typing import Callable, Optional, Union
 
 import haiku as hk
@@ -28,8 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from bnnjax import priors
-from bnnjax.distributions import (gaussian_cross_entropy, gaussian_entropy, gaussian_kl,
-                                  gaussian_log_prob)
+from bnnjax.distributions import gaussian_cross_entropy, gaussian_entropy, gaussian_kl, gaussian_log_prob
 
 Predicate = Callable[[str, str, jax.Array], bool]  # (module_name, name, value) -> Bayesian?
 
@@ -47,8 +47,9 @@ def _unconstrained(std, scale: str):
   return inverse_softplus(std) if scale == "softplus" else jnp.log(std)
 
 
-def init_posterior(params, init_std: float, bayesian: Optional[Union[str, Predicate]] = None,
-                   scale: str = "softplus"):
+def init_posterior(
+  params, init_std: float, bayesian: Optional[Union[str, Predicate]] = None, scale: str = "softplus"
+):
   """A posterior whose means are `params` (fresh or trained) and whose stds are init_std.
 
   bayesian: None or "all" makes every leaf Bayesian; otherwise a Haiku-style
@@ -67,8 +68,8 @@ def init_posterior(params, init_std: float, bayesian: Optional[Union[str, Predic
   if not jax.tree_util.tree_leaves(bayes_params):
     raise ValueError("bayesian predicate selected no parameters")
   unconstrained = jax.tree_util.tree_map(
-      lambda w: jnp.full(w.shape, _unconstrained(jnp.asarray(init_std, w.dtype), scale), w.dtype),
-      bayes_params)
+    lambda w: jnp.full(w.shape, _unconstrained(jnp.asarray(init_std, w.dtype), scale), w.dtype), bayes_params
+  )
   return {"mean": params, SCALE_KEYS[scale]: unconstrained}
 
 
@@ -82,11 +83,12 @@ def is_posterior(tree) -> bool:
 
 
 def scale_key(posterior) -> str:
-  """"rho" or "log_std": the key of the posterior's scale subtree."""
+  """ "rho" or "log_std": the key of the posterior's scale subtree."""
   keys = _scale_keys_in(posterior)
   if len(keys) != 1:
-    raise ValueError(f"a posterior holds 'mean' and one of {list(SCALE_KEYS.values())}; "
-                     f"got keys {sorted(posterior)}")
+    raise ValueError(
+      f"a posterior holds 'mean' and one of {list(SCALE_KEYS.values())}; got keys {sorted(posterior)}"
+    )
   return keys[0]
 
 
@@ -140,8 +142,9 @@ def log_prob(posterior, params):
   """log q(params) summed over the Bayesian leaves (point estimates are ignored)."""
   scales = scale_params(posterior)
   values = {m: {n: params[m][n] for n in scales[m]} for m in scales}
-  terms = jax.tree_util.tree_map(lambda w, m, s: gaussian_log_prob(w, m, s).sum(), values,
-                                 bayesian_means(posterior), stds(posterior))
+  terms = jax.tree_util.tree_map(
+    lambda w, m, s: gaussian_log_prob(w, m, s).sum(), values, bayesian_means(posterior), stds(posterior)
+  )
   return sum(jax.tree_util.tree_leaves(terms))
 
 
@@ -153,12 +156,15 @@ def entropy(posterior):
 
 def check_same_architecture(posterior, prior_posterior):
   """ValueError unless the two posteriors have the same Bayesian leaves and shapes."""
-  shapes = lambda p: {m: {n: tuple(jnp.shape(w)) for n, w in leaves.items()}
-                      for m, leaves in scale_params(p).items()}
+  shapes = lambda p: {
+    m: {n: tuple(jnp.shape(w)) for n, w in leaves.items()} for m, leaves in scale_params(p).items()
+  }
   ours, theirs = shapes(posterior), shapes(prior_posterior)
   if ours != theirs:
-    raise ValueError("prior posterior comes from another architecture: Bayesian leaves "
-                     f"{_describe(theirs)} differ from {_describe(ours)}")
+    raise ValueError(
+      "prior posterior comes from another architecture: Bayesian leaves "
+      f"{_describe(theirs)} differ from {_describe(ours)}"
+    )
 
 
 def _describe(shapes):
@@ -184,18 +190,27 @@ def kl(posterior, prior, rng: Optional[jax.Array] = None):
   means, sigmas, log_sigmas = bayesian_means(posterior), stds(posterior), log_stds(posterior)
   if isinstance(prior, priors.GaussianPrior):
     terms = jax.tree_util.tree_map(
-        lambda m, s, log_s: gaussian_kl(m, s, 0.0, prior.scale, log_std_q=log_s).sum(),
-        means, sigmas, log_sigmas)
+      lambda m, s, log_s: gaussian_kl(m, s, 0.0, prior.scale, log_std_q=log_s).sum(),
+      means,
+      sigmas,
+      log_sigmas,
+    )
     return sum(jax.tree_util.tree_leaves(terms))
   if isinstance(prior, priors.PosteriorPrior):
     check_same_architecture(posterior, prior.posterior)
     terms = jax.tree_util.tree_map(
-        lambda m, s, log_s, mp, sp: gaussian_kl(m, s, mp, sp, log_std_q=log_s).sum(),
-        means, sigmas, log_sigmas, bayesian_means(prior.posterior), stds(prior.posterior))
+      lambda m, s, log_s, mp, sp: gaussian_kl(m, s, mp, sp, log_std_q=log_s).sum(),
+      means,
+      sigmas,
+      log_sigmas,
+      bayesian_means(prior.posterior),
+      stds(prior.posterior),
+    )
     return sum(jax.tree_util.tree_leaves(terms))
   if isinstance(prior, priors.ScaleMixturePrior) and prior.kl == "bound":
-    terms = jax.tree_util.tree_map(lambda m, s, log_s: _mixture_kl_bound(m, s, log_s, prior).sum(),
-                                   means, sigmas, log_sigmas)
+    terms = jax.tree_util.tree_map(
+      lambda m, s, log_s: _mixture_kl_bound(m, s, log_s, prior).sum(), means, sigmas, log_sigmas
+    )
     return sum(jax.tree_util.tree_leaves(terms))
   if isinstance(prior, priors.ScaleMixturePrior):
     if rng is None:
@@ -210,10 +225,13 @@ def _layerwise_kl(posterior, prior, rng):
   modules = [module for module, _ in prior.by_module]
   bayesian_modules = sorted(scale_params(posterior))
   if sorted(modules) != bayesian_modules:
-    raise ValueError(f"layerwise prior covers modules {sorted(modules)} but the Bayesian "
-                     f"modules are {bayesian_modules}")
-  only = lambda q, module: {"mean": {module: q["mean"][module]},
-                            scale_key(q): {module: scale_params(q)[module]}}
+    raise ValueError(
+      f"layerwise prior covers modules {sorted(modules)} but the Bayesian modules are {bayesian_modules}"
+    )
+  only = lambda q, module: {
+    "mean": {module: q["mean"][module]},
+    scale_key(q): {module: scale_params(q)[module]},
+  }
   total = 0.0
   for i, (module, module_prior) in enumerate(prior.by_module):
     if isinstance(module_prior, priors.PosteriorPrior):

@@ -16,6 +16,7 @@ approximation: the mixture may be skewed or multi-modal).
 Everything here is pure and jittable; `sample_predictions` draws the K samples with
 `jax.vmap`, not a Python loop.
 """
+
 from typing import Callable, Dict, NamedTuple
 
 import jax
@@ -51,7 +52,7 @@ def map_batches(fn: Callable, x, batch_size: int, pad: bool = False):
     raise ValueError("map_batches needs at least one input row")
   parts = []
   for i, start in enumerate(range(0, len(x), batch_size)):
-    batch = np.asarray(x[start:start + batch_size])
+    batch = np.asarray(x[start : start + batch_size])
     n = len(batch)
     if pad and n < batch_size:
       batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - n, axis=0)])
@@ -62,8 +63,10 @@ def map_batches(fn: Callable, x, batch_size: int, pad: bool = False):
 
 # ---------------------------------------------------------------- classification
 
+
 class ClassificationPredictive(NamedTuple):
   """A classifier's K-sample predictive and its uncertainty decomposition (see the module doc)."""
+
   probs: jax.Array  # [B, C] mean of the K softmax outputs
   std: jax.Array  # [B, C] std over the K samples of each class probability
   predictive_entropy: jax.Array  # [B] H[p̄] (nats)
@@ -91,9 +94,12 @@ def classification_predictive(logits: jax.Array) -> ClassificationPredictive:
   # H[p̄] − E H[p_k] is ≥ 0 in exact arithmetic; clip the rounding error.
   mutual_information = jnp.maximum(predictive_entropy - expected_entropy, 0.0)
   return ClassificationPredictive(
-      probs=jnp.exp(log_mean_p), std=jnp.std(probs_k, axis=0),
-      predictive_entropy=predictive_entropy, expected_entropy=expected_entropy,
-      mutual_information=mutual_information)
+    probs=jnp.exp(log_mean_p),
+    std=jnp.std(probs_k, axis=0),
+    predictive_entropy=predictive_entropy,
+    expected_entropy=expected_entropy,
+    mutual_information=mutual_information,
+  )
 
 
 def uncertainty_scores(pred: ClassificationPredictive, num_samples: int) -> Dict[str, jax.Array]:
@@ -117,8 +123,10 @@ def uncertainty_scores(pred: ClassificationPredictive, num_samples: int) -> Dict
 
 # ---------------------------------------------------------------- regression
 
+
 class RegressionPredictive(NamedTuple):
   """The moments of a regressor's K-sample Gaussian mixture, split into aleatoric and epistemic."""
+
   mean: jax.Array  # mixture mean
   std: jax.Array  # mixture std: sqrt(aleatoric² + epistemic²)
   aleatoric_std: jax.Array  # sqrt(mean_k σ_k²)
@@ -132,8 +140,11 @@ def regression_predictive(means: jax.Array, noise_stds: jax.Array) -> Regression
   aleatoric_var = jnp.mean(noise_stds**2, axis=0)
   epistemic_var = jnp.var(means, axis=0)
   return RegressionPredictive(
-      mean=jnp.mean(means, axis=0), std=jnp.sqrt(aleatoric_var + epistemic_var),
-      aleatoric_std=jnp.sqrt(aleatoric_var), epistemic_std=jnp.sqrt(epistemic_var))
+    mean=jnp.mean(means, axis=0),
+    std=jnp.sqrt(aleatoric_var + epistemic_var),
+    aleatoric_std=jnp.sqrt(aleatoric_var),
+    epistemic_std=jnp.sqrt(epistemic_var),
+  )
 
 
 def central_interval(mean, std, level: float = 0.95):

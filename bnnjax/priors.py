@@ -17,6 +17,7 @@ can be closed over by jitted functions):
 
 The KL divergences themselves live in `bnnjax.posterior.kl`, beside the posterior.
 """
+
 from typing import Any, Mapping, NamedTuple, Tuple
 
 import jax
@@ -30,11 +31,13 @@ MIXTURE_KL = ("mc", "bound")
 
 class GaussianPrior(NamedTuple):
   """p(w) = N(0, scale^2) for every weight."""
+
   scale: float
 
 
 class ScaleMixturePrior(NamedTuple):
   """p(w) = pi N(0, scale1^2) + (1 - pi) N(0, scale2^2) (Blundell et al., 2015)."""
+
   pi: float  # weight of the first component
   scale1: float
   scale2: float
@@ -43,11 +46,13 @@ class ScaleMixturePrior(NamedTuple):
 
 class PosteriorPrior(NamedTuple):
   """A previous posterior as the prior (continual learning): KL between two mean-field Gaussians."""
+
   posterior: Any  # {"mean": params, "rho" or "log_std": params}, see bnnjax.posterior
 
 
 class LayerwisePrior(NamedTuple):
   """One prior per Haiku module (layer)."""
+
   by_module: Tuple[Tuple[str, Any], ...]  # ((module_name, prior), ...), each module once
 
 
@@ -55,8 +60,10 @@ def layerwise_prior(by_module: Mapping[str, Any]) -> LayerwisePrior:
   """A LayerwisePrior from {module name: GaussianPrior or ScaleMixturePrior}, checked."""
   for module, prior in by_module.items():
     if not isinstance(prior, (GaussianPrior, ScaleMixturePrior, PosteriorPrior)):
-      raise ValueError(f"layerwise prior for {module!r} must be a Gaussian, scale-mixture or "
-                       f"posterior prior, got {type(prior).__name__}")
+      raise ValueError(
+        f"layerwise prior for {module!r} must be a Gaussian, scale-mixture or "
+        f"posterior prior, got {type(prior).__name__}"
+      )
   return LayerwisePrior(tuple(sorted(by_module.items())))
 
 
@@ -67,8 +74,7 @@ def gaussian_prior(scale: float) -> GaussianPrior:
   return GaussianPrior(float(scale))
 
 
-def scale_mixture_prior(pi: float, scale1: float, scale2: float,
-                        kl: str = "mc") -> ScaleMixturePrior:
+def scale_mixture_prior(pi: float, scale1: float, scale2: float, kl: str = "mc") -> ScaleMixturePrior:
   """The scale mixture, its fields checked; `kl` is "mc" (unbiased) or "bound" (closed form)."""
   if not 0 < pi < 1:
     raise ValueError(f"mixture weight pi must lie in (0, 1), got {pi!r}")

@@ -8,6 +8,7 @@
 Every method uses the capabilities the model's Task declares (`Task.predictor`,
 `Task.generative`, `Task.density`); asking for one the model lacks is a one-line ValueError.
 """
+
 import dataclasses
 import os
 from typing import Any, Optional, Sequence, Union
@@ -38,6 +39,7 @@ class Run:
     task: the model's Task; its optional fields are the model's capabilities.
     step: the checkpoint step the params come from (None: not from a checkpoint).
   """
+
   workdir: str
   config: ml_collections.ConfigDict
   params: Any
@@ -53,8 +55,10 @@ class Run:
   def _require(self, present: bool, action: str, needs: str) -> None:
     """A one-line ValueError if the model lacks what `action` needs."""
     if not present:
-      raise ValueError(f"{action} needs {needs}; {self.config.model.name!r} in {self.workdir} "
-                       f"is {' and '.join(self.capabilities) or 'none of these'}")
+      raise ValueError(
+        f"{action} needs {needs}; {self.config.model.name!r} in {self.workdir} "
+        f"is {' and '.join(self.capabilities) or 'none of these'}"
+      )
 
   def inputs(self, x) -> jax.Array:
     """x as the model takes it: [B, *info.input_shape] (images flattened if the run flattened them).
@@ -63,13 +67,19 @@ class Run:
     """
     x = np.asarray(x, np.float32)
     shape = tuple(self.info.input_shape)
-    if x.ndim >= 1 and x.shape[1:] != shape and self.config.data.flatten and (
-        x.ndim >= 2 and int(np.prod(x.shape[1:])) == int(np.prod(shape))):
+    if (
+      x.ndim >= 1
+      and x.shape[1:] != shape
+      and self.config.data.flatten
+      and (x.ndim >= 2 and int(np.prod(x.shape[1:])) == int(np.prod(shape)))
+    ):
       x = x.reshape(len(x), *shape)
     if x.ndim < 1 or x.shape[1:] != shape or len(x) == 0:
-      raise ValueError(f"inputs of shape {x.shape}, but {self.config.model.name!r} in "
-                       f"{self.workdir} takes [B, {', '.join(map(str, shape))}] "
-                       f"({self.config.data.name}), B >= 1")
+      raise ValueError(
+        f"inputs of shape {x.shape}, but {self.config.model.name!r} in "
+        f"{self.workdir} takes [B, {', '.join(map(str, shape))}] "
+        f"({self.config.data.name}), B >= 1"
+      )
     return x
 
   def predict(self, x, num_samples: int = 32, rng: Rng = 0, batch_size: int = 1000):
@@ -83,8 +93,9 @@ class Run:
     """
     self._require(self.task.predictor is not None, "predict", "a classifier or regressor")
     predictive_lib.check_num_samples(num_samples)
-    return batched.predict(self.task.predictor, self.params, self.inputs(x), num_samples,
-                           _key(rng), batch_size)
+    return batched.predict(
+      self.task.predictor, self.params, self.inputs(x), num_samples, _key(rng), batch_size
+    )
 
   def test_data(self, data_dir: Optional[str] = None) -> data.Data:
     """The test split exactly as the loop evaluated it (same name, data seed, preprocessing)."""
@@ -96,8 +107,11 @@ class Run:
 
   def sample(self, num: int, rng: Rng = 0, labels=None) -> np.ndarray:
     """`num` draws [num, *input_shape] of a generative model (Bernoulli means) or a density."""
-    self._require(self.task.generative is not None or self.task.density is not None, "sample",
-                  "a generative or density model")
+    self._require(
+      self.task.generative is not None or self.task.density is not None,
+      "sample",
+      "a generative or density model",
+    )
     if self.task.generative is not None:
       return np.asarray(self.task.generative.sample(self.params, _key(rng), num, labels))
     return np.asarray(self.task.density.sample(self.params, _key(rng), num))
@@ -105,16 +119,27 @@ class Run:
   def log_prob(self, x, k: int = 1000, rng: Rng = 0, labels=None) -> np.ndarray:
     """[B] log p(x): exact for a density (of a dequantised x for discrete data), the IWAE_k
     lower bound for a generative model."""
-    self._require(self.task.generative is not None or self.task.density is not None, "log_prob",
-                  "a generative or density model")
+    self._require(
+      self.task.generative is not None or self.task.density is not None,
+      "log_prob",
+      "a generative or density model",
+    )
     x = jnp.asarray(self.inputs(x))
     if self.task.generative is not None:
       return np.asarray(self.task.generative.log_likelihood(self.params, _key(rng), x, labels, k=k))
     return np.asarray(self.task.density.log_prob(self.params, _key(rng), x))
 
-  def evaluate(self, ood: Sequence[str] = (), num_samples: int = 32, seed: int = 0,
-               batch_size: int = 1000, data_dir: Optional[str] = None,
-               compare: Optional["Run"] = None, write: bool = False, **generative_options) -> dict:
+  def evaluate(
+    self,
+    ood: Sequence[str] = (),
+    num_samples: int = 32,
+    seed: int = 0,
+    batch_size: int = 1000,
+    data_dir: Optional[str] = None,
+    compare: Optional["Run"] = None,
+    write: bool = False,
+    **generative_options,
+  ) -> dict:
     """Every figure the model's capabilities allow, on its test split, as a plain dict.
 
     Args:
@@ -132,55 +157,79 @@ class Run:
     """
     predictive_lib.check_num_samples(num_samples)
     if (ood or compare) and not (self.task.predictor and self.task.predictor.kind == CLASSIFIER):
-      raise ValueError(f"ood and compare apply to classifiers; {self.config.model.name!r} is "
-                       f"{' and '.join(self.capabilities)}")
-    ood_sets = {os.path.basename(os.path.normpath(s)) if os.path.isdir(s) else s:
-                data.load_ood(s, self.config.data, self.info.input_shape, data_dir) for s in ood}
+      raise ValueError(
+        f"ood and compare apply to classifiers; {self.config.model.name!r} is "
+        f"{' and '.join(self.capabilities)}"
+      )
+    ood_sets = {
+      os.path.basename(os.path.normpath(s)) if os.path.isdir(s) else s: data.load_ood(
+        s, self.config.data, self.info.input_shape, data_dir
+      )
+      for s in ood
+    }
     test = self.test_data(data_dir)
-    out = {"workdir": self.workdir, "checkpoint_step": self.step,
-           "model": self.config.model.name, "data": self.config.data.name,
-           "split": data.test_split(self.config.data), "num_examples": len(test["x"]),
-           "capabilities": list(self.capabilities)}
+    out = {
+      "workdir": self.workdir,
+      "checkpoint_step": self.step,
+      "model": self.config.model.name,
+      "data": self.config.data.name,
+      "split": data.test_split(self.config.data),
+      "num_examples": len(test["x"]),
+      "capabilities": list(self.capabilities),
+    }
     plots_dir = self.workdir if write else None
     if self.task.predictor is not None and self.task.predictor.kind == CLASSIFIER:
       out.update(self._evaluate_classifier(test, ood_sets, num_samples, seed, batch_size, plots_dir))
       if compare is not None:
         out.update(self._compare(compare, ood_sets, num_samples, seed, batch_size, data_dir, out))
     elif self.task.predictor is not None:
-      out["regression"] = self._evaluate_regression(test, num_samples, seed, batch_size, plots_dir,
-                                                    data_dir)
+      out["regression"] = self._evaluate_regression(test, num_samples, seed, batch_size, plots_dir, data_dir)
     if self.task.generative is not None:
-      out["generative"] = generative.evaluate(self.task.generative, self.params, test,
-                                              seed=seed, out_dir=plots_dir,
-                                              info=self.info, **generative_options)
+      out["generative"] = generative.evaluate(
+        self.task.generative,
+        self.params,
+        test,
+        seed=seed,
+        out_dir=plots_dir,
+        info=self.info,
+        **generative_options,
+      )
     if self.task.density is not None:
       train_split = data.load_split(self.config.data, self.config.data.train_split, data_dir)
-      out["density"] = density.evaluate(self.task.density, self.params, train_split, test,
-                                        seed=seed, out_dir=plots_dir, info=self.info,
-                                        batch_size=batch_size, **generative_options)
+      out["density"] = density.evaluate(
+        self.task.density,
+        self.params,
+        train_split,
+        test,
+        seed=seed,
+        out_dir=plots_dir,
+        info=self.info,
+        batch_size=batch_size,
+        **generative_options,
+      )
     out = report.json_safe(out)
     if write:
       report.write_json(self.workdir, out)
     return out
 
   def _classifier_outputs(self, x, num_samples, rng, batch_size):
-    pred = batched.predict(self.task.predictor, self.params, self.inputs(x), num_samples, rng,
-                           batch_size)
+    pred = batched.predict(self.task.predictor, self.params, self.inputs(x), num_samples, rng, batch_size)
     drawn = batched.drawn_samples(self.task.predictor, self.params, self.inputs(x[:1]), num_samples)
     return pred, classification.scores(pred, drawn), drawn
 
   def _evaluate_classifier(self, test, ood_sets, num_samples, seed, batch_size, plots_dir) -> dict:
     key = jax.random.PRNGKey(seed)
-    pred, scores_in, drawn = self._classifier_outputs(test["x"], num_samples,
-                                                       jax.random.fold_in(key, 0), batch_size)
+    pred, scores_in, drawn = self._classifier_outputs(
+      test["x"], num_samples, jax.random.fold_in(key, 0), batch_size
+    )
     out = {"num_samples": drawn, **classification.in_distribution(pred, test["y"]), "ood": {}}
     scores_out = {}
     for j, (name, x) in enumerate(ood_sets.items(), start=1):
-      _, scores_out[name], _ = self._classifier_outputs(x, num_samples, jax.random.fold_in(key, j),
-                                                        batch_size)
+      _, scores_out[name], _ = self._classifier_outputs(
+        x, num_samples, jax.random.fold_in(key, j), batch_size
+      )
       out["ood"][name] = classification.ood(scores_in, scores_out[name])
-    out["score_definitions"] = {k: v for k, v in classification.SCORE_DEFINITIONS.items()
-                                if k in scores_in}
+    out["score_definitions"] = {k: v for k, v in classification.SCORE_DEFINITIONS.items() if k in scores_in}
     out["ood_convention"] = classification.OOD_CONVENTION
     if plots_dir:
       out["plots"] = self._classifier_plots(plots_dir, out, scores_in, scores_out)
@@ -188,47 +237,79 @@ class Run:
 
   def _classifier_plots(self, folder, out, scores_in, scores_out) -> list:
     from bnnjax import plots  # pylint: disable=import-outside-toplevel  (matplotlib: only to draw)
+
     name, data_name, rel = self.config.model.name, self.config.data.name, out["reliability"]
-    paths = [plots.reliability_diagram(
-        rel["bin_edges"], rel["confidence"], rel["accuracy"], rel["count"],
+    paths = [
+      plots.reliability_diagram(
+        rel["bin_edges"],
+        rel["confidence"],
+        rel["accuracy"],
+        rel["count"],
         os.path.join(folder, "reliability.png"),
-        title=f"{name} on {data_name}: ECE {out['in_distribution']['ece']:.4f}")]
+        title=f"{name} on {data_name}: ECE {out['in_distribution']['ece']:.4f}",
+      )
+    ]
     for ood_name, scores in scores_out.items():
-      paths.append(plots.score_histograms(
-          scores_in, scores, os.path.join(folder, f"ood_{ood_name}.png"), in_label=data_name,
-          out_label=ood_name, title=f"{name} (K={out['num_samples']}): {data_name} vs {ood_name}"))
+      paths.append(
+        plots.score_histograms(
+          scores_in,
+          scores,
+          os.path.join(folder, f"ood_{ood_name}.png"),
+          in_label=data_name,
+          out_label=ood_name,
+          title=f"{name} (K={out['num_samples']}): {data_name} vs {ood_name}",
+        )
+      )
     return paths
 
   def _compare(self, other: "Run", ood_sets, num_samples, seed, batch_size, data_dir, ours) -> dict:
     if other.config.data.name != self.config.data.name or other.info.input_shape != self.info.input_shape:
-      raise ValueError(f"compare: {other.workdir} was trained on {other.config.data.name}, "
-                       f"{self.workdir} on {self.config.data.name}")
+      raise ValueError(
+        f"compare: {other.workdir} was trained on {other.config.data.name}, "
+        f"{self.workdir} on {self.config.data.name}"
+      )
     other._require(other.task.predictor is not None, "compare", "a classifier")  # pylint: disable=protected-access
-    theirs = {"model": other.config.model.name, **other._evaluate_classifier(  # pylint: disable=protected-access
-        other.test_data(data_dir), ood_sets, num_samples, seed, batch_size, None)}
-    return {"compare": {"workdir": other.workdir, **{k: theirs[k] for k in
-                                                     ("model", "num_samples", "in_distribution", "ood")}},
-            "auroc_side_by_side": classification.side_by_side(ours, theirs)}
+    theirs = {
+      "model": other.config.model.name,
+      **other._evaluate_classifier(  # pylint: disable=protected-access
+        other.test_data(data_dir), ood_sets, num_samples, seed, batch_size, None
+      ),
+    }
+    return {
+      "compare": {
+        "workdir": other.workdir,
+        **{k: theirs[k] for k in ("model", "num_samples", "in_distribution", "ood")},
+      },
+      "auroc_side_by_side": classification.side_by_side(ours, theirs),
+    }
 
   def _evaluate_regression(self, test, num_samples, seed, batch_size, plots_dir, data_dir) -> dict:
     key = jax.random.PRNGKey(seed)
-    pred = batched.predict(self.task.predictor, self.params, self.inputs(test["x"]), num_samples,
-                           key, batch_size)
-    drawn = batched.drawn_samples(self.task.predictor, self.params, self.inputs(test["x"][:1]),
-                                  num_samples)
+    pred = batched.predict(
+      self.task.predictor, self.params, self.inputs(test["x"]), num_samples, key, batch_size
+    )
+    drawn = batched.drawn_samples(self.task.predictor, self.params, self.inputs(test["x"][:1]), num_samples)
     out = {"num_samples": drawn, **regression.report(pred, test["y"])}
     if self.info.input_shape == (1,):  # a 1-D input: the predictive beyond the data
       train_split = data.load_split(self.config.data, self.config.data.train_split, data_dir)
       x_grid = regression.input_grid(train_split["x"])
-      bands = batched.predict(self.task.predictor, self.params, x_grid[:, None], num_samples,
-                              jax.random.fold_in(key, 1), batch_size)
+      bands = batched.predict(
+        self.task.predictor, self.params, x_grid[:, None], num_samples, jax.random.fold_in(key, 1), batch_size
+      )
       out["bands"] = regression.epistemic_near_and_far(x_grid, bands.epistemic_std, train_split["x"])
       if plots_dir:
         from bnnjax import plots  # pylint: disable=import-outside-toplevel
+
         out["bands"]["plot"] = plots.regression_bands(
-            x_grid, bands.mean, bands.epistemic_std, bands.std, np.asarray(train_split["x"])[:, 0],
-            np.asarray(train_split["y"]), os.path.join(plots_dir, "regression_bands.png"),
-            title=f"{self.config.model.name} on {self.config.data.name} (K={drawn})")
+          x_grid,
+          bands.mean,
+          bands.epistemic_std,
+          bands.std,
+          np.asarray(train_split["x"])[:, 0],
+          np.asarray(train_split["y"]),
+          os.path.join(plots_dir, "regression_bands.png"),
+          title=f"{self.config.model.name} on {self.config.data.name} (K={drawn})",
+        )
     return out
 
 
@@ -247,9 +328,14 @@ def load(workdir: str, step: Optional[int] = None) -> Run:
   # DataInfo.binary follows from the config (checkpoints older than the field lack it).
   info = restored.info._replace(binary=config.data.binarize == "static")
   task = train.build_task(config, info)
-  expected = jax.eval_shape(task.init, jax.random.PRNGKey(0),
-                            {"x": jnp.zeros((1, *info.input_shape), jnp.float32),
-                             "y": jnp.zeros((1,), jnp.int32 if info.num_classes else jnp.float32)})
+  expected = jax.eval_shape(
+    task.init,
+    jax.random.PRNGKey(0),
+    {
+      "x": jnp.zeros((1, *info.input_shape), jnp.float32),
+      "y": jnp.zeros((1,), jnp.int32 if info.num_classes else jnp.float32),
+    },
+  )
   checkpoint.check_compatible(restored.params, expected, os.path.join(workdir, checkpoint.CHECKPOINT_DIR))
   params = jax.tree_util.tree_map(jnp.asarray, restored.params)
   return Run(workdir, config, params, info, task, restored.step)

@@ -20,6 +20,7 @@ predictive), `generative` (a latent-variable model: sample, importance-weighted
 log-likelihood, reconstruction), `density` (an explicit density: log-prob, sample).
 No caller looks for a capability by `hasattr` or by a model's name.
 """
+
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Tuple
 
 import jax
@@ -33,6 +34,7 @@ CLASSIFIER, REGRESSOR = "classifier", "regressor"
 
 class DataInfo(NamedTuple):
   """What a model may know about its data before it sees a batch."""
+
   input_shape: Tuple[int, ...]  # one example's "x" shape, e.g. (28, 28, 1) or (784,)
   num_classes: int  # 0 for regression / density estimation
   num_train: int  # N in the per-example ELBO: NLL + beta * KL / N
@@ -48,6 +50,7 @@ class Predictor(NamedTuple):
       regressor: (means [K, B], noise stds [K, B]) of K Gaussian outputs.
   K is what the method draws: a point estimate returns K = 1 whatever is asked.
   """
+
   kind: str
   sample: Callable
 
@@ -67,6 +70,7 @@ class Generative(NamedTuple):
   variational: False for a deterministic autoencoder (no ELBO, no log-likelihood).
   latent_size: the dimension of z.
   """
+
   sample: Callable
   log_likelihood: Callable
   elbo_terms: Callable
@@ -85,6 +89,7 @@ class Density(NamedTuple):
   sample(params, rng, num) -> [num, *input_shape] in data space.
   discrete: x holds 8-bit values and log_prob is of dequantised data (bits/dim apply).
   """
+
   log_prob: Callable
   sample: Callable
   discrete: bool
@@ -100,6 +105,7 @@ class Task(NamedTuple):
       averages them over a split weighting by batch size.
   predictor / generative / density: None where the model has no such capability.
   """
+
   init: Callable[[jax.Array, Batch], Params]
   loss: Callable[[Params, jax.Array, Batch, jax.Array], Tuple[jax.Array, Metrics]]
   evaluate: Callable[[Params, jax.Array, Batch], Metrics]
@@ -111,12 +117,12 @@ class Task(NamedTuple):
 def capabilities(task: Task) -> Tuple[str, ...]:
   """The names of what a task's model can do, e.g. ("classifier",) or ("generative",)."""
   names = [task.predictor.kind] if task.predictor is not None else []
-  return tuple(names + [name for name in ("generative", "density")
-                        if getattr(task, name) is not None])
+  return tuple(names + [name for name in ("generative", "density") if getattr(task, name) is not None])
 
 
 class Model(NamedTuple):
   """What a model file declares: its name, config schema, task builder and disk references."""
+
   name: str
   default_config: Callable[[], Any]  # () -> ml_collections.ConfigDict, with "name"
   make_task: Callable[..., Task]  # (model_config, info, restored) -> Task
@@ -129,6 +135,7 @@ class Network(NamedTuple):
   build(m, info, num_outputs) -> forward, a Haiku function x [B, *input_shape] -> [B, num_outputs]
   (called inside hk.transform; num_outputs is the number of classes, or 1 for regression).
   """
+
   name: str
   default_config: Callable[[], Any]  # () -> dict of the network's fields with defaults
   build: Callable[..., Callable]
@@ -139,6 +146,7 @@ class Method(NamedTuple):
 
   make_task(forward, m, info, restored) -> Task, for any Network's forward.
   """
+
   name: str
   default_config: Callable[[], Any]  # () -> dict of the method's fields with defaults
   make_task: Callable[..., Task]

@@ -6,6 +6,7 @@
 The batch at step t is a pure function of (seed, t) and the PRNG key lives in the state, so
 a run restarted from a checkpoint replays exactly the steps an uninterrupted run takes.
 """
+
 import json
 import logging
 import math
@@ -33,6 +34,7 @@ _EVAL_STREAM = 0x7E57
 
 class TrainState(NamedTuple):
   """What a checkpoint holds: the trained pytree, the optimizer state, the PRNG key, the step."""
+
   params: Any
   opt_state: Any
   rng: jax.Array
@@ -63,16 +65,21 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Gr
 
 def _with_lr_multipliers(tx, multipliers: Dict[str, float]) -> optax.GradientTransformation:
   """tx, its updates scaled by multipliers[key] under each named top-level key of the params."""
+
   def labels(params):
     if not isinstance(params, dict):
-      raise ValueError("config.optimizer.lr_multipliers needs params that are a dict "
-                       "of top-level keys")
+      raise ValueError("config.optimizer.lr_multipliers needs params that are a dict of top-level keys")
     missing = sorted(set(multipliers) - set(params))
     if missing:
-      raise ValueError(f"config.optimizer.lr_multipliers names {missing}, but the params' "
-                       f"top-level keys are {sorted(params)}")
-    return {key: jax.tree_util.tree_map(lambda _, k=key: k if k in multipliers else "", value)
-            for key, value in params.items()}
+      raise ValueError(
+        f"config.optimizer.lr_multipliers names {missing}, but the params' "
+        f"top-level keys are {sorted(params)}"
+      )
+    return {
+      key: jax.tree_util.tree_map(lambda _, k=key: k if k in multipliers else "", value)
+      for key, value in params.items()
+    }
+
   transforms = {key: optax.chain(tx, optax.scale(factor)) for key, factor in multipliers.items()}
   return optax.multi_transform({"": tx, **transforms}, labels)
 
@@ -87,13 +94,15 @@ def data_mesh(batch_size: int) -> Optional[Mesh]:
   if len(devices) == 1:
     return None
   if batch_size % len(devices):
-    raise ValueError(f"config.batch_size={batch_size} must be divisible by the "
-                     f"{len(devices)} devices for data parallelism")
+    raise ValueError(
+      f"config.batch_size={batch_size} must be divisible by the {len(devices)} devices for data parallelism"
+    )
   return Mesh(np.array(devices), ("data",))
 
 
-def make_update(task: Task, optimizer: optax.GradientTransformation, seed: int, batch_size: int,
-                mesh: Optional[Mesh] = None):
+def make_update(
+  task: Task, optimizer: optax.GradientTransformation, seed: int, batch_size: int, mesh: Optional[Mesh] = None
+):
   """A jitted (state, train_data, order) -> (state, metrics) that draws its own batch.
 
   `order` is data.epoch_order(seed, epoch of state.step, N): a permutation costs more
@@ -139,8 +148,10 @@ def resolve_fallback(config: ml_collections.ConfigDict) -> ml_collections.Config
     datasets.prepared_builder(d.name)  # already prepared, or downloads it now
     return config
   except datasets.DownloadUnavailable as e:
-    print(f"{d.name} not found ({e}); training on {d.fallback!r} instead "
-          f"(config.data.fallback). Point --config.data.data_dir at MNIST IDX files to use it.")
+    print(
+      f"{d.name} not found ({e}); training on {d.fallback!r} instead "
+      f"(config.data.fallback). Point --config.data.data_dir at MNIST IDX files to use it."
+    )
   config = ml_collections.ConfigDict(config.to_dict())
   config.data.name, config.data.train_split, config.data.eval_splits = d.fallback, "train", "test"
   return config
@@ -173,12 +184,12 @@ def check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
     # A field that a newer bnnjax added is absent from an older run's config.json: it
     # counts as its default, so upgrading does not block resuming at the same settings.
     if isinstance(saved.get(field), dict) and field in defaults:
-      saved[field], now[field] = ({**defaults[field], **saved[field]},
-                                  {**defaults[field], **now[field]})
+      saved[field], now[field] = ({**defaults[field], **saved[field]}, {**defaults[field], **now[field]})
     if saved.get(field) != now.get(field):
       raise checkpoint.CheckpointError(
-          f"workdir {workdir} holds a run with another config.{field}: saved {saved.get(field)}, "
-          f"now {now.get(field)}; use a new --workdir")
+        f"workdir {workdir} holds a run with another config.{field}: saved {saved.get(field)}, "
+        f"now {now.get(field)}; use a new --workdir"
+      )
 
 
 def _default_fields(config) -> dict:
@@ -197,8 +208,11 @@ def total_steps(config, num_train: int) -> int:
 
 def restore_references(model: models.Model, model_config) -> Dict[str, Any]:
   """The params of the runs that `model`'s workdir fields name ({} where none is set)."""
-  return {field: checkpoint.restore_params(model_config[field])[0]
-          for field in model.workdir_fields if model_config[field]}
+  return {
+    field: checkpoint.restore_params(model_config[field])[0]
+    for field in model.workdir_fields
+    if model_config[field]
+  }
 
 
 def build_task(config: ml_collections.ConfigDict, info: DataInfo) -> Task:
@@ -214,13 +228,16 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str):
   check_same_run(workdir, config)
   train, evals, info = data.load_splits(config.data)
   if config.batch_size > info.num_train:
-    raise ValueError(f"config.batch_size={config.batch_size} exceeds the {info.num_train} "
-                     f"training examples of {config.data.name}:{config.data.train_split}")
+    raise ValueError(
+      f"config.batch_size={config.batch_size} exceeds the {info.num_train} "
+      f"training examples of {config.data.name}:{config.data.train_split}"
+    )
   return config, build_task(config, info), train, evals, info
 
 
-def _initial_state(task: Task, optimizer, train, seed: int, manager,
-                   sharding: Optional[NamedSharding] = None) -> TrainState:
+def _initial_state(
+  task: Task, optimizer, train, seed: int, manager, sharding: Optional[NamedSharding] = None
+) -> TrainState:
   """A fresh state, or the latest readable checkpoint's (which must be of the same model).
 
   `sharding` (replicated over a data-parallel mesh) is where a restored state is read to:
@@ -229,8 +246,11 @@ def _initial_state(task: Task, optimizer, train, seed: int, manager,
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
   params = task.init(init_rng, jax.tree_util.tree_map(lambda a: jnp.asarray(a[:1]), train))
   state = TrainState(params, optimizer.init(params), train_rng, jnp.asarray(0, jnp.int32))
-  target = state if sharding is None else jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), state)
+  target = (
+    state
+    if sharding is None
+    else jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), state)
+  )
   restored = checkpoint.restore(manager, target)
   if restored is None:
     return state
@@ -250,24 +270,28 @@ def _finite_means(sums, count: int, step: int, manager) -> Dict[str, float]:
   """The mean training metrics since the last log; a FloatingPointError if the loss is not finite."""
   means = {f"train/{k}": float(v) / count for k, v in sums.items()}
   if not math.isfinite(means["train/loss"]):
-    raise FloatingPointError(f"training loss is {means['train/loss']} at step {step}; not "
-                             f"checkpointed; {_kept(manager)}")
+    raise FloatingPointError(
+      f"training loss is {means['train/loss']} at step {step}; not checkpointed; {_kept(manager)}"
+    )
   return means
 
 
 @jax.jit
 def _all_finite(tree) -> jax.Array:
   """Whether every floating-point entry of `tree` is finite, as one reduction."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  leaves = [
+    jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def _check_finite_state(state: TrainState, step: int, manager) -> None:
   """A FloatingPointError, before it is saved, if the state holds an inf or a nan."""
   if not bool(_all_finite((state.params, state.opt_state))):
-    raise FloatingPointError(f"the parameters or optimizer state are not finite after step {step}; "
-                             f"not checkpointed; {_kept(manager)}")
+    raise FloatingPointError(
+      f"the parameters or optimizer state are not finite after step {step}; "
+      f"not checkpointed; {_kept(manager)}"
+    )
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[int] = None) -> TrainState:
@@ -304,8 +328,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       json.dump(checkpoint.config_to_json(config), f, indent=2)
     writers.append_provenance(workdir, int(state.step))
-  meta = {"model": config.model.name, "config": checkpoint.config_to_json(config),
-          "data_info": info._asdict()}
+  meta = {
+    "model": config.model.name,
+    "config": checkpoint.config_to_json(config),
+    "data_info": info._asdict(),
+  }
 
   update = make_update(task, optimizer, config.seed, config.batch_size, mesh)
   evaluate_fn = jax.jit(task.evaluate)
@@ -315,8 +342,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
 
   step = int(state.step)
   writer = MetricWriter(workdir, active=lead, start_step=step)
-  bar = tqdm(total=num_steps, initial=step, disable=not (config.progress_bar and lead), unit="step",
-             dynamic_ncols=True, leave=False)
+  bar = tqdm(
+    total=num_steps,
+    initial=step,
+    disable=not (config.progress_bar and lead),
+    unit="step",
+    dynamic_ncols=True,
+    leave=False,
+  )
   try:
     sums, count, tic, tic_step, epoch, order = None, 0, time.perf_counter(), step, None, None
     while step < last:
@@ -334,9 +367,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
         writer.write(step, means, console=False)
         sums, count, tic, tic_step = None, 0, time.perf_counter(), step
       if step % eval_every == 0 or step == num_steps:
-        results = {f"{name}/{k}": v for name, split in evals.items()
-                   for k, v in evaluate_split(evaluate_fn, state.params, eval_rng, split,
-                                              config.eval_batch_size).items()}
+        results = {
+          f"{name}/{k}": v
+          for name, split in evals.items()
+          for k, v in evaluate_split(
+            evaluate_fn, state.params, eval_rng, split, config.eval_batch_size
+          ).items()
+        }
         writer.write(step, {**results, "epoch": step / per_epoch}, console=True)
       if saving:
         _check_finite_state(state, step, manager)

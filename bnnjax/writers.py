@@ -1,5 +1,6 @@
 """Where metrics go: a compact console table, metrics.jsonl and TensorBoard events; and
 provenance.json, what produced them."""
+
 import datetime
 import json
 import math
@@ -32,8 +33,9 @@ class MetricWriter:
   With several processes (jax.distributed) only process 0 writes: `active=False` elsewhere.
   """
 
-  def __init__(self, workdir: str, console=sys.stdout, tensorboard: bool = True, active: bool = True,
-               start_step: int = 0):
+  def __init__(
+    self, workdir: str, console=sys.stdout, tensorboard: bool = True, active: bool = True, start_step: int = 0
+  ):
     """Appends to <workdir>/metrics.jsonl; `start_step`: the step a resumed run continues from.
 
     Records after `start_step` that a crashed run left are dropped (`keep_metrics_through`),
@@ -44,8 +46,11 @@ class MetricWriter:
       return
     keep_metrics_through(workdir, start_step)
     self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")
-    self._tb = (SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step or None)
-                if tensorboard else None)
+    self._tb = (
+      SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step or None)
+      if tensorboard
+      else None
+    )
     self._console = console
     self._header = None
 
@@ -69,10 +74,11 @@ class MetricWriter:
     # tqdm.write keeps a running progress bar below the table instead of breaking it.
     if keys != self._header:
       self._header = keys
-      tqdm.write(f"{'step':>8}  " + "  ".join(f"{k:>{w}}" for k, w in zip(keys, widths)),
-                 file=self._console)
-    tqdm.write(f"{step:>8}  " + "  ".join(f"{_format(metrics[k]):>{w}}" for k, w in zip(keys, widths)),
-               file=self._console)
+      tqdm.write(f"{'step':>8}  " + "  ".join(f"{k:>{w}}" for k, w in zip(keys, widths)), file=self._console)
+    tqdm.write(
+      f"{step:>8}  " + "  ".join(f"{_format(metrics[k]):>{w}}" for k, w in zip(keys, widths)),
+      file=self._console,
+    )
 
   def close(self) -> None:
     """Flushes and closes the files."""
@@ -129,15 +135,26 @@ def keep_metrics_through(workdir: str, step: int) -> None:
 def provenance(start_step: int) -> dict:
   """What is producing a run now: bnnjax (and its git commit), jax, devices, python, host, time."""
   import bnnjax  # pylint: disable=import-outside-toplevel  (bnnjax imports this module)
+
   commit, dirty = git_commit(os.path.dirname(os.path.abspath(bnnjax.__file__)))
   devices = jax.devices()
-  return {"start_step": start_step, "bnnjax": bnnjax.__version__, "git_commit": commit,
-          "git_dirty": dirty, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-          "devices": {"platform": devices[0].platform, "count": len(devices),
-                      "kinds": sorted({d.device_kind for d in devices}),
-                      "process_count": jax.process_count()},
-          "python": platform.python_version(), "host": socket.gethostname(),
-          "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+  return {
+    "start_step": start_step,
+    "bnnjax": bnnjax.__version__,
+    "git_commit": commit,
+    "git_dirty": dirty,
+    "jax": jax.__version__,
+    "jaxlib": jaxlib.__version__,
+    "devices": {
+      "platform": devices[0].platform,
+      "count": len(devices),
+      "kinds": sorted({d.device_kind for d in devices}),
+      "process_count": jax.process_count(),
+    },
+    "python": platform.python_version(),
+    "host": socket.gethostname(),
+    "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  }
 
 
 def git_commit(folder: str) -> Tuple[Optional[str], Optional[bool]]:
@@ -145,9 +162,12 @@ def git_commit(folder: str) -> Tuple[Optional[str], Optional[bool]]:
 
   (None, None) where it is not in a git checkout (an installed package) or git is missing.
   """
+
   def git(*args):
-    return subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=20,
-                          check=True).stdout.strip()
+    return subprocess.run(
+      ["git", "-C", folder, *args], capture_output=True, text=True, timeout=20, check=True
+    ).stdout.strip()
+
   try:
     commit = git("rev-parse", "HEAD")
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))

@@ -3,6 +3,7 @@
 Mean-field Gaussian posterior over 64-128-128-10, Gaussian prior N(0, 1), local
 reparameterisation, the true ELBO (beta = 1) with KL / N, N = 1437 training images.
 """
+
 from bnnjax.config import base_config
 from bnnjax.models.bayes_mlp import default_model_config
 

@@ -5,6 +5,7 @@ Bayes by Backprop's choice), local reparameterisation, the true ELBO (beta = 1,
 temperature 1) after a short linear KL warm-up. Posterior stds are exp(log_std): the same
 fit as softplus(rho) here (measured), with a cheaper step.
 """
+
 import math
 
 from bnnjax.config import base_config, product
@@ -40,5 +41,4 @@ def get_config():
 
 def get_sweep():
   """Estimator by prior, the comparisons the benchmark and evaluate.py report."""
-  return product({"model.estimator": ["reparam", "local", "flipout"],
-                  "model.prior": ["gaussian", "mixture"]})
+  return product({"model.estimator": ["reparam", "local", "flipout"], "model.prior": ["gaussian", "mixture"]})

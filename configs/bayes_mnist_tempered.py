@@ -17,6 +17,7 @@ scales reach the prior's within 20 epochs; T = 0.1 keeps the exercised weights s
 the prior for any T). Without init_from it trains from a fresh initialisation and reached
 the same accuracy but a Fashion-MNIST AUROC of 0.979 instead of 0.990.
 """
+
 import os
 
 from bnnjax.config import load_config_file, product

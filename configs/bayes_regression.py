@@ -5,6 +5,7 @@ posterior over 10-16-1 with a N(0, 1) prior, local reparameterisation, full ELBO
 Evaluation reports RMSE, the NLL of the K-sample predictive and the coverage of its
 95% central interval. For the 1-D toy with a gap: --config.data.name=toy_regression.
 """
+
 from bnnjax.config import base_config
 from bnnjax.models.bayes_mlp import default_model_config
 

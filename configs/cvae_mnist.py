@@ -4,6 +4,7 @@ p(x | z, y) draws a chosen digit. scripts/sample.py writes one row per digit and
 
   python scripts/train.py --config=configs/cvae_mnist.py --workdir=runs/cvae
 """
+
 import os
 
 from bnnjax.config import load_config_file

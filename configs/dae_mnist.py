@@ -5,6 +5,7 @@ Set model.variational = True for a denoising VAE instead.
 
   python scripts/train.py --config=configs/dae_mnist.py --workdir=runs/dae
 """
+
 import os
 
 from bnnjax.config import load_config_file

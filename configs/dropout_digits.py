@@ -2,6 +2,7 @@
 
 Dropout (rate 0.1) on the hidden activations, kept at prediction: K = 16 masks per input.
 """
+
 from bnnjax import models
 from bnnjax.config import base_config
 

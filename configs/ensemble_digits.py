@@ -3,6 +3,7 @@
 The 5 members are trained side by side in one jitted step (jax.vmap over members), each on
 the same batches with its own initialisation; the predictive is the mean of their softmaxes.
 """
+
 from bnnjax import models
 from bnnjax.config import base_config
 

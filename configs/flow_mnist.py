@@ -9,6 +9,7 @@ falling. Convolutional ResNet couplings (as in the RealNVP paper) would do far b
   python scripts/train.py --config=configs/flow_mnist.py --workdir=runs/flow_mnist
   python scripts/flow_plots.py --workdir=runs/flow_mnist
 """
+
 from bnnjax.config import base_config
 from bnnjax.models.flow import default_model_config
 

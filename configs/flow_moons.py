@@ -1,8 +1,9 @@
 """RealNVP on two moons (standardised 2-D points): 8 affine couplings, conditioners 2-64-64-4.
 
-  python scripts/train.py --config=configs/flow_moons.py --workdir=runs/flow_moons
-  python scripts/flow_plots.py --workdir=runs/flow_moons
+python scripts/train.py --config=configs/flow_moons.py --workdir=runs/flow_moons
+python scripts/flow_plots.py --workdir=runs/flow_moons
 """
+
 from bnnjax.config import base_config
 from bnnjax.models.flow import default_model_config
 

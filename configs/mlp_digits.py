@@ -1,4 +1,5 @@
 """Deterministic MLP on scikit-learn's bundled 8x8 digits: runs offline in seconds."""
+
 from bnnjax.config import base_config, product
 from bnnjax.models.mlp import default_model_config
 

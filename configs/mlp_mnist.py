@@ -1,4 +1,5 @@
 """Deterministic MLP baseline on MNIST: 784-400-400-10, Adam."""
+
 from bnnjax.config import base_config
 from bnnjax.models.mlp import default_model_config
 

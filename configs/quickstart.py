@@ -4,6 +4,7 @@ MNIST when it is found (data_dir, $BNNJAX_DATA_DIR, or a tfds download);
 on an offline machine without it, scikit-learn's bundled 8x8 digits (config.data.fallback),
 with a one-line notice. A fixed step budget keeps both cases short.
 """
+
 from bnnjax.config import base_config
 from bnnjax.models.bayes_mlp import default_model_config
 

@@ -7,6 +7,7 @@ the same overrides; both report test/log_px_iwae<k> when model.eval_iwae_samples
 
   python scripts/train.py --config=configs/vae_flow_mnist.py --workdir=runs/vae_flow
 """
+
 from bnnjax.config import base_config
 from bnnjax.models.vae_flow import default_model_config
 

@@ -7,6 +7,7 @@ while the diagonal posterior with the same warm-up fell to -89.62).
 
   python scripts/train.py --config=configs/vae_iaf_mnist.py --workdir=runs/vae_iaf
 """
+
 import os
 
 from bnnjax.config import load_config_file

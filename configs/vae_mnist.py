@@ -7,6 +7,7 @@ scripts/sample.py on the fixed binarisation of the test set (data.load(binarize=
   python scripts/train.py --config=configs/vae_mnist.py --workdir=runs/vae
   python scripts/sample.py --workdir=runs/vae
 """
+
 from bnnjax.config import base_config
 from bnnjax.models.vae import default_model_config
 

@@ -11,6 +11,7 @@ The posterior stds start at 0.05 and learn 5x faster than the means (log_std): f
 usual 1e-3 they barely move in a few epochs, and a nearly point-mass posterior as the next
 prior pins the weights so that later tasks cannot be learned.
 """
+
 from bnnjax import continual
 from bnnjax.config import base_config
 from bnnjax.models.bayes_mlp import default_model_config

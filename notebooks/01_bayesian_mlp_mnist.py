@@ -122,16 +122,17 @@ n = min(2000, len(test["x"]))
 images = {"mnist": test["x"][:n]}
 images.update({name: bnnjax.data.load(name, "test")["x"][:n] for name in ("fashion_mnist", "kmnist")})
 pred = run.predict(np.concatenate(list(images.values())), num_samples=K, rng=0)
-preds = {name: type(pred)(*(v[i * n:(i + 1) * n] for v in pred))
-         for i, name in enumerate(images)}
+preds = {name: type(pred)(*(v[i * n : (i + 1) * n] for v in pred)) for i, name in enumerate(images)}
 
 print("labels     ", test["y"][:8])
 print("predicted  ", preds["mnist"].probs[:8].argmax(-1))
 print("confidence ", np.round(preds["mnist"].probs[:8].max(-1), 3))
 print("mutual info", np.round(preds["mnist"].mutual_information[:8], 4))
 for name, p in preds.items():
-  print(f"{name:>14}: mean confidence {p.probs.max(-1).mean():.3f}, "
-        f"mean mutual information {p.mutual_information.mean():.4f}")
+  print(
+    f"{name:>14}: mean confidence {p.probs.max(-1).mean():.3f}, "
+    f"mean mutual information {p.mutual_information.mean():.4f}"
+  )
 
 # %% [markdown]
 # The histograms show the predictive entropy and the mutual information for MNIST (in
@@ -164,8 +165,10 @@ for name, value in report["in_distribution"].items():
   print(f"{name:>10}: {value:.4f}")
 for ood_name, per_score in report["ood"].items():
   for score in ("predictive_entropy", "mutual_information"):
-    print(f"{ood_name:>14} {score:>19}: AUROC {per_score[score]['auroc']:.3f}  "
-          f"FPR95 {per_score[score]['fpr95']:.3f}")
+    print(
+      f"{ood_name:>14} {score:>19}: AUROC {per_score[score]['auroc']:.3f}  "
+      f"FPR95 {per_score[score]['fpr95']:.3f}"
+    )
 
 # %% [markdown]
 # ### The reliability diagram
@@ -178,12 +181,18 @@ rel = report["reliability"]
 edges, count = np.asarray(rel["bin_edges"]), np.asarray(rel["count"])
 filled = count > 0
 left, width = edges[:-1][filled], np.diff(edges)[filled]
-fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True,
-                                  gridspec_kw={"height_ratios": [3, 1]})
-top.bar(left, np.asarray(rel["accuracy"])[filled], width, align="edge", edgecolor="black",
-        label="accuracy")
-top.bar(left, np.asarray(rel["confidence"])[filled], width, align="edge", fill=False,
-        edgecolor="red", linestyle="--", label="mean confidence")
+fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+top.bar(left, np.asarray(rel["accuracy"])[filled], width, align="edge", edgecolor="black", label="accuracy")
+top.bar(
+  left,
+  np.asarray(rel["confidence"])[filled],
+  width,
+  align="edge",
+  fill=False,
+  edgecolor="red",
+  linestyle="--",
+  label="mean confidence",
+)
 top.plot([0, 1], [0, 1], color="gray", label="perfect calibration")
 top.set(ylabel="accuracy", ylim=(0, 1), title=f"ECE {report['in_distribution']['ece']:.4f}")
 top.legend(loc="upper left")
@@ -207,8 +216,10 @@ fig.savefig(os.path.join(OUT, "reliability.png"), dpi=100, bbox_inches="tight")
 # %%
 accuracy = report["in_distribution"]["accuracy"]
 auroc = {name: report["ood"][name]["predictive_entropy"]["auroc"] for name in report["ood"]}
-print(f"accuracy {accuracy:.4f}; AUROC of predictive entropy: "
-      + ", ".join(f"{k} {v:.3f}" for k, v in auroc.items()))
+print(
+  f"accuracy {accuracy:.4f}; AUROC of predictive entropy: "
+  + ", ".join(f"{k} {v:.3f}" for k, v in auroc.items())
+)
 assert accuracy > 0.85, accuracy
 assert all(v > 0.6 for v in auroc.values()), auroc
 plt.close("all")

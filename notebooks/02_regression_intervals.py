@@ -66,7 +66,7 @@ config = bnnjax.base_config()
 config.data.name = "toy_regression"
 config.model.name = "bayes_mlp"
 config.model.hidden_sizes = (16, 16)  # two hidden layers: with one, mean-field VI cannot
-config.model.activation = "tanh"      # be less sure between two clusters than on them
+config.model.activation = "tanh"  # be less sure between two clusters than on them
 config.model.num_samples = 4  # K Monte Carlo samples per training step
 config.model.noise_std = 0.5  # where the learned noise std starts
 config.model.learn_noise = True
@@ -92,11 +92,21 @@ run = bnnjax.fit(config, os.path.join(OUT, "toy_regression"))
 # %%
 report = run.evaluate(num_samples=64)
 reg = report["regression"]
-for name in ("rmse", "nll", "coverage", "interval_level", "mean_interval_width",
-             "mean_aleatoric_std", "mean_epistemic_std"):
+for name in (
+  "rmse",
+  "nll",
+  "coverage",
+  "interval_level",
+  "mean_interval_width",
+  "mean_aleatoric_std",
+  "mean_epistemic_std",
+):
   print(f"{name:>20}: {reg[name]:.4f}")
-print("learned noise std:", float(np.exp(run.params["mean"]["likelihood"]["log_noise_std"])),
-      "(the data's is 0.1)")
+print(
+  "learned noise std:",
+  float(np.exp(run.params["mean"]["likelihood"]["log_noise_std"])),
+  "(the data's is 0.1)",
+)
 print("epistemic std on an input grid:", reg["bands"])
 
 # %% [markdown]
@@ -111,10 +121,16 @@ x_grid = bnnjax.evaluation.regression.input_grid(train["x"])
 pred = run.predict(x_grid[:, None], num_samples=64, rng=0)
 
 fig, (ax, ax_std) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-ax.fill_between(x_grid, pred.mean - 1.96 * pred.std, pred.mean + 1.96 * pred.std,
-                alpha=0.2, label="95% predictive interval")
-ax.fill_between(x_grid, pred.mean - 1.96 * pred.epistemic_std,
-                pred.mean + 1.96 * pred.epistemic_std, alpha=0.4, label="±1.96 epistemic std")
+ax.fill_between(
+  x_grid, pred.mean - 1.96 * pred.std, pred.mean + 1.96 * pred.std, alpha=0.2, label="95% predictive interval"
+)
+ax.fill_between(
+  x_grid,
+  pred.mean - 1.96 * pred.epistemic_std,
+  pred.mean + 1.96 * pred.epistemic_std,
+  alpha=0.4,
+  label="±1.96 epistemic std",
+)
 ax.plot(x_grid, pred.mean, label="predictive mean")
 ax.scatter(train["x"][:, 0], train["y"], s=5, color="black", label="training data")
 ax.axvspan(-1, 1, color="gray", alpha=0.1)
@@ -145,9 +161,11 @@ fig.savefig(os.path.join(OUT, "regression_intervals.png"), dpi=100, bbox_inches=
 in_gap = np.abs(x_grid) < 0.5
 on_data = (np.abs(x_grid) > 1.1) & (np.abs(x_grid) < 1.9)
 gap_std, data_std = pred.epistemic_std[in_gap].mean(), pred.epistemic_std[on_data].mean()
-print(f"coverage {reg['coverage']:.3f} of the {reg['interval_level']:.0%} interval "
-      f"(mean width {reg['mean_interval_width']:.3f}, RMSE {reg['rmse']:.3f}); epistemic std "
-      f"in the gap {gap_std:.4f} vs on the data {data_std:.4f} ({gap_std / data_std:.1f}x)")
+print(
+  f"coverage {reg['coverage']:.3f} of the {reg['interval_level']:.0%} interval "
+  f"(mean width {reg['mean_interval_width']:.3f}, RMSE {reg['rmse']:.3f}); epistemic std "
+  f"in the gap {gap_std:.4f} vs on the data {data_std:.4f} ({gap_std / data_std:.1f}x)"
+)
 assert reg["coverage"] >= 0.9, reg["coverage"]
 assert reg["mean_interval_width"] < 1.2 and reg["rmse"] < 0.25, reg
 assert gap_std > 2 * data_std, (gap_std, data_std)

@@ -95,12 +95,12 @@ print(run.capabilities)
 # `run.sample(n)` draws z ~ N(0, I) and returns the decoder's Bernoulli means, i.e. the
 # probability of each pixel being on (grey images rather than noisy binary draws).
 
+
 # %%
 def show_grid(images, rows, title, path):
   images = np.asarray(images).reshape(-1, 28, 28)
   cols = len(images) // rows
-  grid = images[:rows * cols].reshape(rows, cols, 28, 28).transpose(0, 2, 1, 3).reshape(
-      rows * 28, cols * 28)
+  grid = images[: rows * cols].reshape(rows, cols, 28, 28).transpose(0, 2, 1, 3).reshape(rows * 28, cols * 28)
   fig, ax = plt.subplots(figsize=(cols * 0.6, rows * 0.6))
   ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
   ax.set_title(title)
@@ -124,8 +124,7 @@ test = run.test_data()
 binary = generative.binarised_test_set(test, "stochastic", seed=0)  # as evaluate scores them
 x = binary["x"][:16]
 rebuilt = run.task.generative.reconstruct(run.params, jax.random.PRNGKey(0), x)
-show_grid(np.concatenate([x, np.asarray(rebuilt)]), 2, "test digits / reconstructions",
-          "reconstructions.png")
+show_grid(np.concatenate([x, np.asarray(rebuilt)]), 2, "test digits / reconstructions", "reconstructions.png")
 
 # %% [markdown]
 # ## The test log-likelihood
@@ -135,8 +134,10 @@ show_grid(np.concatenate([x, np.asarray(rebuilt)]), 2, "test digits / reconstruc
 
 # %%
 for k in (1, 10, 100):
-  print(f"IWAE_{k:<4} mean log p(x) of 100 test digits: "
-        f"{run.log_prob(binary['x'][:100], k=k, rng=1).mean():8.2f} nats")
+  print(
+    f"IWAE_{k:<4} mean log p(x) of 100 test digits: "
+    f"{run.log_prob(binary['x'][:100], k=k, rng=1).mean():8.2f} nats"
+  )
 
 # %% [markdown]
 # `run.evaluate` gives the figures `scripts/evaluate.py --workdir=... --k=1000` writes:

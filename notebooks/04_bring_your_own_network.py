@@ -57,6 +57,7 @@ print("writing to", OUT)
 # layer's pre-activations directly). A network with other parameterised layers can use
 # `estimator="reparam"`, which samples the weights themselves.
 
+
 # %%
 class ResidualMLP(hk.Module):
   """flatten -> Linear(width) -> num_blocks x [x + Linear(relu(Linear(relu(x))))] -> Linear."""
@@ -71,6 +72,7 @@ class ResidualMLP(hk.Module):
       r = hk.Linear(self.width, name=f"block_{i}_a")(jax.nn.relu(h))
       h = h + hk.Linear(self.width, name=f"block_{i}_b")(jax.nn.relu(r))
     return hk.Linear(self.num_outputs, name="head")(jax.nn.relu(h))
+
 
 # %% [markdown]
 # ## Declaring and registering the network
@@ -91,16 +93,17 @@ class ResidualMLP(hk.Module):
 # loss, its own predictive — is declared as a `bnnjax.Model` with its own `make_task`;
 # see `tests/test_contract.py`.)
 
+
 # %%
 def build(m, info, num_outputs):
   if not (m.width > 0 and m.num_blocks >= 0):
-    raise ValueError(f"config.model.width must be > 0 and num_blocks >= 0, got {m.width}, "
-                     f"{m.num_blocks}")
+    raise ValueError(f"config.model.width must be > 0 and num_blocks >= 0, got {m.width}, {m.num_blocks}")
   return lambda x: ResidualMLP(m.width, m.num_blocks, num_outputs)(x)
 
 
-bnnjax.register(bnnjax.Network(name="residual", default_config=lambda: {"width": 64, "num_blocks": 2},
-                               build=build))
+bnnjax.register(
+  bnnjax.Network(name="residual", default_config=lambda: {"width": 64, "num_blocks": 2}, build=build)
+)
 
 # %% [markdown]
 # ## Training it like any other model
@@ -142,9 +145,11 @@ print("posterior scale parameters:", [k for k in run.params if k != "mean"])
 test = run.test_data()
 pred = run.predict(test["x"], num_samples=32, rng=0)
 wrong = pred.probs.argmax(-1) != test["y"]
-print(f"{wrong.sum()} of {len(wrong)} test digits misclassified; mean mutual information "
-      f"{pred.mutual_information[wrong].mean():.4f} on those, "
-      f"{pred.mutual_information[~wrong].mean():.4f} on the rest")
+print(
+  f"{wrong.sum()} of {len(wrong)} test digits misclassified; mean mutual information "
+  f"{pred.mutual_information[wrong].mean():.4f} on those, "
+  f"{pred.mutual_information[~wrong].mean():.4f} on the rest"
+)
 
 report = run.evaluate(num_samples=32)
 for name, value in report["in_distribution"].items():
@@ -158,8 +163,7 @@ order = np.argsort(-pred.predictive_entropy)[:8]
 fig, axes = plt.subplots(1, 8, figsize=(12, 2))
 for ax, i in zip(axes, order):
   ax.imshow(test["x"][i, ..., 0], cmap="gray_r")
-  ax.set_title(f"{test['y'][i]}→{pred.probs[i].argmax()}\nH={pred.predictive_entropy[i]:.2f}",
-               fontsize=8)
+  ax.set_title(f"{test['y'][i]}→{pred.probs[i].argmax()}\nH={pred.predictive_entropy[i]:.2f}", fontsize=8)
   ax.axis("off")
 fig.savefig(os.path.join(OUT, "least_certain_digits.png"), dpi=100, bbox_inches="tight")
 

@@ -8,6 +8,7 @@ The config file gives get_config() (the model and its training, task 1's data) a
 get_tasks() (a list of config.data overrides, see bnnjax.continual). Running the same
 command again resumes the sequence where it stopped.
 """
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 import numpy as np
@@ -15,12 +16,17 @@ import numpy as np
 from bnnjax import config as config_lib
 from bnnjax import continual
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with get_config() and "
-                                          "get_tasks(); --config.<field>=... overrides fields.")
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Config file with get_config() and get_tasks(); --config.<field>=... overrides fields."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sequence's folder: one sub-folder per task.")
 _METHOD = flags.DEFINE_enum("method", "vcl", list(continual.METHODS), "How task t starts from task t - 1.")
-_MODEL = flags.DEFINE_string("model", "", "Another config.model.name (e.g. mlp for plain "
-                             "fine-tuning); the fields both models have keep their values.")
+_MODEL = flags.DEFINE_string(
+  "model",
+  "",
+  "Another config.model.name (e.g. mlp for plain "
+  "fine-tuning); the fields both models have keep their values.",
+)
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 16, "K predictive samples for the accuracy matrix.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -32,8 +38,7 @@ def main(argv):
   try:
     tasks = config_lib.load_config_file(config_flags.get_config_filename(flags.FLAGS["config"])).get_tasks()
     config = config_lib.with_overrides(_CONFIG.value, {"model.name": _MODEL.value} if _MODEL.value else {})
-    result = continual.fit_sequence(config, tasks, _WORKDIR.value, _METHOD.value,
-                                    _NUM_SAMPLES.value)
+    result = continual.fit_sequence(config, tasks, _WORKDIR.value, _METHOD.value, _NUM_SAMPLES.value)
   except (ValueError, FileNotFoundError, FloatingPointError) as e:
     raise SystemExit(f"error: {e}") from None
   print(f"{result.method}: accuracy[i][j] = test accuracy on task j after training task i")

@@ -17,6 +17,7 @@ Images (preprocess = "dequantize_logit"): flow_eval.json with the test bits/dim,
 over --dequantization_draws independent dequantisations, and flow_samples.png, a grid of
 sampled images.
 """
+
 import json
 
 from absl import app, flags, logging
@@ -40,14 +41,23 @@ def main(argv):
   try:
     run = bnnjax.load(_WORKDIR.value)
     if run.task.density is None:
-      raise ValueError(f"{_WORKDIR.value} holds a {run.config.model.name!r} run, which is "
-                       f"{' and '.join(run.capabilities)}, not a density model (flow)")
+      raise ValueError(
+        f"{_WORKDIR.value} holds a {run.config.model.name!r} run, which is "
+        f"{' and '.join(run.capabilities)}, not a density model (flow)"
+      )
     d = run.config.data
     results = density.evaluate(
-        run.task.density, run.params, data.load_split(d, d.train_split), run.test_data(),
-        seed=_SEED.value, out_dir=run.workdir, info=run.info,
-        dequantization_draws=_DRAWS.value, grid_size=_GRID_SIZE.value,
-        num_samples=_NUM_SAMPLES.value)
+      run.task.density,
+      run.params,
+      data.load_split(d, d.train_split),
+      run.test_data(),
+      seed=_SEED.value,
+      out_dir=run.workdir,
+      info=run.info,
+      dequantization_draws=_DRAWS.value,
+      grid_size=_GRID_SIZE.value,
+      num_samples=_NUM_SAMPLES.value,
+    )
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
   pictures = results.pop("plots")

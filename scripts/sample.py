@@ -18,6 +18,7 @@ scripts/evaluate.py writes eval.json with these figures under "generative"):
 The binarisation of the test set and every figure are functions of --seed (see
 bnnjax/evaluation/generative.py).
 """
+
 import json
 import time
 
@@ -32,19 +33,26 @@ _K = flags.DEFINE_integer("k", 1000, "Importance samples per test image for log 
 _CHUNK = flags.DEFINE_integer("chunk_size", 100, "Samples decoded at once (vmap) per chunk.")
 _BATCH = flags.DEFINE_integer("batch_size", 100, "Test images per IWAE batch.")
 _NUM_TEST = flags.DEFINE_integer("num_test", 0, "Evaluate the first N test images (0 = all).")
-_BINARIZATION = flags.DEFINE_enum("test_binarization", "stochastic", list(generative.TEST_BINARIZATIONS),
-                                  "How the test set is binarised once (see the module doc).")
-_CLASSIFIER = flags.DEFINE_string("classifier_workdir", "",
-                                  "CVAE only: a trained classifier run that labels generated digits.")
+_BINARIZATION = flags.DEFINE_enum(
+  "test_binarization",
+  "stochastic",
+  list(generative.TEST_BINARIZATIONS),
+  "How the test set is binarised once (see the module doc).",
+)
+_CLASSIFIER = flags.DEFINE_string(
+  "classifier_workdir", "", "CVAE only: a trained classifier run that labels generated digits."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the test binarisation and of the sampling.")
 flags.mark_flag_as_required("workdir")
 
 
 def classify_with(run: bnnjax.Run):
   """images [N, ...] -> the labels a trained classifier run predicts for them, [N]."""
+
   def classify(images):
     x = np.reshape(images, (len(images), *run.info.input_shape))
     return run.predict(x).probs.argmax(-1)
+
   return classify
 
 
@@ -56,14 +64,25 @@ def main(argv):
   try:
     run = bnnjax.load(_WORKDIR.value)
     if run.task.generative is None:
-      raise ValueError(f"{_WORKDIR.value} holds a {run.config.model.name!r} run, which is "
-                       f"{' and '.join(run.capabilities)}, not a generative model (vae, vae_flow)")
+      raise ValueError(
+        f"{_WORKDIR.value} holds a {run.config.model.name!r} run, which is "
+        f"{' and '.join(run.capabilities)}, not a generative model (vae, vae_flow)"
+      )
     classifier = bnnjax.load(_CLASSIFIER.value) if _CLASSIFIER.value else None
     results = generative.evaluate(
-        run.task.generative, run.params, run.test_data(), seed=_SEED.value,
-        out_dir=run.workdir, info=run.info, k=_K.value, batch_size=_BATCH.value,
-        chunk_size=_CHUNK.value, num_test=_NUM_TEST.value, test_binarization=_BINARIZATION.value,
-        classifier=classify_with(classifier) if classifier else None)
+      run.task.generative,
+      run.params,
+      run.test_data(),
+      seed=_SEED.value,
+      out_dir=run.workdir,
+      info=run.info,
+      k=_K.value,
+      batch_size=_BATCH.value,
+      chunk_size=_CHUNK.value,
+      num_test=_NUM_TEST.value,
+      test_binarization=_BINARIZATION.value,
+      classifier=classify_with(classifier) if classifier else None,
+    )
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
   pictures = results.pop("plots")

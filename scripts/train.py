@@ -5,6 +5,7 @@ r"""Trains any bnnjax model from a config file.
 
 Running it again on the same --workdir continues from the latest checkpoint.
 """
+
 import re
 
 from absl import app, flags, logging
@@ -16,8 +17,10 @@ import bnnjax
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", "", "host:port of process 0, for a run over several processes "
-    "(jax.distributed); empty = one process.")
+  "coordinator_address",
+  "",
+  "host:port of process 0, for a run over several processes (jax.distributed); empty = one process.",
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in a jax.distributed run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index in a jax.distributed run.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -58,8 +61,7 @@ def main(argv):
     bnnjax.fit(config, _WORKDIR.value)
   except (ValueError, OSError, FloatingPointError) as e:  # OSError: a full disk, a lost mount
     raise SystemExit(f"error: {e}") from None
-  print(f"done: metrics in {_WORKDIR.value}/metrics.jsonl, checkpoints in "
-        f"{_WORKDIR.value}/checkpoints")
+  print(f"done: metrics in {_WORKDIR.value}/metrics.jsonl, checkpoints in {_WORKDIR.value}/checkpoints")
 
 
 if __name__ == "__main__":

@@ -6,14 +6,14 @@ set), for this process and the scripts and tutorials the tests start. Where the 
 absent the tests that need it skip, except under CI=true, where a missing folder fails
 them: CI can never pass by skipping.
 """
+
 import os
 import pathlib
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = pathlib.Path(
-    os.environ.get("BNNJAX_DATA_DIR", REPO.parent / "shared" / "data"))
+SHARED_DATA = pathlib.Path(os.environ.get("BNNJAX_DATA_DIR", REPO.parent / "shared" / "data"))
 if SHARED_DATA.is_dir():
   os.environ["BNNJAX_DATA_DIR"] = str(SHARED_DATA)
 
@@ -22,8 +22,10 @@ if SHARED_DATA.is_dir():
 def shared_data_dir() -> pathlib.Path:
   """The folder holding mnist/, fashion-mnist/ and kmnist/ IDX files."""
   if not (SHARED_DATA / "mnist").is_dir():
-    message = (f"real data not found at {SHARED_DATA} "
-               "(set BNNJAX_DATA_DIR to a folder holding mnist/, fashion-mnist/, kmnist/)")
+    message = (
+      f"real data not found at {SHARED_DATA} "
+      "(set BNNJAX_DATA_DIR to a folder holding mnist/, fashion-mnist/, kmnist/)"
+    )
     if os.environ.get("CI", "").lower() == "true":
       pytest.fail(message + "; CI=true forbids skipping")
     pytest.skip(message)

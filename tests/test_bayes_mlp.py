@@ -1,4 +1,5 @@
 """The Bayesian MLP task: exact answers for Bayesian linear regression, shapes, and bad config."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,8 +41,9 @@ def _exact_posterior(x, y, noise_std, prior_scale, temperature=1.0):
   Returns its mean and the mean-field optimum's variances, 1 / diag(precision).
   """
   features = np.concatenate([x, np.ones((len(x), 1))], 1).astype(np.float64)
-  precision = (features.T @ features / (temperature * noise_std**2)
-               + np.eye(features.shape[1]) / prior_scale**2)
+  precision = (
+    features.T @ features / (temperature * noise_std**2) + np.eye(features.shape[1]) / prior_scale**2
+  )
   mean = np.linalg.solve(precision, features.T @ y / (temperature * noise_std**2))
   return mean, 1.0 / np.diag(precision)
 
@@ -56,20 +58,29 @@ def _train(task, batch, num_steps, lr):
     updates, opt_state = optimizer.update(grads, opt_state)
     return (optax.apply_updates(params, updates), opt_state), None
 
-  (params, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, optimizer.init(p)),
-                                                  jnp.arange(num_steps)))(params)
+  (params, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, optimizer.init(p)), jnp.arange(num_steps)))(
+    params
+  )
   return params
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("temperature, scale", [(1.0, "softplus"), (0.25, "softplus"),
-                                                (1.0, "log_std")])
+@pytest.mark.parametrize("temperature, scale", [(1.0, "softplus"), (0.25, "softplus"), (1.0, "log_std")])
 def test_mean_field_linear_regression_recovers_the_exact_answer(temperature, scale):
   noise_std, prior_scale = 0.5, 1.0
   x, y = _linear_regression_problem(noise_std=noise_std)
-  config = _config(hidden_sizes=(), estimator="local", num_samples=8, prior="gaussian",
-                   prior_scale=prior_scale, noise_std=noise_std, learn_noise=False,
-                   init_std=0.02, temperature=temperature, posterior_scale=scale)
+  config = _config(
+    hidden_sizes=(),
+    estimator="local",
+    num_samples=8,
+    prior="gaussian",
+    prior_scale=prior_scale,
+    noise_std=noise_std,
+    learn_noise=False,
+    init_std=0.02,
+    temperature=temperature,
+    posterior_scale=scale,
+  )
   task = task_of(config, DataInfo((3,), 0, num_train=len(x)))
   q = _train(task, {"x": jnp.asarray(x), "y": jnp.asarray(y)}, num_steps=3000, lr=0.03)
 
@@ -94,9 +105,9 @@ def test_predict_samples_shapes_and_spread():
   logits = predict(q, jax.random.PRNGKey(2))
   assert logits.shape == (7, 5, 10)
   # With a tiny posterior std every sample is close to the network at the mean, but not equal.
-  at_mean = predict({"mean": q["mean"], "rho": jax.tree_util.tree_map(lambda r: r - 30.0,
-                                                                     q["rho"])},
-                    jax.random.PRNGKey(2))[0]
+  at_mean = predict(
+    {"mean": q["mean"], "rho": jax.tree_util.tree_map(lambda r: r - 30.0, q["rho"])}, jax.random.PRNGKey(2)
+  )[0]
   np.testing.assert_allclose(logits, jnp.broadcast_to(at_mean, logits.shape), atol=1e-2)
   assert float(jnp.std(logits, 0).max()) > 0
 
@@ -117,21 +128,26 @@ def test_loss_is_nll_plus_kl_over_n_and_evaluate_reports_each_term():
   loss, metrics = jax.jit(task.loss)(q, jax.random.PRNGKey(1), batch, 25)
   np.testing.assert_allclose(loss, metrics["nll"] + 0.25 * metrics["kl"] / 250, rtol=1e-5)
   np.testing.assert_allclose(metrics["elbo"], -(metrics["nll"] + metrics["kl"] / 250), rtol=1e-5)
-  np.testing.assert_allclose(metrics["kl"], post.kl(q, mean_field.named_prior(
-      "gaussian", resolve(_config()).model)), rtol=1e-5)
+  np.testing.assert_allclose(
+    metrics["kl"], post.kl(q, mean_field.named_prior("gaussian", resolve(_config()).model)), rtol=1e-5
+  )
   assert set(jax.jit(task.evaluate)(q, jax.random.PRNGKey(2), batch)) == {"accuracy", "nll", "kl", "elbo"}
 
 
 def _save_run(workdir, params, config, info):
   """A checkpoint as the train loop writes it (state holds "params"; meta the config)."""
   manager = checkpoint.make_manager(str(workdir))
-  checkpoint.save(manager, 1, {"params": params},
-                  {"model": config.model.name, "config": checkpoint.config_to_json(config),
-                   "data_info": info._asdict()})
+  checkpoint.save(
+    manager,
+    1,
+    {"params": params},
+    {"model": config.model.name, "config": checkpoint.config_to_json(config), "data_info": info._asdict()},
+  )
 
 
 def test_init_from_a_deterministic_checkpoint_uses_its_weights_as_means(tmp_path):
   from bnnjax.models import mlp  # pylint: disable=import-outside-toplevel
+
   info = DataInfo((4,), 3, 100)
   det_config = _config()
   det_config.model.name = "mlp"
@@ -160,17 +176,22 @@ def test_posterior_prior_from_a_previous_run(tmp_path, scale_a):
   q_b = task_b.init(jax.random.PRNGKey(4), batch)
   assert loss_b(q_b, jax.random.PRNGKey(0), batch, 0)[1]["kl"] > 1.0
   with pytest.raises(ValueError, match="another architecture"):
-    task_of(_config(hidden_sizes=(32,), prior="posterior",
-                                prior_workdir=str(tmp_path / "a")), info)
+    task_of(_config(hidden_sizes=(32,), prior="posterior", prior_workdir=str(tmp_path / "a")), info)
 
 
-@pytest.mark.parametrize("field, value, message", [
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
     ("prior_scale", 0.0, "config.model.prior_scale must be positive"),
     ("prior_scale", -1.0, "config.model.prior_scale must be positive"),
     ("init_std", 0.0, "config.model.init_std must be positive"),
     ("mixture_pi", 1.0, r"config.model.mixture_pi must lie in \(0, 1\)"),
-    ("layer_priors", ("gaussian",), r"config.model.layer_priors must name 'gaussian' or 'mixture' "
-     r"for each of the 2 layers, got \('gaussian',\)"),
+    (
+      "layer_priors",
+      ("gaussian",),
+      r"config.model.layer_priors must name 'gaussian' or 'mixture' "
+      r"for each of the 2 layers, got \('gaussian',\)",
+    ),
     ("layer_priors", ("gaussian", "laplace"), "config.model.layer_priors must name"),
     ("mixture_kl", "exact", "config.model.mixture_kl must be one of mc, bound, got 'exact'"),
     ("num_samples", 0, r"config.model.num_samples \(K\) must be an integer >= 1"),
@@ -178,9 +199,13 @@ def test_posterior_prior_from_a_previous_run(tmp_path, scale_a):
     ("estimator", "bbb", "config.model.estimator: unknown estimator 'bbb'"),
     ("prior", "laplace", "config.model.prior: unknown prior 'laplace'"),
     ("bayesian", "first_layer", "config.model.bayesian must be 'all' or 'last_layer'"),
-    ("posterior_scale", "log_var", "config.model.posterior_scale must be one of softplus, "
-     "log_std, got 'log_var'"),
-])
+    (
+      "posterior_scale",
+      "log_var",
+      "config.model.posterior_scale must be one of softplus, log_std, got 'log_var'",
+    ),
+  ],
+)
 def test_bad_config_is_a_one_line_error(field, value, message):
   overrides = {field: value}
   if field.startswith("mixture_"):
@@ -192,11 +217,11 @@ def test_bad_config_is_a_one_line_error(field, value, message):
 def test_layer_priors_reach_the_loss_per_layer():
   info = DataInfo((4,), 3, 100)
   batch = {"x": jnp.ones((2, 4)), "y": jnp.array([0, 1])}
-  kl_of = lambda **model: task_of(_config(**model), info).loss(
-      q, jax.random.PRNGKey(1), batch, 0)[1]["kl"]
+  kl_of = lambda **model: task_of(_config(**model), info).loss(q, jax.random.PRNGKey(1), batch, 0)[1]["kl"]
   q = task_of(_config(), info).init(jax.random.PRNGKey(0), batch)
   gaussian = kl_of(prior="gaussian", prior_scale=0.5)
-  np.testing.assert_allclose(kl_of(layer_priors=("gaussian", "gaussian"), prior_scale=0.5),
-                             gaussian, rtol=1e-6)
+  np.testing.assert_allclose(
+    kl_of(layer_priors=("gaussian", "gaussian"), prior_scale=0.5), gaussian, rtol=1e-6
+  )
   mixed = kl_of(layer_priors=("gaussian", "mixture"), prior_scale=0.5, mixture_kl="bound")
   assert abs(float(mixed) - float(gaussian)) > 1.0

@@ -1,4 +1,5 @@
 """scripts/benchmark.py: rows run, ratios are computed against the MLP, the reference row doubles."""
+
 import json
 import os
 import subprocess
@@ -11,9 +12,21 @@ def test_benchmark_rows_and_ratios(tmp_path):
   out = tmp_path / "bench.json"
   rows = "mlp,mlp/two_copies,bayes_mlp/local/K=1/mixture_kl_bound"
   result = subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "benchmark.py"), f"--only={rows}",
-       "--steps=3", "--repeats=1", "--width=16", f"--json={out}"],
-      cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    [
+      sys.executable,
+      os.path.join(REPO, "scripts", "benchmark.py"),
+      f"--only={rows}",
+      "--steps=3",
+      "--repeats=1",
+      "--width=16",
+      f"--json={out}",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   results = {r["model"]: r for r in json.loads(out.read_text())["results"]}
   assert set(results) == set(rows.split(","))

@@ -1,4 +1,5 @@
 """What a run leaves on disk after a crash: metrics.jsonl, checkpoints, provenance."""
+
 import json
 import os
 import shutil
@@ -63,17 +64,28 @@ def test_each_fit_records_its_provenance_beside_config_json(resumed):
   head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO)
   assert second["git_commit"] == head.stdout.strip() and isinstance(second["git_dirty"], bool)
   assert (second["bnnjax"], second["jax"], second["jaxlib"]) == (
-      bnnjax.__version__, jax.__version__, jaxlib.__version__)
-  assert second["devices"] == {"platform": "cpu", "count": jax.device_count(),
-                               "kinds": ["cpu"], "process_count": 1}
+    bnnjax.__version__,
+    jax.__version__,
+    jaxlib.__version__,
+  )
+  assert second["devices"] == {
+    "platform": "cpu",
+    "count": jax.device_count(),
+    "kinds": ["cpu"],
+    "process_count": 1,
+  }
   for key in ("python", "host", "time"):
     assert second[key]
 
 
 def _array_files(workdir, step):
   folder = os.path.join(workdir, "checkpoints", str(step), "state")
-  return [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
-          if os.sep + "d" + os.sep in os.path.join(root, name)]
+  return [
+    os.path.join(root, name)
+    for root, _, names in os.walk(folder)
+    for name in names
+    if os.sep + "d" + os.sep in os.path.join(root, name)
+  ]
 
 
 def _flip_a_bit(path, offset):
@@ -97,7 +109,9 @@ def test_corrupt_checkpoints_are_set_aside_quietly_and_an_older_one_used(resumed
   params, _ = checkpoint.restore_params(resumed)
   assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, state.params, params)))
   assert sorted(n.split("-")[0] for n in os.listdir(os.path.join(workdir, "unreadable_checkpoints"))) == [
-      "20", "30"]
+    "20",
+    "30",
+  ]
   lines = caplog.text.strip().splitlines()
   assert len(lines) <= 3 and all(len(line) < 400 for line in lines), caplog.text[:3000]
   assert "step 30" in caplog.text and "step 20" in caplog.text and "step 10" in lines[-1]
@@ -112,6 +126,9 @@ def test_a_failed_save_ends_in_one_line_naming_the_step_kept(tmp_path, monkeypat
     raise OSError(28, "No space left on device")
 
   monkeypatch.setattr(manager, "save", disk_full)
-  with pytest.raises(checkpoint.CheckpointError, match=r"saving checkpoint step 2 .* failed "
-                     r"\(OSError: .*No space left on device\); the last good checkpoint: step 1 is kept"):
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=r"saving checkpoint step 2 .* failed "
+    r"\(OSError: .*No space left on device\); the last good checkpoint: step 1 is kept",
+  ):
     checkpoint.save(manager, 2, state, {})

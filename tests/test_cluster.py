@@ -1,4 +1,5 @@
 """Runs that share a machine or a cluster: the workdir lock, several processes."""
+
 import json
 import os
 import signal
@@ -38,8 +39,12 @@ def _wait_for_holder(workdir, process, timeout=120.0):
 
 def test_a_second_run_is_refused_and_a_killed_run_leaves_no_stale_lock(tmp_path):
   workdir = str(tmp_path / "run")
-  holder = subprocess.Popen([sys.executable, "-c", HOLDER_SCRIPT.format(repo=REPO, workdir=workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  holder = subprocess.Popen(
+    [sys.executable, "-c", HOLDER_SCRIPT.format(repo=REPO, workdir=workdir)],
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   try:
     record = _wait_for_holder(workdir, holder)
     assert record["pid"] == holder.pid
@@ -62,9 +67,15 @@ def test_a_lock_path_that_is_not_a_lock_file_is_one_line(tmp_path):
 
 # 200 steps: the 2-process (gloo) loop runs about 40 steps/s here, so a run killed once its
 # step-50 checkpoint lands is killed mid-way.
-CLI_ARGS = ["--config=configs/mlp_digits.py", "--config.num_steps=200", "--config.eval_every=100",
-            "--config.checkpoint_every=50", "--config.log_every=50", "--config.progress_bar=False",
-            "--config.model.hidden_sizes=32"]
+CLI_ARGS = [
+  "--config=configs/mlp_digits.py",
+  "--config.num_steps=200",
+  "--config.eval_every=100",
+  "--config.checkpoint_every=50",
+  "--config.log_every=50",
+  "--config.progress_bar=False",
+  "--config.model.hidden_sizes=32",
+]
 
 
 def _start_two_processes(workdir):
@@ -73,10 +84,24 @@ def _start_two_processes(workdir):
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
   script = os.path.join(REPO, "scripts", "train.py")
-  return [subprocess.Popen([sys.executable, script, *CLI_ARGS, f"--coordinator_address=127.0.0.1:{port}",
-                            "--num_processes=2", f"--process_id={i}", f"--workdir={workdir}"],
-                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-          for i in range(2)]
+  return [
+    subprocess.Popen(
+      [
+        sys.executable,
+        script,
+        *CLI_ARGS,
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+        f"--workdir={workdir}",
+      ],
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
 
 
 def _finish(workers):
@@ -108,7 +133,8 @@ def test_two_processes_killed_and_restarted_continue_bit_identically(two_process
   deadline = time.monotonic() + 240
   while not os.path.isdir(os.path.join(workdir, "checkpoints", "50")):
     assert time.monotonic() < deadline and all(w.poll() is None for w in workers), (
-        "the run ended before its step-50 checkpoint: " + workers[0].communicate()[1][-2000:])
+      "the run ended before its step-50 checkpoint: " + workers[0].communicate()[1][-2000:]
+    )
     time.sleep(0.05)
   for worker in workers:
     worker.send_signal(signal.SIGKILL)

@@ -3,6 +3,7 @@
 A typo'd field (config.model.prior_sclae), a value the model refuses or a sweep axis that
 names a missing field fails here rather than minutes into a run.
 """
+
 import glob
 import os
 import re
@@ -20,9 +21,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 
 # One example's shape, classes and training-set size per data set, so that no file is read.
-SHAPES = {"mnist": ((28, 28, 1), 10, 60000), "digits": ((8, 8, 1), 10, 1437),
-          "moons": ((2,), 0, 10000), "ring": ((2,), 0, 10000), "diabetes": ((10,), 0, 353),
-          "toy_regression": ((1,), 0, 1000)}
+SHAPES = {
+  "mnist": ((28, 28, 1), 10, 60000),
+  "digits": ((8, 8, 1), 10, 1437),
+  "moons": ((2,), 0, 10000),
+  "ring": ((2,), 0, 10000),
+  "diabetes": ((10,), 0, 353),
+  "toy_regression": ((1,), 0, 1000),
+}
 
 
 def _task(config):
@@ -36,8 +42,14 @@ def _task(config):
 
 def test_the_configs_are_all_here():
   names = {os.path.basename(p) for p in CONFIGS}
-  assert {"quickstart.py", "bayes_mnist.py", "bayes_mnist_tempered.py", "mlp_mnist.py",
-          "vae_mnist.py", "flow_moons.py"} <= names
+  assert {
+    "quickstart.py",
+    "bayes_mnist.py",
+    "bayes_mnist_tempered.py",
+    "mlp_mnist.py",
+    "vae_mnist.py",
+    "flow_moons.py",
+  } <= names
 
 
 def _initial_metrics(config, task):
@@ -80,18 +92,24 @@ def test_config_builds_its_task_with_the_initial_loss_it_should_have(path):
 def test_a_misspelt_model_field_is_an_error():
   config = load_config_file(os.path.join(REPO, "configs", "bayes_mnist.py")).get_config()
   config.model.prior_sclae = 0.5
-  with pytest.raises(ValueError, match=r"^config.model has no field 'prior_sclae'; did you mean 'prior_scale'\?$"):
+  with pytest.raises(
+    ValueError, match=r"^config.model has no field 'prior_sclae'; did you mean 'prior_scale'\?$"
+  ):
     _task(config)
 
 
-@pytest.mark.parametrize("field, value, message", [
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
     ("num_step", 5, "config has no field 'num_step'; did you mean 'num_steps'?"),
     ("data.nmae", "digits", "config.data has no field 'nmae'; did you mean 'name'?"),
     ("model.prior_scael", 2.0, "config.model has no field 'prior_scael'; did you mean 'prior_scale'?"),
     ("model.hidden_sizes", "big", "config.model.hidden_sizes must be a tuple"),
-])
+  ],
+)
 def test_fit_refuses_an_unknown_field_before_writing_anything(tmp_path, field, value, message):
   import bnnjax  # pylint: disable=import-outside-toplevel
+
   config = bnnjax.base_config()
   config.model.name = "bayes_mlp"
   *parents, leaf = field.split(".")

@@ -4,6 +4,7 @@ Permuted 8x8 digits, two tasks: VCL (the task-1 posterior as task 2's prior) kee
 task 1 than fine-tuning (the same network carried over with no prior); a sequence killed in
 task 2 and run again ends bit-identical to one never stopped.
 """
+
 import os
 import shutil
 
@@ -77,8 +78,9 @@ def test_a_sequence_killed_in_task_two_resumes_bit_identically(sequences, tmp_pa
   config = bnnjax.resolve(vcl_config())
   # Task 1 as the uninterrupted sequence left it (a copy: training it again gives the same).
   shutil.copytree(continual.task_dir(str(root / "vcl"), 0), continual.task_dir(workdir, 0))
-  train.fit(continual.task_config(config, TASKS, 1, "vcl", workdir), continual.task_dir(workdir, 1),
-            stop_after=60)  # killed part way into task 2
+  train.fit(
+    continual.task_config(config, TASKS, 1, "vcl", workdir), continual.task_dir(workdir, 1), stop_after=60
+  )  # killed part way into task 2
   resumed = continual.fit_sequence(vcl_config(), TASKS, workdir, "vcl", num_samples=4)
   full = bnnjax.load(continual.task_dir(str(root / "vcl"), 1)).params
   again = bnnjax.load(continual.task_dir(workdir, 1)).params
@@ -93,8 +95,9 @@ def test_bad_sequences_are_one_line_errors(tmp_path):
   with pytest.raises(ValueError, match=r"class groups \(0, 1\) and \(1, 2\) overlap"):
     continual.check_tasks(continual.split_tasks([(0, 1), (1, 2)]))
   with pytest.raises(ValueError, match="at least two distinct classes"):
-    bnnjax.fit(bnnjax.config.with_overrides(digits_config("mlp"), {"data.classes": (4,)}),
-               str(tmp_path / "one_class"))
+    bnnjax.fit(
+      bnnjax.config.with_overrides(digits_config("mlp"), {"data.classes": (4,)}), str(tmp_path / "one_class")
+    )
   with pytest.raises(ValueError, match="unknown continual method 'ewc'"):
     continual.fit_sequence(digits_config("mlp"), TASKS, str(tmp_path / "x"), "ewc")
   workdir = str(tmp_path / "changed")

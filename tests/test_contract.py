@@ -5,6 +5,7 @@ Known answers: a categorical "class prior" model (one logit per class, no input)
 maximum likelihood predicts the training split's class frequencies, so `Run.predict` and
 `Run.evaluate` must report exactly those probabilities and their test NLL.
 """
+
 import haiku as hk
 import jax.numpy as jnp
 import ml_collections
@@ -57,9 +58,9 @@ def residual_network(m, info: DataInfo, num_outputs: int):
   return lambda x: ResidualMLP(m.width, num_outputs)(x)
 
 
-CLASS_PRIOR = bnnjax.register(Model(
-    "test_class_prior", lambda: ml_collections.ConfigDict({"name": "test_class_prior"}),
-    class_prior_task))
+CLASS_PRIOR = bnnjax.register(
+  Model("test_class_prior", lambda: ml_collections.ConfigDict({"name": "test_class_prior"}), class_prior_task)
+)
 RESIDUAL = bnnjax.register(Network("test_residual", lambda: {"width": 32}, residual_network))
 
 
@@ -91,24 +92,24 @@ def test_a_model_declared_here_trains_loads_and_predicts_its_known_answer(tmp_pa
   assert report["num_samples"] == 1 and report["num_examples"] == len(test_y)
   assert report["in_distribution"]["nll"] == pytest.approx(expected_nll, abs=2e-3)
   assert report["in_distribution"]["accuracy"] == pytest.approx(
-      np.mean(test_y == np.argmax(frequencies)), abs=1e-12)
+    np.mean(test_y == np.argmax(frequencies)), abs=1e-12
+  )
   with pytest.raises(ValueError, match="log_prob needs a generative or density model"):
     run.log_prob(evals["test"]["x"][:2])
 
 
 def test_mean_field_over_a_custom_module_is_evaluated_like_the_built_in_ones(tmp_path):
   # A network declared here runs under a built-in method by name: "<method>/<network>".
-  config = digits_config("mean_field/test_residual", estimator="local", eval_samples=8,
-                         init_std=1e-2)
+  config = digits_config("mean_field/test_residual", estimator="local", eval_samples=8, init_std=1e-2)
   config.optimizer.lr = 3e-3
   run = bnnjax.fit(config, str(tmp_path))
   assert set(run.params) == {"mean", "rho"}
-  assert set(run.params["rho"]) == {"residual_mlp/embed", "residual_mlp/block",
-                                    "residual_mlp/logits"}
+  assert set(run.params["rho"]) == {"residual_mlp/embed", "residual_mlp/block", "residual_mlp/logits"}
   report = run.evaluate(num_samples=8)
   assert report["num_samples"] == 8 and report["in_distribution"]["accuracy"] > 0.85
   assert report["in_distribution"]["accuracy"] == pytest.approx(
-      bnnjax.load(str(tmp_path)).evaluate(num_samples=8)["in_distribution"]["accuracy"], abs=0)
+    bnnjax.load(str(tmp_path)).evaluate(num_samples=8)["in_distribution"]["accuracy"], abs=0
+  )
   with pytest.raises(ValueError, match="config.model has no field 'widht'; did you mean 'width'"):
     bnnjax.fit(digits_config("mean_field/test_residual", widht=16), str(tmp_path / "typo"))
   # The same network as a point estimate: no sampled weights, K = 1.
@@ -123,7 +124,9 @@ def test_a_registered_name_cannot_shadow_a_built_in_model():
     bnnjax.register(Network("mlp", dict, residual_network))
   with pytest.raises(ValueError, match="unknown model 'nope'; known: mlp, bayes_mlp"):
     bnnjax.models.get("nope")
-  with pytest.raises(ValueError, match="unknown method 'laplace'; known: dropout, ensemble, mean_field, point"):
+  with pytest.raises(
+    ValueError, match="unknown method 'laplace'; known: dropout, ensemble, mean_field, point"
+  ):
     bnnjax.models.get("laplace/mlp")
 
 

@@ -1,6 +1,6 @@
 """bnnjax.data: known label counts of the IDX files, tfds slices, batch order, bad input."""
+
 import gzip
-import os
 import shutil
 
 import jax
@@ -98,8 +98,7 @@ def test_kmnist_test_split_and_missing_train_split(shared_data_dir):
 
 def write_idx(path, array):
   """A gzip IDX file of uint8 `array` (magic 0x08 = unsigned byte, then ndim)."""
-  header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(
-      d.to_bytes(4, "big") for d in array.shape)
+  header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
   with gzip.open(path, "wb") as f:
     f.write(header + array.astype(np.uint8).tobytes())
 
@@ -182,23 +181,24 @@ def test_batch_is_the_documented_chunk_of_the_epoch_permutation():
   for step in (0, 2, 3, 7):
     epoch, position = divmod(step, steps)
     order = jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(5), epoch), 10)
-    np.testing.assert_array_equal(data.batch_at(split, 5, step, 3)["y"],
-                                  order[3 * position:3 * position + 3])
+    np.testing.assert_array_equal(
+      data.batch_at(split, 5, step, 3)["y"], order[3 * position : 3 * position + 3]
+    )
 
 
 def test_a_cached_epoch_order_gives_the_same_batches():
   split = indexed(10)
   order = data.epoch_order(5, 2, 10)  # steps 6, 7, 8 are epoch 2 at 3 steps per epoch
   for step in (6, 7, 8):
-    np.testing.assert_array_equal(data.batch_at(split, 5, step, 3, order)["y"],
-                                  data.batch_at(split, 5, step, 3)["y"])
+    np.testing.assert_array_equal(
+      data.batch_at(split, 5, step, 3, order)["y"], data.batch_at(split, 5, step, 3)["y"]
+    )
 
 
 def test_each_epoch_is_a_new_permutation_of_the_data():
   split = indexed(12)
   batch = jax.jit(data.batch_at, static_argnums=3)
-  epochs = [np.concatenate([batch(split, 0, e * 3 + i, 4)["y"] for i in range(3)])
-            for e in range(2)]
+  epochs = [np.concatenate([batch(split, 0, e * 3 + i, 4)["y"] for i in range(3)]) for e in range(2)]
   for order in epochs:
     np.testing.assert_array_equal(np.sort(order), np.arange(12))
   assert not np.array_equal(epochs[0], epochs[1])
@@ -227,6 +227,7 @@ def test_eval_batches_cover_the_split_once_in_order():
 
 def test_digits_split_is_fixed_80_20_and_covers_sklearn():
   from sklearn.datasets import load_digits
+
   train, test = data.load("digits", "train"), data.load("digits", "test")
   assert train["x"].shape[1:] == (8, 8, 1) and (len(train["y"]), len(test["y"])) == (1438, 359)
   assert train["x"].min() == 0.0 and train["x"].max() == 1.0
@@ -309,8 +310,14 @@ def test_every_entry_point_evaluates_the_split_the_loop_evaluated(name, seed):
 
 
 def test_mnist_entry_points_share_the_loop_split(shared_data_dir):
-  config = _data_config("mnist", 3, data_dir=str(shared_data_dir), train_split="train[:1000]",
-                        eval_splits="val=train[50000:50500],test=test[:700]", flatten=True)
+  config = _data_config(
+    "mnist",
+    3,
+    data_dir=str(shared_data_dir),
+    train_split="train[:1000]",
+    eval_splits="val=train[50000:50500],test=test[:700]",
+    flatten=True,
+  )
   _, evals, info = data.load_splits(config.data)
   run = _run_of(config, info)
   np.testing.assert_array_equal(run.test_data()["x"], evals["test"]["x"])
@@ -338,9 +345,10 @@ def test_the_validation_split_is_named_and_never_overlaps_training(shared_data_d
 
 
 def test_a_corrupt_gzip_file_is_one_line(tmp_path):
-  good = gzip.compress((0x803).to_bytes(4, "big") + b"".join(
-      n.to_bytes(4, "big") for n in (2, 2, 2)) + bytes(8))
-  for name, content in [("cut", good[:len(good) // 2]), ("garbage", b"not a gzip file at all")]:
+  good = gzip.compress(
+    (0x803).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (2, 2, 2)) + bytes(8)
+  )
+  for name, content in [("cut", good[: len(good) // 2]), ("garbage", b"not a gzip file at all")]:
     path = tmp_path / f"{name}.gz"
     path.write_bytes(content)
     with pytest.raises(ValueError, match=r"is not a readable gzip file .*download it again"):

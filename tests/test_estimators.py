@@ -1,4 +1,5 @@
 """Gradient estimators: same expectation of outputs and gradients, lower variance where promised."""
+
 import haiku as hk
 import jax
 import jax.flatten_util
@@ -44,9 +45,10 @@ def _output_and_gradient(net, q, k, x):
 @pytest.fixture(scope="module")
 def draws():
   """{estimator: (outputs [D, B, 3], gradients [D, P])}, one compilation per estimator."""
-  return {e: jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64),
-                                    _draws(e, _output_and_gradient))
-          for e in estimators.ESTIMATORS}
+  return {
+    e: jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), _draws(e, _output_and_gradient))
+    for e in estimators.ESTIMATORS
+  }
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +93,7 @@ def test_unknown_estimator_is_an_error():
 def test_local_reparameterisation_rejects_bayesian_non_linear_layers():
   def conv(x):
     return hk.Conv1D(2, 3)(x)
+
   x = jnp.ones((1, 6, 1))
   params = hk.transform(conv).init(jax.random.PRNGKey(0), x)
   net = estimators.bayesian_transform(conv, "local")
@@ -101,8 +104,9 @@ def test_local_reparameterisation_rejects_bayesian_non_linear_layers():
 def test_num_samples_below_one_is_an_error():
   q, x = _problem()
   with pytest.raises(ValueError, match="num_samples must be >= 1"):
-    estimators.sample_outputs(estimators.bayesian_transform(_forward, "local"), q,
-                              jax.random.PRNGKey(0), x, 0)
+    estimators.sample_outputs(
+      estimators.bayesian_transform(_forward, "local"), q, jax.random.PRNGKey(0), x, 0
+    )
 
 
 def test_flipout_decorrelates_identical_inputs_in_one_batch():
@@ -123,8 +127,8 @@ def test_flipout_decorrelates_identical_inputs_in_one_batch():
 
   flip, reparam = outputs("flipout"), outputs("reparam")
   assert abs(np.corrcoef(flip[:, 0], flip[:, 1])[0, 1]) < 0.06  # 4000 draws: sd about 0.016
-  assert abs(np.corrcoef(flip[:, 0]**2, flip[:, 1]**2)[0, 1]) < 0.15  # 1.0 without s_in
+  assert abs(np.corrcoef(flip[:, 0] ** 2, flip[:, 1] ** 2)[0, 1]) < 0.15  # 1.0 without s_in
   np.testing.assert_allclose(reparam[:, 0], reparam[:, 1])  # one weight draw: identical
-  expected_var = float(jnp.sum(x[0]**2) * 0.25)  # sum_j x_j^2 std^2
+  expected_var = float(jnp.sum(x[0] ** 2) * 0.25)  # sum_j x_j^2 std^2
   for draws in (flip[:, 0], flip[:, 1], reparam[:, 0]):
     assert np.var(draws) == pytest.approx(expected_var, rel=0.08)

@@ -5,6 +5,7 @@ train loop logged on the same split; an "OOD" set that is the test set itself gi
 AUROC 1/2 and rejects the same ~1% as in distribution; uniform noise images are told
 apart from digits; a 28x28 OOD set for an 8x8 model is a one-line error.
 """
+
 import gzip
 import json
 import os
@@ -62,15 +63,29 @@ def runs(tmp_path_factory):
   train.fit(digits_config("mlp"), mlp_dir)
   train.fit(digits_config("bayes_mlp", init_std=1e-2, eval_samples=K), bayes_dir)
   regression_dir = str(root / "regression")
-  config = bnnjax.config.with_overrides(bnnjax.base_config(), {
-      "data.name": "diabetes", "model.name": "bayes_mlp", "model.hidden_sizes": (8,),
-      "batch_size": 64, "num_steps": 10, "progress_bar": False})
+  config = bnnjax.config.with_overrides(
+    bnnjax.base_config(),
+    {
+      "data.name": "diabetes",
+      "model.name": "bayes_mlp",
+      "model.hidden_sizes": (8,),
+      "batch_size": 64,
+      "num_steps": 10,
+      "progress_bar": False,
+    },
+  )
   train.fit(config, regression_dir)
   test_x = data.load("digits", "test")["x"][..., 0]
   same = write_idx_images(root / "digits_again", np.round(test_x * 255))
   noise = write_idx_images(root / "noise", np.random.default_rng(0).integers(0, 256, (400, 8, 8)))
-  return {"mlp": mlp_dir, "bayes": bayes_dir, "same": same, "noise": noise, "root": root,
-          "regression": regression_dir}
+  return {
+    "mlp": mlp_dir,
+    "bayes": bayes_dir,
+    "same": same,
+    "noise": noise,
+    "root": root,
+    "regression": regression_dir,
+  }
 
 
 def last_test_metrics(workdir):
@@ -112,14 +127,20 @@ def test_bayesian_run_reports_sample_scores_and_compares_with_the_baseline(runs)
   assert result["num_samples"] == K
   assert result["in_distribution"]["accuracy"] > 0.8
   noise = result["ood"]["noise"]
-  assert set(noise) == {"num_examples", "one_minus_max_prob", "predictive_entropy",
-                        "mutual_information", "class_std"}
+  assert set(noise) == {
+    "num_examples",
+    "one_minus_max_prob",
+    "predictive_entropy",
+    "mutual_information",
+    "class_std",
+  }
   assert noise["mutual_information"]["auroc"] > 0.75
   assert noise["mutual_information"]["mean_out"] > noise["mutual_information"]["mean_in"] > 0.0
   baseline = result["compare"]
   assert baseline["model"] == "mlp" and baseline["num_samples"] == 1
   assert baseline["in_distribution"]["accuracy"] == pytest.approx(
-      last_test_metrics(runs["mlp"])["test/accuracy"], abs=1e-9)
+    last_test_metrics(runs["mlp"])["test/accuracy"], abs=1e-9
+  )
   row = result["auroc_side_by_side"]["noise"]
   assert row["mlp/softmax_entropy"] == baseline["ood"]["noise"]["softmax_entropy"]["auroc"]
   assert row["bayes_mlp/mutual_information"] == noise["mutual_information"]["auroc"]
@@ -148,7 +169,9 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, runs):
     run.evaluate([], num_samples=0, write=True)
   with pytest.raises(ValueError, match=r"inputs of shape \(3, 28, 28, 1\).*takes \[B, 8, 8, 1\]"):
     run.predict(np.zeros((3, 28, 28, 1)))
-  with pytest.raises(ValueError, match="sample needs a generative or density model; .bayes_mlp.* is classifier"):
+  with pytest.raises(
+    ValueError, match="sample needs a generative or density model; .bayes_mlp.* is classifier"
+  ):
     run.sample(4)
   with pytest.raises(ValueError, match="ood and compare apply to classifiers"):
     bnnjax.load(runs["regression"]).evaluate(["digits"])
@@ -160,10 +183,15 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, runs):
 def test_a_checkpoint_of_another_model_is_a_one_line_error(runs, tmp_path):
   # The Bayesian run's checkpoint under a config.json that claims a plain MLP.
   import shutil
+
   fake = tmp_path / "fake"
   shutil.copytree(runs["bayes"], fake)
-  meta_files = [os.path.join(d, f) for d, _, fs in os.walk(fake / "checkpoints") for f in fs
-                if f == "metadata" and os.path.basename(d) == "meta"]
+  meta_files = [
+    os.path.join(d, f)
+    for d, _, fs in os.walk(fake / "checkpoints")
+    for f in fs
+    if f == "metadata" and os.path.basename(d) == "meta"
+  ]
   assert meta_files
   for path in meta_files:
     with open(path, encoding="utf-8") as f:
@@ -181,22 +209,29 @@ def test_predict_is_the_predictive_that_evaluate_scores(runs):
   pred = run.predict(test["x"], num_samples=K, rng=0)
   assert pred.probs.shape == (359, 10) and pred.mutual_information.shape == (359,)
   np.testing.assert_allclose(pred.probs.sum(-1), 1.0, rtol=1e-5)
-  np.testing.assert_allclose(pred.predictive_entropy - pred.expected_entropy,
-                             pred.mutual_information, atol=1e-5)
+  np.testing.assert_allclose(
+    pred.predictive_entropy - pred.expected_entropy, pred.mutual_information, atol=1e-5
+  )
   accuracy = float(np.mean(pred.probs.argmax(-1) == test["y"]))
   # evaluate draws its in-distribution predictive with fold_in(PRNGKey(seed), 0).
   import jax
-  same = bnnjax.evaluation.predictive.predict(run.task.predictor, run.params, test["x"], K,
-                                              jax.random.fold_in(jax.random.PRNGKey(0), 0))
+
+  same = bnnjax.evaluation.predictive.predict(
+    run.task.predictor, run.params, test["x"], K, jax.random.fold_in(jax.random.PRNGKey(0), 0)
+  )
   assert run.evaluate(num_samples=K)["in_distribution"]["accuracy"] == pytest.approx(
-      float(np.mean(same.probs.argmax(-1) == test["y"])), abs=1e-12)
+    float(np.mean(same.probs.argmax(-1) == test["y"])), abs=1e-12
+  )
   assert accuracy > 0.8
 
 
 def test_the_in_distribution_split_is_the_one_named_test():
-  for spec, split in [("test", "test"), ("val=train[90%:],test", "test"),
-                      ("test=train[:10%],val=train[10%:20%]", "train[:10%]"),
-                      ("val=train[90%:]", "train[90%:]")]:
+  for spec, split in [
+    ("test", "test"),
+    ("val=train[90%:],test", "test"),
+    ("test=train[:10%],val=train[10%:20%]", "train[:10%]"),
+    ("val=train[90%:]", "train[90%:]"),
+  ]:
     config = bnnjax.base_config()
     config.data.eval_splits = spec
     assert data.test_split(config.data) == split
@@ -204,11 +239,22 @@ def test_the_in_distribution_split_is_the_one_named_test():
 
 def test_toy_regression_is_less_sure_away_from_its_data(tmp_path):
   """The 1-D toy: epistemic std beyond the training range exceeds the std on the data."""
-  config = bnnjax.config.with_overrides(bnnjax.base_config(), {
-      "data.name": "toy_regression", "model.name": "bayes_mlp", "model.hidden_sizes": (32, 32),
-      "model.learn_noise": True, "model.num_samples": 4, "model.init_std": 1e-2,
-      "optimizer.lr": 1e-2, "batch_size": 50, "num_steps": 1000, "eval_batch_size": 500,
-      "progress_bar": False})
+  config = bnnjax.config.with_overrides(
+    bnnjax.base_config(),
+    {
+      "data.name": "toy_regression",
+      "model.name": "bayes_mlp",
+      "model.hidden_sizes": (32, 32),
+      "model.learn_noise": True,
+      "model.num_samples": 4,
+      "model.init_std": 1e-2,
+      "optimizer.lr": 1e-2,
+      "batch_size": 50,
+      "num_steps": 1000,
+      "eval_batch_size": 500,
+      "progress_bar": False,
+    },
+  )
   train.fit(config, str(tmp_path))
   bands = evaluate(str(tmp_path), num_samples=32)["regression"]["bands"]
   assert os.path.isfile(bands["plot"])
@@ -225,15 +271,27 @@ def test_named_ood_sets_are_found_beside_the_training_folder(tmp_path):
 
 @pytest.mark.slow
 def test_the_script_prints_the_runs_figures(runs):
-  result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py"),
-                           f"--workdir={runs['mlp']}", f"--num_samples={K}"],
-                          capture_output=True, text=True, check=False)
+  result = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(REPO, "scripts", "evaluate.py"),
+      f"--workdir={runs['mlp']}",
+      f"--num_samples={K}",
+    ],
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr
   with open(os.path.join(runs["mlp"], "eval.json"), encoding="utf-8") as f:
     accuracy = json.load(f)["in_distribution"]["accuracy"]
   assert f"accuracy {accuracy:.4f}" in result.stdout
-  failed = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py"),
-                           f"--workdir={runs['root'] / 'nothing'}"], capture_output=True, text=True)
+  failed = subprocess.run(
+    [sys.executable, os.path.join(REPO, "scripts", "evaluate.py"), f"--workdir={runs['root'] / 'nothing'}"],
+    capture_output=True,
+    text=True,
+  )
   assert failed.returncode == 1 and failed.stderr.strip().splitlines() == [
-      f"error: no checkpoints in {runs['root'] / 'nothing'} "
-      f"(looked for {runs['root'] / 'nothing' / 'checkpoints'})"]
+    f"error: no checkpoints in {runs['root'] / 'nothing'} "
+    f"(looked for {runs['root'] / 'nothing' / 'checkpoints'})"
+  ]

@@ -1,4 +1,5 @@
 """RealNVP, planar flows and IAF: invertibility, log-determinants, normalisation, bad input."""
+
 import functools
 import json
 import os
@@ -35,6 +36,7 @@ def _random_flow(dim, num_layers=4, hidden=(32, 32), scale=0.3, seed=1):
 
 
 # ----------------------------------------------------------------------------- RealNVP
+
 
 def test_masks_alternate_and_keep_half():
   masks = flow_lib.alternating_masks((6,), 3)
@@ -82,7 +84,7 @@ def test_two_dim_density_integrates_to_one():
   ticks = jnp.linspace(-edge, edge, n)
   grid = jnp.stack(jnp.meshgrid(ticks, ticks), axis=-1).reshape(-1, 2)
   density = jnp.exp(jax.jit(flow.log_prob)(params, grid))
-  cell = (ticks[1] - ticks[0])**2
+  cell = (ticks[1] - ticks[0]) ** 2
   total = float(density.sum() * cell)
   samples = jax.jit(lambda p, rng: flow_lib.sample(flow, p, rng, 200_000))(params, jax.random.PRNGKey(0))
   inside = float((jnp.abs(samples) <= edge).all(-1).mean())
@@ -100,6 +102,7 @@ def test_sample_inverts_base_draws():
 
 
 # ----------------------------------------------------------------------- dequantisation
+
 
 def test_dequantize_stays_in_the_pixel_cell():
   k = jnp.arange(256.0)
@@ -121,6 +124,7 @@ def test_bits_per_dim_of_uniform_pixels_is_eight():
 
 
 # ------------------------------------------------------------------------------ Task
+
 
 def _config(**model):
   """A flow's config.model, resolved: every field of flow_lib.default_model_config()."""
@@ -158,6 +162,7 @@ def test_task_bits_per_dim_of_identity_flow_on_images():
 
 # ------------------------------------------------------------------------- bad input
 
+
 def test_zero_coupling_layers_is_an_error():
   with pytest.raises(ValueError, match="at least one coupling layer"):
     flow_lib.alternating_masks((2,), 0)
@@ -184,6 +189,7 @@ def test_data_of_the_wrong_dimension_is_an_error():
 
 # ------------------------------------------------------------------- the declared Density
 
+
 def test_flow_declares_its_model_and_density():
   assert bnnjax.models.get("flow") is flow_lib.MODEL and bnnjax.models.get("vae_flow") is vae_flow.MODEL
   info = task_lib.DataInfo(input_shape=(2,), num_classes=0, num_train=10)
@@ -193,8 +199,9 @@ def test_flow_declares_its_model_and_density():
   batch = {"x": jnp.array([[0.0, 0.0], [1.0, -1.0]]), "y": jnp.zeros(2)}
   params = task.init(jax.random.PRNGKey(0), batch)
   log_p = task.density.log_prob(params, jax.random.PRNGKey(1), batch["x"])
-  np.testing.assert_allclose(-log_p.mean(), task.evaluate(params, jax.random.PRNGKey(1), batch)["nll"],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    -log_p.mean(), task.evaluate(params, jax.random.PRNGKey(1), batch)["nll"], rtol=1e-6
+  )
   assert task.density.sample(params, jax.random.PRNGKey(2), 5).shape == (5, 2)
 
 
@@ -207,17 +214,22 @@ def test_image_density_samples_are_images_in_the_unit_interval():
   assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
   # the inverse of the logit transform: y -> x -> y
   y = jnp.array([[-2.0, 0.0, 1.5]])
-  np.testing.assert_allclose(flow_lib.logit_transform(flow_lib.inverse_logit_transform(y, 0.05), 0.05)[0],
-                             y, rtol=1e-5)
+  np.testing.assert_allclose(
+    flow_lib.logit_transform(flow_lib.inverse_logit_transform(y, 0.05), 0.05)[0], y, rtol=1e-5
+  )
 
 
 # ------------------------------------------------------------------------ planar flows
 
+
 def _planar_params(num_flows, batch, dim, seed=0, scale=1.0):
   ku, kw, kb = jax.random.split(jax.random.PRNGKey(seed), 3)
   shape = (num_flows, batch, dim)
-  return vae_flow.PlanarParams(scale * jax.random.normal(ku, shape), scale * jax.random.normal(kw, shape),
-                               jax.random.normal(kb, (num_flows, batch, 1)))
+  return vae_flow.PlanarParams(
+    scale * jax.random.normal(ku, shape),
+    scale * jax.random.normal(kw, shape),
+    jax.random.normal(kb, (num_flows, batch, 1)),
+  )
 
 
 def test_constrained_u_satisfies_invertibility_condition():
@@ -275,7 +287,7 @@ def test_planar_posterior_density_integrates_to_one():
   z_back, log_det = vae_flow.planar_flow(z0, params)
   np.testing.assert_allclose(z_back, grid, atol=1e-4)
   log_q = gaussian_log_prob(z0, mean, std).sum(-1) - log_det
-  total = float(jnp.exp(log_q).sum() * (ticks[1] - ticks[0])**2)
+  total = float(jnp.exp(log_q).sum() * (ticks[1] - ticks[0]) ** 2)
   assert abs(total - 1.0) < 2e-3, total
   assert float(jnp.abs(log_det).max()) > 0.5  # the map really changes volume
 
@@ -283,8 +295,7 @@ def test_planar_posterior_density_integrates_to_one():
 def _vae_flow_config(**model):
   """A flow VAE's config.model, resolved: every field of vae_flow.default_model_config()."""
   m = vae_flow.default_model_config()
-  m.update(dict(latent_size=2, encoder_sizes=(8,), decoder_sizes=(8,), num_flows=3,
-                eval_iwae_samples=4))
+  m.update(dict(latent_size=2, encoder_sizes=(8,), decoder_sizes=(8,), num_flows=3, eval_iwae_samples=4))
   m.update(model)
   return m
 
@@ -325,6 +336,7 @@ def test_flow_vae_bad_config_is_an_error():
 
 # ---------------------------------------------------------------- inverse autoregressive flow
 
+
 @pytest.mark.parametrize("dim, hidden", [(5, 12), (2, 3), (1, 4)])
 def test_made_masks_let_output_i_see_exactly_the_earlier_inputs(dim, hidden):
   to_hidden, to_output = vae_flow.made_masks(dim, hidden)
@@ -335,6 +347,7 @@ def test_made_masks_let_output_i_see_exactly_the_earlier_inputs(dim, hidden):
 
 def _iaf_jacobian(num_steps, dim=4, hidden=10, reverse_only=False, seed=0):
   """(z0, context, z_T, log_det, jacobian dz_T/dz0 per example) of a random IAF."""
+
   def forward(z, context):
     if reverse_only:
       z, log_det = vae_flow.IAFStep(hidden, reverse=True)(z, context)
@@ -344,8 +357,7 @@ def _iaf_jacobian(num_steps, dim=4, hidden=10, reverse_only=False, seed=0):
   net = hk.without_apply_rng(hk.transform(forward))
   z0 = jax.random.normal(jax.random.PRNGKey(seed), (3, dim))
   context = jax.random.normal(jax.random.PRNGKey(seed + 1), (3, 6))
-  params = _perturbed(net.init(jax.random.PRNGKey(seed + 2), z0, context),
-                      jax.random.PRNGKey(seed + 3), 0.3)
+  params = _perturbed(net.init(jax.random.PRNGKey(seed + 2), z0, context), jax.random.PRNGKey(seed + 3), 0.3)
   z, log_det = net.apply(params, z0, context)
   one = lambda z_i, c_i: net.apply(params, z_i[None], c_i[None])[0][0]
   jacobian = jax.vmap(jax.jacfwd(one))(z0, context)
@@ -357,8 +369,7 @@ def test_iaf_step_is_triangular_with_diagonal_sigma():
   # Output i depends on inputs <= i only: dz_i/dz_j = 0 for j > i, and the diagonal is sigma.
   np.testing.assert_allclose(np.triu(jacobian, 1), 0.0, atol=1e-7)
   assert float(np.abs(np.tril(jacobian, -1)).max()) > 1e-3  # ... and it does depend on them
-  np.testing.assert_allclose(log_det, np.log(np.diagonal(jacobian, axis1=1, axis2=2)).sum(-1),
-                             rtol=1e-5)
+  np.testing.assert_allclose(log_det, np.log(np.diagonal(jacobian, axis1=1, axis2=2)).sum(-1), rtol=1e-5)
   # A reversed step is autoregressive in the reverse order: upper triangular.
   _, _, reversed_jacobian = _iaf_jacobian(num_steps=1, reverse_only=True)
   np.testing.assert_allclose(np.tril(reversed_jacobian, -1), 0.0, atol=1e-7)
@@ -374,6 +385,7 @@ def test_iaf_log_det_matches_autodiff_jacobian():
 
 # ------------------------------------------------------------------- through the loop
 
+
 def _read_final_metrics(workdir):
   lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8")]
   return {k: v for line in lines for k, v in line.items()}  # later lines win
@@ -382,8 +394,13 @@ def _read_final_metrics(workdir):
 def _run_script(script, workdir, report_name, *flags):
   """Runs scripts/<script> --workdir=workdir *flags and returns the JSON report it wrote there."""
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", script)
-  result = subprocess.run([sys.executable, path, f"--workdir={workdir}", *flags],
-                          capture_output=True, text=True, timeout=600, check=False)
+  result = subprocess.run(
+    [sys.executable, path, f"--workdir={workdir}", *flags],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   with open(os.path.join(workdir, report_name), encoding="utf-8") as f:
     return json.load(f)
@@ -404,14 +421,19 @@ def test_fit_moons_beats_a_gaussian_fit(tmp_path):
   train_x, test_x = bnnjax.data.load("moons", "train")["x"], bnnjax.data.load("moons", "test")["x"]
   mean, cov = train_x.mean(0), np.cov(train_x, rowvar=False, bias=True)
   centred = test_x - mean
-  gaussian_log_lik = np.mean(-0.5 * (np.einsum("ni,ij,nj->n", centred, np.linalg.inv(cov), centred)
-                                     + np.linalg.slogdet(cov)[1] + 2 * np.log(2 * np.pi)))
+  gaussian_log_lik = np.mean(
+    -0.5
+    * (
+      np.einsum("ni,ij,nj->n", centred, np.linalg.inv(cov), centred)
+      + np.linalg.slogdet(cov)[1]
+      + 2 * np.log(2 * np.pi)
+    )
+  )
   print(f"moons after 600 steps: flow {test_log_lik:.3f}, Gaussian fit {gaussian_log_lik:.3f} nats")
   assert test_log_lik > gaussian_log_lik + 0.5, (test_log_lik, gaussian_log_lik)
 
   # scripts/flow_plots.py on the same run: the same figures, a grid that holds the mass, PNGs.
-  report = _run_script("flow_plots.py", tmp_path, "flow_eval.json", "--grid_size=200",
-                       "--num_samples=300")
+  report = _run_script("flow_plots.py", tmp_path, "flow_eval.json", "--grid_size=200", "--num_samples=300")
   assert report["log_lik"] == pytest.approx(test_log_lik, abs=1e-4)
   assert report["gaussian_fit_log_lik"] == pytest.approx(gaussian_log_lik, abs=1e-4)
   assert report["grid_mass"] == pytest.approx(1.0, abs=0.02)
@@ -436,8 +458,17 @@ def test_fit_flow_vae_on_digits_iwae_above_elbo(tmp_path, flow):
   config = bnnjax.base_config()
   config.data.name = "digits"
   config.model = vae_flow.default_model_config()
-  config.model.update(dict(latent_size=2, encoder_sizes=(32,), decoder_sizes=(32,), num_flows=2,
-                           eval_iwae_samples=8, flow=flow, iaf_hidden_size=16))
+  config.model.update(
+    dict(
+      latent_size=2,
+      encoder_sizes=(32,),
+      decoder_sizes=(32,),
+      num_flows=2,
+      eval_iwae_samples=8,
+      flow=flow,
+      iaf_hidden_size=16,
+    )
+  )
   config.batch_size, config.num_steps, config.eval_every = 64, 40, 40
   config.checkpoint_every, config.log_every = 40, 40
   config.progress_bar = False

@@ -6,6 +6,7 @@ dropout keeps activations' means; on Bayesian linear regression (correlated feat
 Gaussian prior, known noise) NUTS recovers the exact posterior mean and full covariance within
 Monte Carlo error, and the Laplace posterior equals it (the log posterior is quadratic).
 """
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -67,6 +68,7 @@ def plain_mlp(hidden=(16,)):
 
 # ---------------------------------------------------------------- deep ensembles
 
+
 def test_ensemble_members_differ_and_the_predictive_is_the_mean_of_their_softmaxes():
   batch = digits_batch(128)
   task = task_of("ensemble/mlp", ensemble_size=3)
@@ -76,15 +78,17 @@ def test_ensemble_members_differ_and_the_predictive_is_the_mean_of_their_softmax
     w = np.asarray(params["mlp/~/linear_0"]["w"])
     assert w.shape == (3, 64, 16)
     assert min(np.abs(w[i] - w[j]).max() for i in range(3) for j in range(i)) > 1e-2
-  by_hand = [plain_mlp().apply(jax.tree_util.tree_map(lambda a, i=i: a[i], trained), batch["x"])
-             for i in range(3)]
+  by_hand = [
+    plain_mlp().apply(jax.tree_util.tree_map(lambda a, i=i: a[i], trained), batch["x"]) for i in range(3)
+  ]
   logits = jax.jit(task.predictor.sample, static_argnums=3)(trained, jax.random.PRNGKey(1), batch["x"], 100)
   assert logits.shape == (3, 128, 10)  # K = M whatever is asked
   np.testing.assert_allclose(logits, np.stack(by_hand), rtol=1e-5, atol=1e-5)
   expected = np.mean([jax.nn.softmax(member) for member in by_hand], 0)
   metrics = jax.jit(task.evaluate)(trained, jax.random.PRNGKey(2), batch)
-  np.testing.assert_allclose(metrics["nll"], -np.mean(np.log(expected[np.arange(128), batch["y"]])),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    metrics["nll"], -np.mean(np.log(expected[np.arange(128), batch["y"]])), rtol=1e-5
+  )
   # Each member's gradient is its own: the loss is the sum of the members' NLLs.
   loss, metrics = jax.jit(task.loss)(trained, jax.random.PRNGKey(3), batch, 0)
   own = [-np.mean(jax.nn.log_softmax(member)[np.arange(128), batch["y"]]) for member in by_hand]
@@ -100,6 +104,7 @@ def test_an_ensemble_of_one_is_the_point_estimate_and_laplace_fits_around_it():
     np.testing.assert_allclose(single[layer]["w"][0], point[layer]["w"], atol=1e-5)
   # The same point estimate, as a Run, with a last-layer Laplace posterior fitted on digits.
   from bnnjax.methods import laplace  # pylint: disable=import-outside-toplevel
+
   config = resolve(digits_config("mlp", hidden_sizes=(16,)))
   _, _, info = data.load_splits(config.data)
   run = bnnjax.Run("unsaved", config, point, info, build_task(config, info))
@@ -108,7 +113,8 @@ def test_an_ensemble_of_one_is_the_point_estimate_and_laplace_fits_around_it():
   assert report["model"] == "laplace/mlp" and report["num_samples"] == 8
   assert float(fitted.params.prior_precision) > 0 and fitted.params.precision.shape == (170, 170)
   assert report["in_distribution"]["accuracy"] == pytest.approx(
-      run.evaluate()["in_distribution"]["accuracy"], abs=0.03)
+    run.evaluate()["in_distribution"]["accuracy"], abs=0.03
+  )
 
 
 def test_ensemble_fits_loads_and_evaluates_on_digits(tmp_path):
@@ -129,9 +135,13 @@ def test_ensemble_and_dropout_regressors_give_k_gaussian_outputs(name):
   fields = {"ensemble_size": 2} if name.startswith("ensemble") else {"dropout_rate": 0.5}
   task = task_of(name, info, noise_std=0.3, **fields)
   key = jax.random.PRNGKey(0)
-  (means, stds), (loss, _), metrics = jax.jit(lambda b: (  # one compilation for the three
-      task.predictor.sample(task.init(key, b), key, b["x"], 4), task.loss(task.init(key, b), key, b, 0),
-      task.evaluate(task.init(key, b), key, b)))(batch)
+  (means, stds), (loss, _), metrics = jax.jit(
+    lambda b: (  # one compilation for the three
+      task.predictor.sample(task.init(key, b), key, b["x"], 4),
+      task.loss(task.init(key, b), key, b, 0),
+      task.evaluate(task.init(key, b), key, b),
+    )
+  )(batch)
   assert means.shape == stds.shape == ((2 if name.startswith("ensemble") else 4), 32)
   np.testing.assert_allclose(stds, 0.3)
   assert np.isfinite(loss) and set(metrics) >= {"rmse", "nll", "coverage_95"}
@@ -145,12 +155,14 @@ def test_a_bad_ensemble_size_is_a_one_line_error(size):
 
 # ---------------------------------------------------------------- MC dropout
 
+
 def test_dropout_at_rate_zero_is_the_deterministic_network():
   batch = digits_batch(32)
   task = task_of("dropout/mlp", dropout_rate=0.0)
   params = task.init(jax.random.PRNGKey(0), batch)
   assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
-      plain_mlp().init(jax.random.PRNGKey(0), batch["x"]))
+    plain_mlp().init(jax.random.PRNGKey(0), batch["x"])
+  )
   logits = task.predictor.sample(params, jax.random.PRNGKey(1), batch["x"], 3)
   exact = plain_mlp().apply(params, batch["x"])
   np.testing.assert_array_equal(logits, np.broadcast_to(exact, logits.shape))
@@ -158,6 +170,7 @@ def test_dropout_at_rate_zero_is_the_deterministic_network():
 
 def test_dropout_keeps_the_mean_of_the_dropped_activations_and_samples_differ():
   from bnnjax.methods import dropout  # pylint: disable=import-outside-toplevel
+
   p, n = 0.3, 50_000
   x = jnp.linspace(0.5, 1.5, n)
   dropped = np.asarray(jax.jit(dropout.inverted_dropout, static_argnums=1)(jax.random.PRNGKey(0), p, x))
@@ -173,7 +186,8 @@ def test_dropout_keeps_the_mean_of_the_dropped_activations_and_samples_differ():
   net = dropout.dropout_transform(forward, p)
   params = jax.jit(net.init)(jax.random.PRNGKey(1), batch := jnp.ones((2, 8)))
   outputs = jax.jit(lambda p, k: dropout.sample_outputs(net, p, k, batch, 2000))(
-      params, jax.random.PRNGKey(2))[:, 0, 0]
+    params, jax.random.PRNGKey(2)
+  )[:, 0, 0]
   exact = jax.jit(hk.transform(forward).apply)(params, None, batch)[0, 0]
   assert float(jnp.std(outputs)) > 0
   assert abs(float(outputs.mean() - exact)) < 5 * float(outputs.std()) / np.sqrt(2000)
@@ -198,6 +212,7 @@ def test_a_bad_dropout_rate_is_a_one_line_error(rate):
 
 # ---------------------------------------------------------------- exact posterior, NUTS
 
+
 def conjugate_problem(n=20, noise_std=0.5, prior_scale=1.0):
   """Bayesian linear regression y = x w + b + noise, correlated features, w, b ~ N(0, s² I):
   (x, y, exact posterior mean [4], exact posterior covariance [4, 4]) of (w, b)."""
@@ -218,10 +233,21 @@ def linear(x):
 def test_nuts_recovers_the_exact_posterior_mean_and_full_covariance():
   from blackjax.diagnostics import effective_sample_size  # pylint: disable=import-outside-toplevel
   from bnnjax.methods import hmc  # pylint: disable=import-outside-toplevel
+
   x, y, mean, cov = conjugate_problem()
-  result = hmc.network_posterior(linear, DataInfo((3,), 0, len(x)), x, y, jax.random.PRNGKey(0),
-                                 prior_scale=1.0, noise_std=0.5, num_chains=2, num_samples=500,
-                                 num_warmup=200, dense_mass=True)
+  result = hmc.network_posterior(
+    linear,
+    DataInfo((3,), 0, len(x)),
+    x,
+    y,
+    jax.random.PRNGKey(0),
+    prior_scale=1.0,
+    noise_std=0.5,
+    num_chains=2,
+    num_samples=500,
+    num_warmup=200,
+    dense_mass=True,
+  )
   draws = result.samples["linear"]
   theta = np.concatenate([np.asarray(draws["w"])[..., 0], np.asarray(draws["b"])], -1)  # [2, 500, 4]
   assert max(float(r.max()) for r in jax.tree_util.tree_leaves(result.rhat)) < 1.05
@@ -244,12 +270,14 @@ def test_nuts_recovers_the_exact_posterior_mean_and_full_covariance():
   predictor = hmc.predictor(linear, DataInfo((3,), 0, len(x)), noise_std=0.5)
   means, stds = predictor.sample(samples, jax.random.PRNGKey(0), jnp.asarray(x[:4]), 8)
   assert means.shape == stds.shape == (1000, 4)
-  np.testing.assert_allclose(means.mean(0), x[:4] @ theta.mean((0, 1))[:3] + theta.mean((0, 1))[3],
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    means.mean(0), x[:4] @ theta.mean((0, 1))[:3] + theta.mean((0, 1))[3], rtol=1e-4, atol=1e-4
+  )
 
 
 def test_nuts_refuses_a_data_set_too_large_and_a_non_finite_density():
   from bnnjax.methods import hmc  # pylint: disable=import-outside-toplevel
+
   big = np.zeros((hmc.FULL_BATCH_LIMIT + 1, 3), np.float32)
   with pytest.raises(ValueError, match="HMC/NUTS runs full batch: 10001 training examples exceed"):
     hmc.network_posterior(linear, DataInfo((3,), 0, len(big)), big, big[:, 0], jax.random.PRNGKey(0))
@@ -263,46 +291,64 @@ def test_nuts_refuses_a_data_set_too_large_and_a_non_finite_density():
 
 # ---------------------------------------------------------------- last-layer Laplace
 
+
 def test_laplace_of_a_linear_model_is_the_exact_conjugate_posterior():
   from bnnjax.methods import laplace  # pylint: disable=import-outside-toplevel
+
   x, y, mean, cov = conjugate_problem()
   info = DataInfo((3,), 0, len(x))
   # At the MAP (= the exact posterior mean) the log posterior is quadratic: Λ is exact.
-  params = {"linear": {"w": jnp.asarray(mean[:3, None], jnp.float32),
-                       "b": jnp.asarray(mean[3:], jnp.float32)}}
-  posterior = laplace.fit(linear, params, x, y, info, prior_precision=1.0, noise_std=0.5,
-                          batch_size=8)  # 20 rows in batches of 8: the padded last one masked
+  params = {
+    "linear": {"w": jnp.asarray(mean[:3, None], jnp.float32), "b": jnp.asarray(mean[3:], jnp.float32)}
+  }
+  posterior = laplace.fit(
+    linear, params, x, y, info, prior_precision=1.0, noise_std=0.5, batch_size=8
+  )  # 20 rows in batches of 8: the padded last one masked
   order = [3, 0, 1, 2]  # ravel_pytree's order: b, then w
-  np.testing.assert_allclose(np.linalg.inv(np.asarray(posterior.precision, np.float64)),
-                             cov[np.ix_(order, order)], rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(
+    np.linalg.inv(np.asarray(posterior.precision, np.float64)),
+    cov[np.ix_(order, order)],
+    rtol=1e-4,
+    atol=1e-7,
+  )
   means, stds = laplace.predictor(linear, info, 0.5).sample(
-      posterior, jax.random.PRNGKey(0), jnp.asarray(x[:3]), 20000)
+    posterior, jax.random.PRNGKey(0), jnp.asarray(x[:3]), 20000
+  )
   features = np.concatenate([x[:3], np.ones((3, 1))], 1)
-  np.testing.assert_allclose(np.var(np.asarray(means), 0), np.einsum("bp,pq,bq->b", features, cov,
-                                                                     features), rtol=0.05)
+  np.testing.assert_allclose(
+    np.var(np.asarray(means), 0), np.einsum("bp,pq,bq->b", features, cov, features), rtol=0.05
+  )
   assert float(stds[0, 0]) == 0.5
   # The closed form: the exact Gaussian predictive N(f*, noise² + fᵀ Σ f), K = 1.
-  means, stds = jax.jit(lambda p, x: laplace.predictor(linear, info, 0.5, "closed_form").sample(
-      p, None, x, 8))(posterior, jnp.asarray(x[:3]))
+  means, stds = jax.jit(
+    lambda p, x: laplace.predictor(linear, info, 0.5, "closed_form").sample(p, None, x, 8)
+  )(posterior, jnp.asarray(x[:3]))
   np.testing.assert_allclose(means[0], features @ mean, rtol=1e-5)
-  np.testing.assert_allclose(stds[0]**2, 0.25 + np.einsum("bp,pq,bq->b", features, cov, features),
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+    stds[0] ** 2, 0.25 + np.einsum("bp,pq,bq->b", features, cov, features), rtol=1e-4
+  )
 
 
 def test_laplace_last_layer_ggn_is_the_hessian_of_the_nll_and_needs_a_dense_last_layer():
   from bnnjax.methods import laplace  # pylint: disable=import-outside-toplevel
+
   batch = digits_batch(32)
   net = plain_mlp((8,))
   params = net.init(jax.random.PRNGKey(0), batch["x"])
-  posterior = laplace.fit(lambda x: mlp.mlp((8,), 10)(x), params, batch["x"], batch["y"], DIGITS,
-                          prior_precision=2.0)
+  posterior = laplace.fit(
+    lambda x: mlp.mlp((8,), 10)(x), params, batch["x"], batch["y"], DIGITS, prior_precision=2.0
+  )
   last = "mlp/~/linear_1"
   theta, unravel = jax.flatten_util.ravel_pytree(params[last])
-  nll = lambda t: -jnp.sum(jax.nn.log_softmax(net.apply({**params, last: unravel(t)}, batch["x"]))[
-      jnp.arange(32), batch["y"]])
+  nll = lambda t: (
+    -jnp.sum(
+      jax.nn.log_softmax(net.apply({**params, last: unravel(t)}, batch["x"]))[jnp.arange(32), batch["y"]]
+    )
+  )
   np.testing.assert_allclose(posterior.ggn, jax.jit(jax.hessian(nll))(theta), atol=2e-4)
   np.testing.assert_allclose(posterior.precision - posterior.ggn, 2.0 * np.eye(theta.size), atol=1e-6)
   with pytest.raises(ValueError, match="Laplace needs a network whose output is its last hk.Linear"):
     scaled = lambda x: 2.0 * hk.Linear(10)(x)
-    laplace.fit(scaled, hk.transform(scaled).init(jax.random.PRNGKey(0), batch["x"]), batch["x"],
-                batch["y"], DIGITS)
+    laplace.fit(
+      scaled, hk.transform(scaled).init(jax.random.PRNGKey(0), batch["x"]), batch["x"], batch["y"], DIGITS
+    )

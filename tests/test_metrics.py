@@ -1,4 +1,5 @@
 """Known answers for bnnjax.metrics: hand-computed small cases, sklearn as a reference on random data."""
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -7,6 +8,7 @@ from bnnjax import metrics
 
 
 # ---------------------------------------------------------------- classification
+
 
 def test_accuracy_nll_brier_hand_case():
   probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25]])
@@ -58,6 +60,7 @@ def test_bad_shapes_raise():
 
 
 # ---------------------------------------------------------------- OOD detection
+
 
 def test_average_ranks_share_ties():
   np.testing.assert_allclose(metrics.average_ranks([3.0, 1.0, 3.0, 2.0, 3.0]), [4, 1, 4, 2, 4])
@@ -124,16 +127,16 @@ def test_rejection_rule_rejects_nothing_at_a_saturated_score():
 
 # ---------------------------------------------------------------- regression
 
+
 def test_regression_metrics_hand_case():
   y = np.array([1.0, 2.0, 3.0, 4.0])
   mean = np.array([1.5, 2.0, 2.0, 4.0])
   assert metrics.rmse(y, mean) == pytest.approx(np.sqrt((0.25 + 0 + 1 + 0) / 4))
   assert metrics.interval_coverage(y, mean - 0.6, mean + 0.6) == 0.75
   std = np.full(4, 2.0)
-  expected = 0.5 * np.log(2 * np.pi * 4.0) + np.mean((y - mean)**2) / (2 * 4.0)
+  expected = 0.5 * np.log(2 * np.pi * 4.0) + np.mean((y - mean) ** 2) / (2 * 4.0)
   assert metrics.gaussian_nll(y, mean, std) == pytest.approx(expected, rel=1e-6)
-  report = metrics.regression_metrics(y, mean, std, mean - np.array([0.6, 0.6, 1.0, 0.2]),
-                                      mean + 0.6)
+  report = metrics.regression_metrics(y, mean, std, mean - np.array([0.6, 0.6, 1.0, 0.2]), mean + 0.6)
   assert report["coverage"] == 0.75 and report["mean_interval_width"] == pytest.approx(1.2)
 
 
@@ -167,6 +170,8 @@ def test_confidences_on_interior_bin_edges_fall_in_the_lower_bin():
 def test_nll_of_zero_probability_is_the_documented_floor():
   # p(true) = 0 is floored at the smallest normal float64: -log(2.2e-308) = 708.40 nats.
   assert metrics.nll(np.array([[1.0, 0.0]]), np.array([1])) == pytest.approx(
-      -np.log(np.finfo(np.float64).tiny), rel=1e-12)
+    -np.log(np.finfo(np.float64).tiny), rel=1e-12
+  )
   assert metrics.nll(np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([1, 0])) == pytest.approx(
-      (-np.log(np.finfo(np.float64).tiny) + np.log(2)) / 2, rel=1e-12)
+    (-np.log(np.finfo(np.float64).tiny) + np.log(2)) / 2, rel=1e-12
+  )

@@ -1,4 +1,5 @@
 """Mean-field posterior pytrees: construction, sampling, densities and KL, with known answers."""
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -63,21 +64,23 @@ def test_log_prob_and_entropy_match_hand_formulas():
 def _random_posterior(key, shapes, spread=0.5, scale="softplus"):
   """Random means and stds; the same key gives the same distribution under either scale."""
   k1, k2 = jax.random.split(key)
-  params = {"layer": {n: jax.random.normal(jax.random.fold_in(k1, i), s) for i, (n, s) in
-                      enumerate(shapes.items())}}
+  params = {
+    "layer": {n: jax.random.normal(jax.random.fold_in(k1, i), s) for i, (n, s) in enumerate(shapes.items())}
+  }
   q = post.init_posterior(params, 0.1)
   rho = jax.tree_util.tree_map(lambda r: r + spread * jax.random.normal(k2, r.shape) + 1.5, q["rho"])
   if scale == "softplus":
     return {"mean": q["mean"], "rho": rho}
-  return {"mean": q["mean"], "log_std": jax.tree_util.tree_map(
-      lambda r: jnp.log(jax.nn.softplus(r)), rho)}
+  return {"mean": q["mean"], "log_std": jax.tree_util.tree_map(lambda r: jnp.log(jax.nn.softplus(r)), rho)}
 
 
 def _monte_carlo_kl(q, log_prior, key, n):
   """mean over n draws of log q(w) - log p(w)."""
+
   def one(k):
     w = post.sample_params(q, k)
     return post.log_prob(q, w) - log_prior(w)
+
   return jnp.mean(jax.vmap(one)(jax.random.split(key, n)))
 
 
@@ -121,17 +124,18 @@ def test_log_std_scale_is_the_same_distribution_as_softplus():
   assert post.scale_key(q_soft) == "rho" and post.scale_key(q_log) == "log_std"
   # log_stds hands back the parameter itself: that is what saves the KL its log.
   assert post.log_stds(q_log) is q_log["log_std"]
-  for a, b in zip(jax.tree_util.tree_leaves(post.stds(q_soft)),
-                  jax.tree_util.tree_leaves(post.stds(q_log))):
+  for a, b in zip(jax.tree_util.tree_leaves(post.stds(q_soft)), jax.tree_util.tree_leaves(post.stds(q_log))):
     np.testing.assert_allclose(a, b, rtol=1e-5)
   p = _random_posterior(jax.random.PRNGKey(9), shapes, scale="softplus")
   w = post.sample_params(p, jax.random.PRNGKey(10))
-  for value in (lambda q: post.kl(q, priors.gaussian_prior(0.7)),
-                lambda q: post.kl(q, priors.PosteriorPrior(p)),
-                lambda q: post.kl(q, priors.scale_mixture_prior(0.5, 1.0, 0.05, kl="bound")),
-                lambda q: post.kl(q, priors.scale_mixture_prior(0.5, 1.0, 0.05),
-                                  jax.random.PRNGKey(11)),
-                post.entropy, lambda q: post.log_prob(q, w)):
+  for value in (
+    lambda q: post.kl(q, priors.gaussian_prior(0.7)),
+    lambda q: post.kl(q, priors.PosteriorPrior(p)),
+    lambda q: post.kl(q, priors.scale_mixture_prior(0.5, 1.0, 0.05, kl="bound")),
+    lambda q: post.kl(q, priors.scale_mixture_prior(0.5, 1.0, 0.05), jax.random.PRNGKey(11)),
+    post.entropy,
+    lambda q: post.log_prob(q, w),
+  ):
     np.testing.assert_allclose(value(q_log), value(q_soft), rtol=1e-5)
   # A log-std posterior is a valid prior for a softplus one and the other way round.
   np.testing.assert_allclose(post.kl(q_soft, priors.PosteriorPrior(q_log)), 0.0, atol=1e-5)
@@ -149,8 +153,9 @@ def test_init_posterior_log_std_sets_std_and_unknown_scale_is_an_error():
 
 
 def test_gaussian_entropy_takes_exactly_one_of_std_and_log_std():
-  np.testing.assert_allclose(gaussian_entropy(std=jnp.float32(2.0)),
-                             gaussian_entropy(log_std=jnp.log(jnp.float32(2.0))), rtol=1e-6)
+  np.testing.assert_allclose(
+    gaussian_entropy(std=jnp.float32(2.0)), gaussian_entropy(log_std=jnp.log(jnp.float32(2.0))), rtol=1e-6
+  )
   with pytest.raises(ValueError, match="exactly one of std and log_std"):
     gaussian_entropy(std=1.0, log_std=0.0)
   with pytest.raises(ValueError, match="exactly one of std and log_std"):

@@ -1,4 +1,5 @@
 """Known answers for bnnjax.predictive: entropy decomposition, mixture moments, interval coverage."""
+
 import math
 
 import jax
@@ -21,10 +22,12 @@ def _entropy(p):
 
 # ---------------------------------------------------------------- sampling
 
+
 def test_sample_predictions_vmaps_over_independent_keys():
   x = jnp.arange(3.0)
-  out = predictive.sample_predictions(lambda key, x: x + jax.random.normal(key, x.shape),
-                                      jax.random.PRNGKey(0), x, 4000)
+  out = predictive.sample_predictions(
+    lambda key, x: x + jax.random.normal(key, x.shape), jax.random.PRNGKey(0), x, 4000
+  )
   assert out.shape == (4000, 3)
   # Independent N(x, 1) draws: mean x and unit std, to Monte Carlo precision (sd 1/sqrt(4000)).
   np.testing.assert_allclose(out.mean(0), x, atol=0.08)
@@ -39,6 +42,7 @@ def test_sample_predictions_rejects_bad_num_samples(bad):
 
 
 # ---------------------------------------------------------------- classification
+
 
 def test_mutual_information_is_zero_when_all_samples_agree():
   logits = jax.random.normal(jax.random.PRNGKey(1), (1, 16, 5)) * 3.0
@@ -75,8 +79,9 @@ def test_hand_case_of_the_decomposition():
 def test_decomposition_identity_and_mutual_information_as_mean_kl_on_random_logits():
   logits = jax.random.normal(jax.random.PRNGKey(2), (8, 32, 10)) * 2.0
   pred = jax.jit(predictive.classification_predictive)(logits)
-  np.testing.assert_allclose(pred.predictive_entropy,
-                             pred.expected_entropy + pred.mutual_information, atol=1e-5)
+  np.testing.assert_allclose(
+    pred.predictive_entropy, pred.expected_entropy + pred.mutual_information, atol=1e-5
+  )
   # Independently: MI = mean_k KL(p_k || p̄), in float64 numpy.
   p = np.asarray(jax.nn.softmax(logits.astype(jnp.float32)), np.float64)
   p_bar = p.mean(0)
@@ -105,6 +110,7 @@ def test_uncertainty_scores_by_number_of_samples():
 
 
 # ---------------------------------------------------------------- regression
+
 
 def test_regression_predictive_is_the_mixture_moments():
   means = jnp.array([[0.0, 1.0], [2.0, 1.0]])  # K = 2, B = 2

@@ -1,4 +1,5 @@
 """Priors: the scale-mixture density, its unbiased KL estimator, and bad parameters."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,20 +10,18 @@ from bnnjax import priors
 
 
 def _normal_pdf(x, std):
-  return np.exp(-0.5 * (x / std)**2) / (np.sqrt(2 * np.pi) * std)
+  return np.exp(-0.5 * (x / std) ** 2) / (np.sqrt(2 * np.pi) * std)
 
 
 def test_scale_mixture_density_matches_hand_formula_and_normalises():
   prior = priors.scale_mixture_prior(0.25, 1.0, 0.01)
   w = np.array([0.0, 0.005, 0.3, 3.0, 40.0])
-  log_normal = lambda x, std: -0.5 * (x / std)**2 - np.log(std) - 0.5 * np.log(2 * np.pi)
+  log_normal = lambda x, std: -0.5 * (x / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
   # In log space: at w = 40 the narrow component underflows but the sum must not.
   expected = np.logaddexp(np.log(0.25) + log_normal(w, 1.0), np.log(0.75) + log_normal(w, 0.01))
-  np.testing.assert_allclose(priors.scale_mixture_log_prob(jnp.asarray(w), prior), expected,
-                             rtol=1e-5)
+  np.testing.assert_allclose(priors.scale_mixture_log_prob(jnp.asarray(w), prior), expected, rtol=1e-5)
   grid = np.linspace(-12, 12, 2_000_001)
-  density = np.exp(np.asarray(priors.scale_mixture_log_prob(jnp.asarray(grid), prior),
-                              np.float64))
+  density = np.exp(np.asarray(priors.scale_mixture_log_prob(jnp.asarray(grid), prior), np.float64))
   np.testing.assert_allclose(np.trapezoid(density, grid), 1.0, rtol=1e-4)
 
 
@@ -32,8 +31,7 @@ def _kl_by_quadrature(mean, std, prior):
   for m, s in zip(mean.ravel(), std.ravel()):
     w = np.linspace(m - 10 * s, m + 10 * s, 20001)
     q = _normal_pdf(w - m, s)
-    log_p = np.log(prior.pi * _normal_pdf(w, prior.scale1)
-                   + (1 - prior.pi) * _normal_pdf(w, prior.scale2))
+    log_p = np.log(prior.pi * _normal_pdf(w, prior.scale1) + (1 - prior.pi) * _normal_pdf(w, prior.scale2))
     total += np.trapezoid(q * (np.log(q) - log_p), w)
   return total
 
@@ -48,10 +46,10 @@ def test_scale_mixture_kl_estimator_is_unbiased():
   prior = priors.scale_mixture_prior(0.5, 1.0, np.exp(-3))
   mean = jnp.array([[0.0, 0.02, -0.3], [1.2, -0.05, 0.6]])
   q = _posterior_with_stds(mean, [[0.03, 0.2, 0.1], [0.5, 0.01, 0.3]])
-  exact = _kl_by_quadrature(np.asarray(mean, np.float64),
-                            np.asarray(post.stds(q)["layer"]["w"], np.float64), prior)
-  estimates = jax.vmap(lambda k: post.kl(q, prior, k))(jax.random.split(jax.random.PRNGKey(0),
-                                                                         100_000))
+  exact = _kl_by_quadrature(
+    np.asarray(mean, np.float64), np.asarray(post.stds(q)["layer"]["w"], np.float64), prior
+  )
+  estimates = jax.vmap(lambda k: post.kl(q, prior, k))(jax.random.split(jax.random.PRNGKey(0), 100_000))
   standard_error = float(estimates.std()) / np.sqrt(estimates.size)
   assert abs(float(estimates.mean()) - exact) < 4 * standard_error + 1e-4
   # The estimator is not a constant: a wrong sign or missing term would not hide in noise.
@@ -132,8 +130,9 @@ def test_layerwise_prior_is_the_sum_of_each_module_under_its_own_prior():
   swapped = priors.layerwise_prior({"a": mixture, "b": wide})
   assert abs(float(post.kl(q, swapped)) - expected) > 0.05
   # One prior everywhere is the plain prior.
-  np.testing.assert_allclose(float(post.kl(q, priors.layerwise_prior({"a": wide, "b": wide}))),
-                             float(post.kl(q, wide)), rtol=1e-6)
+  np.testing.assert_allclose(
+    float(post.kl(q, priors.layerwise_prior({"a": wide, "b": wide}))), float(post.kl(q, wide)), rtol=1e-6
+  )
 
 
 def test_layerwise_prior_must_cover_exactly_the_bayesian_modules():

@@ -1,4 +1,5 @@
 """Config sweeps: bnnjax.config.product and scripts/sweep.py end to end."""
+
 import json
 import os
 import re
@@ -18,7 +19,8 @@ def test_product_lists_every_combination_once():
   points = config_lib.product({"optimizer.lr": [1, 2, 3], "model.estimator": ["a", "b"]})
   assert len(points) == 6
   assert {(p["optimizer.lr"], p["model.estimator"]) for p in points} == {
-      (lr, e) for lr in (1, 2, 3) for e in ("a", "b")}
+    (lr, e) for lr in (1, 2, 3) for e in ("a", "b")
+  }
 
 
 def test_with_overrides_leaves_the_original_untouched():
@@ -29,14 +31,17 @@ def test_with_overrides_leaves_the_original_untouched():
 
 
 def run_sweep(*args):
-  return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "sweep.py"),
-                         "--config=configs/mlp_digits.py", *args], capture_output=True,
-                        text=True, cwd=REPO, timeout=300)
+  return subprocess.run(
+    [sys.executable, os.path.join(REPO, "scripts", "sweep.py"), "--config=configs/mlp_digits.py", *args],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=300,
+  )
 
 
 def test_sweep_runs_the_chosen_point_with_its_overrides(tmp_path):
-  result = run_sweep(f"--workdir={tmp_path}", "--index=5", "--set=num_steps=20",
-                     "--set=progress_bar=false")
+  result = run_sweep(f"--workdir={tmp_path}", "--index=5", "--set=num_steps=20", "--set=progress_bar=false")
   assert result.returncode == 0, result.stderr[-2000:]
   with open(tmp_path / "sweep.json") as f:
     rows = json.load(f)["runs"]
@@ -60,35 +65,45 @@ def test_a_misspelt_set_field_stops_the_sweep_before_any_point_runs(tmp_path):
   result = run_sweep(f"--workdir={tmp_path}", "--set=num_step=50")
   assert result.returncode == 1
   assert result.stderr.strip().splitlines() == [
-      "error: --set: config has no field 'num_step'; did you mean 'num_steps'?"]
+    "error: --set: config has no field 'num_step'; did you mean 'num_steps'?"
+  ]
   assert not os.listdir(tmp_path)
 
 
 def test_a_misspelt_get_sweep_entry_names_its_point(tmp_path):
   path = tmp_path / "typo.py"
   path.write_text(
-      "from bnnjax.config import base_config\n"
-      "def get_config():\n"
-      "  c = base_config(); c.data.name = 'digits'; c.model.hidden_sizes = (8,); return c\n"
-      "def get_sweep():\n"
-      "  return [{'optimizer.lr': 0.1}, {'model.hiden_sizes': (4,)}]\n")
+    "from bnnjax.config import base_config\n"
+    "def get_config():\n"
+    "  c = base_config(); c.data.name = 'digits'; c.model.hidden_sizes = (8,); return c\n"
+    "def get_sweep():\n"
+    "  return [{'optimizer.lr': 0.1}, {'model.hiden_sizes': (4,)}]\n"
+  )
   workdir = tmp_path / "runs"
-  result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "sweep.py"),
-                           f"--config={path}", f"--workdir={workdir}"], capture_output=True,
-                          text=True, cwd=REPO, timeout=300)
+  result = subprocess.run(
+    [sys.executable, os.path.join(REPO, "scripts", "sweep.py"), f"--config={path}", f"--workdir={workdir}"],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=300,
+  )
   assert result.returncode == 1
   assert result.stderr.strip().splitlines() == [
-      "error: get_sweep()[1]: config.model has no field 'hiden_sizes'; did you mean 'hidden_sizes'?"]
+    "error: get_sweep()[1]: config.model has no field 'hiden_sizes'; did you mean 'hidden_sizes'?"
+  ]
   assert not workdir.exists()
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
     ({"num_step": 5}, "config has no field 'num_step'; did you mean 'num_steps'?"),
     ({"model.prior_scael": 2.0}, "config.model has no field 'prior_scael'; did you mean 'prior_scale'?"),
     ({"optimizer.lrr": 0.1}, "config.optimizer has no field 'lrr'; did you mean 'lr'?"),
     ({"data.seed.x": 1}, "config.data.seed is a value, not a section"),
     ({"num_steps": "many"}, "config.num_steps"),
-])
+  ],
+)
 def test_with_overrides_refuses_unknown_fields(overrides, message):
   config = config_lib.with_overrides(config_lib.base_config(), {"model.name": "bayes_mlp"})
   with pytest.raises(ValueError, match=re.escape(message)):
@@ -158,13 +173,15 @@ def test_slurm_job_array_carries_partition_time_and_gpus(tmp_path, monkeypatch):
   bin_dir.mkdir()
   (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
   (bin_dir / "sbatch").write_text(
-      f"#!/bin/sh\ncp \"$1\" {tmp_path}/batch.sh\necho 'Submitted batch job 42'\n")
+    f"#!/bin/sh\ncp \"$1\" {tmp_path}/batch.sh\necho 'Submitted batch job 42'\n"
+  )
   for tool in ("srun", "sbatch"):
     os.chmod(bin_dir / tool, 0o755)
   monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
   trials = tiny_trials(seeds=(0, 1, 2))
-  records = sweep.launch(trials, str(tmp_path / "sweep"), launcher="slurm", partition="gpu",
-                         time_min=120, gpus=1, parallel=2)
+  records = sweep.launch(
+    trials, str(tmp_path / "sweep"), launcher="slurm", partition="gpu", time_min=120, gpus=1, parallel=2
+  )
   assert [r["job"] for r in records] == [f"42_{i}" for i in range(6)]
   batch = read(tmp_path / "batch.sh")
   for line in ("--array=0-5%2", "--partition=gpu", "--time=120", "--gpus-per-node=1"):
@@ -172,12 +189,15 @@ def test_slurm_job_array_carries_partition_time_and_gpus(tmp_path, monkeypatch):
   assert "3 pending" in read(tmp_path / "sweep" / "sweep.md")
 
 
-@pytest.mark.parametrize("kwargs, message", [
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
     ({"launcher": "pbs"}, "--launcher='pbs' is not one of local, local_submitit, slurm"),
     ({"parallel": 0}, "--parallel must be at least 1, got 0"),
     ({"index": 6}, "--index=6 but the sweep has 6 runs (2 points x 3 seeds)"),
     ({"index": 1, "parallel": 2}, "--index runs one run in this process"),
-])
+  ],
+)
 def test_bad_launch_is_one_line(tmp_path, kwargs, message):
   with pytest.raises(ValueError, match=re.escape(message)):
     sweep.launch(tiny_trials(seeds=(0, 1, 2)), str(tmp_path), **kwargs)
@@ -193,5 +213,4 @@ def test_slurm_without_a_cluster_is_one_line(tmp_path, monkeypatch):
 def test_duplicate_seeds_are_one_line(tmp_path):
   result = run_sweep(f"--workdir={tmp_path}", "--seeds=0,1,0")
   assert result.returncode == 1
-  assert result.stderr.strip().splitlines() == [
-      "error: --seeds lists 0 twice: each seed runs once per point"]
+  assert result.stderr.strip().splitlines() == ["error: --seeds lists 0 twice: each seed runs once per point"]

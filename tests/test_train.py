@@ -1,4 +1,5 @@
 """The generic loop: exact resume, logging, checkpoints, and each bad input."""
+
 import json
 import os
 import shutil
@@ -79,7 +80,9 @@ def test_restore_params_for_scripts(uninterrupted):
   assert config.model.name == "mlp" and config.data.name == "digits"
 
 
-@pytest.mark.parametrize("field, value, message", [
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
     ("optimizer.lr", -1e-3, "config.optimizer.lr must be positive"),
     ("optimizer.lr", float("inf"), "config.optimizer.lr must be finite, got inf"),
     ("optimizer.weight_decay", float("nan"), "config.optimizer.weight_decay must be finite"),
@@ -93,7 +96,8 @@ def test_restore_params_for_scripts(uninterrupted):
     ("optimizer.lr_multipliers", "rho=-2", "'rho=-2' is not 'key=positive factor'"),
     ("optimizer.lr_multipliers", "rho", "'rho' is not 'key=positive factor'"),
     ("optimizer.lr_multipliers", "rho=3", "lr_multipliers names .'rho'., but the params' top-level keys"),
-])
+  ],
+)
 def test_bad_config_is_a_one_line_error(tmp_path, field, value, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(")) as info:
     train.fit(digits_config(**{field: value}), str(tmp_path))
@@ -175,13 +179,14 @@ def test_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
       return {"w": jnp.zeros(())}
 
     def loss(params, rng, batch, step):
-      value = jnp.where(step >= 15, jnp.nan, (params["w"] - 1.0)**2)
+      value = jnp.where(step >= 15, jnp.nan, (params["w"] - 1.0) ** 2)
       return value, {}
 
     return Task(init, loss, lambda params, rng, batch: {"w": params["w"]})
 
-  bnnjax.register(bnnjax.Model("diverging", lambda: ml_collections.ConfigDict({"name": "diverging"}),
-                                make_task))
+  bnnjax.register(
+    bnnjax.Model("diverging", lambda: ml_collections.ConfigDict({"name": "diverging"}), make_task)
+  )
   config = digits_config(**{"model.name": "diverging"})
   with pytest.raises(FloatingPointError, match="last good checkpoint.*step 10"):
     train.fit(config, str(tmp_path))
@@ -191,15 +196,26 @@ def test_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
 
 def test_a_non_finite_state_is_never_checkpointed(tmp_path):
   """sgd at lr 1e38 on the loss -w: step 4's loss (-3e38) is finite, its update makes w inf."""
+
   def make_task(model_config, info, restored):
     def loss(params, rng, batch, step):
       return -params["w"], {}
+
     return Task(lambda rng, batch: {"w": jnp.zeros(())}, loss, lambda params, rng, batch: {})
 
-  bnnjax.register(bnnjax.Model("linear_blowup", lambda: ml_collections.ConfigDict({"name": "linear_blowup"}),
-                                make_task))
-  config = digits_config(**{"model.name": "linear_blowup", "optimizer.name": "sgd", "optimizer.momentum": 0.0,
-                            "optimizer.lr": 1e38, "checkpoint_every": 1, "log_every": 1})
+  bnnjax.register(
+    bnnjax.Model("linear_blowup", lambda: ml_collections.ConfigDict({"name": "linear_blowup"}), make_task)
+  )
+  config = digits_config(
+    **{
+      "model.name": "linear_blowup",
+      "optimizer.name": "sgd",
+      "optimizer.momentum": 0.0,
+      "optimizer.lr": 1e38,
+      "checkpoint_every": 1,
+      "log_every": 1,
+    }
+  )
   with pytest.raises(FloatingPointError, match=r"step 4.*not checkpointed.*step 3\) is kept") as info:
     train.fit(config, str(tmp_path))
   assert "\n" not in str(info.value)
@@ -208,13 +224,23 @@ def test_a_non_finite_state_is_never_checkpointed(tmp_path):
 
 
 def run_cli(*args):
-  return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "train.py"), *args],
-                        capture_output=True, text=True, cwd=REPO, timeout=300)
+  return subprocess.run(
+    [sys.executable, os.path.join(REPO, "scripts", "train.py"), *args],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=300,
+  )
 
 
 def test_cli_end_to_end(tmp_path):
-  result = run_cli("--config=configs/mlp_digits.py", f"--workdir={tmp_path}",
-                   "--config.num_steps=60", "--config.eval_every=30", "--config.progress_bar=False")
+  result = run_cli(
+    "--config=configs/mlp_digits.py",
+    f"--workdir={tmp_path}",
+    "--config.num_steps=60",
+    "--config.eval_every=30",
+    "--config.progress_bar=False",
+  )
   assert result.returncode == 0, result.stderr
   evals = [r for r in bnnjax.writers.read_metrics(str(tmp_path)) if "test/accuracy" in r]
   assert [r["step"] for r in evals] == [30, 60]
@@ -222,15 +248,13 @@ def test_cli_end_to_end(tmp_path):
 
 
 def test_cli_unknown_config_field_is_one_line(tmp_path):
-  result = run_cli("--config=configs/mlp_digits.py", f"--workdir={tmp_path}",
-                   "--config.model.hiden_sizes=8")
+  result = run_cli("--config=configs/mlp_digits.py", f"--workdir={tmp_path}", "--config.model.hiden_sizes=8")
   assert result.returncode != 0
   assert "hiden_sizes" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cli_bad_flag_is_one_line(tmp_path):
-  result = run_cli("--config=configs/mlp_digits.py", f"--workdir={tmp_path}",
-                   "--config.optimizer.lr=-0.1")
+  result = run_cli("--config=configs/mlp_digits.py", f"--workdir={tmp_path}", "--config.optimizer.lr=-0.1")
   assert result.returncode != 0
   assert "config.optimizer.lr must be positive" in result.stderr
   assert "Traceback" not in result.stderr
@@ -281,11 +305,13 @@ def test_data_parallel_matches_one_device(tmp_path):
   results = []
   for devices in (1, 2):
     out = str(tmp_path / f"params{devices}.npz")
-    script = DATA_PARALLEL_SCRIPT.format(repo=REPO, devices=devices, out=out,
-                                         workdir=str(tmp_path / f"run{devices}"))
+    script = DATA_PARALLEL_SCRIPT.format(
+      repo=REPO, devices=devices, out=out, workdir=str(tmp_path / f"run{devices}")
+    )
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+      [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     with np.load(out) as f:
       results.append([f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))])
@@ -296,9 +322,12 @@ def test_data_parallel_matches_one_device(tmp_path):
 
 def test_import_reads_no_flags():
   """A notebook imports bnnjax with no absl flags parsed, and no plotting stack loaded."""
-  script = ("import sys; import bnnjax; from absl import flags; "
-            "assert not flags.FLAGS.is_parsed(); assert 'matplotlib' not in sys.modules; "
-            "assert bnnjax.base_config().model.name == 'mlp'")
-  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+  script = (
+    "import sys; import bnnjax; from absl import flags; "
+    "assert not flags.FLAGS.is_parsed(); assert 'matplotlib' not in sys.modules; "
+    "assert bnnjax.base_config().model.name == 'mlp'"
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120
+  )
   assert result.returncode == 0, result.stderr[-2000:]

@@ -1,4 +1,5 @@
 """Bernoulli VAE family: closed forms, bound orderings on a trained model, bad input, the loop."""
+
 import json
 import os
 import subprocess
@@ -47,8 +48,9 @@ def toy_binary_data(num=512, pixels=16, seed=0):
 def trained_toy_vae():
   """A 1-D-latent VAE fitted for 1500 Adam steps to the toy data (about 5 s)."""
   x, y = toy_binary_data()
-  config = tiny_config(latent_size=1, encoder_sizes=(32,), decoder_sizes=(32,),
-                       binarize_train="none", activation="tanh")
+  config = tiny_config(
+    latent_size=1, encoder_sizes=(32,), decoder_sizes=(32,), binarize_train="none", activation="tanh"
+  )
   info = DataInfo((x.shape[1],), 4, len(x), binary=True)  # as data.binarize="static" gives
   task = vae.make_task(config.model, info)
   batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
@@ -62,8 +64,8 @@ def trained_toy_vae():
       grads = jax.grad(lambda p: task.loss(p, rng, batch, 0)[0])(params)
       updates, opt_state = optimizer.update(grads, opt_state)
       return (optax.apply_updates(params, updates), opt_state), None
-    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)),
-                                  jax.random.split(rng, 1500))
+
+    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jax.random.split(rng, 1500))
     return params
 
   params = train(params, jax.random.PRNGKey(1))
@@ -109,8 +111,7 @@ def test_log_likelihood_sums_bernoulli_over_pixels():
   logits = jnp.zeros((2, 4, 4))  # p = 1/2 per pixel: log p(x) = 16 log(1/2) for any binary x
   x = jnp.stack([jnp.zeros((4, 4)), jnp.ones((4, 4))])
   np.testing.assert_allclose(vae.log_likelihood(logits, x, 2), [16 * np.log(0.5)] * 2, rtol=1e-6)
-  np.testing.assert_allclose(vae.log_likelihood(logits, x, 2),
-                             bernoulli_log_prob(logits, x).sum((1, 2)))
+  np.testing.assert_allclose(vae.log_likelihood(logits, x, 2), bernoulli_log_prob(logits, x).sum((1, 2)))
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +119,7 @@ def toy_log_weights(trained_toy_vae):
   """4000 log importance weights per example, [4000, 64]: split into disjoint groups
   of k they give 4000/k independent IWAE_k estimates each."""
   model, params, x = trained_toy_vae
-  return jax.jit(lambda rng: model.log_weights(params, rng, x, k=4000, chunk_size=500))(
-      jax.random.PRNGKey(5))
+  return jax.jit(lambda rng: model.log_weights(params, rng, x, k=4000, chunk_size=500))(jax.random.PRNGKey(5))
 
 
 def iwae_mean(log_weights, k):
@@ -131,20 +131,19 @@ def test_iwae_one_sample_averages_to_the_analytic_elbo(trained_toy_vae, toy_log_
   """E[IWAE_1] = E_q[log p(x|z)] - KL: the two estimators of one ELBO agree."""
   model, params, x = trained_toy_vae
   rec, kl = jax.jit(jax.vmap(lambda r: model.elbo_terms(params, r, x, x)))(
-      jax.random.split(jax.random.PRNGKey(6), 4000))
+    jax.random.split(jax.random.PRNGKey(6), 4000)
+  )
   np.testing.assert_allclose(iwae_mean(toy_log_weights, 1), vae.elbo(rec, kl).mean(), atol=0.03)
 
 
-def test_iwae_grows_with_k_and_approaches_the_exact_log_likelihood(trained_toy_vae,
-                                                                  toy_log_weights):
+def test_iwae_grows_with_k_and_approaches_the_exact_log_likelihood(trained_toy_vae, toy_log_weights):
   """ELBO <= IWAE_5 <= IWAE_50 <= IWAE_2000 ~= log p(x), with log p(x) by quadrature in 1-D."""
   model, params, x = trained_toy_vae
   # Means over 64 examples x (4000 / k) independent groups: MC error far below the gaps.
   bound = {k: iwae_mean(toy_log_weights, k) for k in (1, 5, 50, 2000)}
   # log p(x) = log int p(x|z) N(z; 0, 1) dz on a fine grid (the latent is 1-D).
   grid = jnp.linspace(-8.0, 8.0, 4001)[:, None]
-  decode = jax.jit(jax.vmap(lambda z: model.networks.decode(
-      params, jnp.broadcast_to(z, (len(x), 1)))))
+  decode = jax.jit(jax.vmap(lambda z: model.networks.decode(params, jnp.broadcast_to(z, (len(x), 1)))))
   log_joint = vae.log_likelihood(decode(grid), x, 1) + vae.prior_log_prob(grid)[:, None]
   exact = float((jax.nn.logsumexp(log_joint, axis=0) + jnp.log(grid[1, 0] - grid[0, 0])).mean())
 
@@ -240,7 +239,9 @@ def test_kl_warmup_scales_only_the_kl_term():
 # ---------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
     (dict(latent_size=0), "config.model.latent_size must be positive, got 0"),
     (dict(latent_size=-3), "config.model.latent_size must be positive, got -3"),
     (dict(encoder_sizes=(32, 0)), "config.model.encoder_sizes must be positive"),
@@ -248,7 +249,8 @@ def test_kl_warmup_scales_only_the_kl_term():
     (dict(corruption="blur"), "config.model.corruption must be one of"),
     (dict(corruption="mask", corruption_level=1.0), "corruption_level must be < 1"),
     (dict(binarize_train="static"), "config.model.binarize_train must be one of"),
-])
+  ],
+)
 def test_bad_model_config_is_a_one_line_error(overrides, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
     vae.make_task(tiny_config(**overrides).model, DataInfo((64,), 10, 100))
@@ -278,10 +280,18 @@ def test_number_of_importance_samples_must_be_a_positive_integer(k, trained_toy_
 
 # ------------------------------------------------------------------ through the one loop
 
-_TINY_OVERRIDES = {"data.name": "digits", "model.latent_size": 2, "model.encoder_sizes": (32,),
-                   "model.decoder_sizes": (32,), "batch_size": 32, "num_steps": 20,
-                   "eval_every": 10, "checkpoint_every": 10, "progress_bar": False,
-                   "optimizer.schedule": "constant"}
+_TINY_OVERRIDES = {
+  "data.name": "digits",
+  "model.latent_size": 2,
+  "model.encoder_sizes": (32,),
+  "model.decoder_sizes": (32,),
+  "batch_size": 32,
+  "num_steps": 20,
+  "eval_every": 10,
+  "checkpoint_every": 10,
+  "progress_bar": False,
+  "optimizer.schedule": "constant",
+}
 
 
 def tiny_loop_config(config_file="vae_mnist.py", **overrides):
@@ -292,8 +302,14 @@ def tiny_loop_config(config_file="vae_mnist.py", **overrides):
 
 def run_script(script, *args):
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", script), *args],
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+  result = subprocess.run(
+    [sys.executable, os.path.join(REPO, "scripts", script), *args],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   return result
 
@@ -315,8 +331,7 @@ def test_fit_resumed_is_bit_identical_and_sample_script_reports(tmp_path):
   assert [row["step"] for row in test_rows] == [10, 20]
   for row in test_rows:  # the loop's means keep ELBO = reconstruction - KL, KL >= 0
     assert row["test/kl"] > 0
-    np.testing.assert_allclose(row["test/elbo"], row["test/reconstruction"] - row["test/kl"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(row["test/elbo"], row["test/reconstruction"] - row["test/kl"], rtol=1e-5)
 
   run_script("sample.py", f"--workdir={straight}", "--k=20")
   with open(os.path.join(straight, "vae_eval.json"), encoding="utf-8") as f:
@@ -345,7 +360,9 @@ def test_the_vae_family_declares_its_model_and_generative_capability():
   params = task.init(jax.random.PRNGKey(0), {"x": x, "y": y})
   assert cvae.sample(params, jax.random.PRNGKey(1), 3, [0, 1, 2]).shape == (3, 64)
   assert cvae.log_likelihood(params, jax.random.PRNGKey(1), x, y, k=4).shape == (8,)
-  assert cvae.reconstruct(params, jax.random.PRNGKey(1), x, y).shape == cvae.encode(params, x, y).shape[:1] + (64,)
+  assert cvae.reconstruct(params, jax.random.PRNGKey(1), x, y).shape == cvae.encode(params, x, y).shape[
+    :1
+  ] + (64,)
   with pytest.raises(ValueError, match="label 10 outside the classes 0..9"):
     cvae.log_likelihood(params, jax.random.PRNGKey(1), x, y + 3, k=4)
 
@@ -357,15 +374,18 @@ def test_a_deterministic_autoencoder_has_no_samples_and_no_log_likelihood():
   params = task.init(jax.random.PRNGKey(0), {"x": x, "y": jnp.zeros(8, jnp.int32)})
   dae = task.generative
   assert not dae.variational
-  for call in (lambda: dae.sample(params, jax.random.PRNGKey(1), 2),
-               lambda: dae.log_likelihood(params, jax.random.PRNGKey(1), x, k=2)):
+  for call in (
+    lambda: dae.sample(params, jax.random.PRNGKey(1), 2),
+    lambda: dae.log_likelihood(params, jax.random.PRNGKey(1), x, k=2),
+  ):
     with pytest.raises(ValueError, match="needs a variational model; this is a deterministic autoencoder"):
       call()
   # reconstruct applies the model's corruption (drawn with rng); elbo_terms scores the clean x.
   model = vae.BernoulliVAE(m, (16,))
   rng = jax.random.PRNGKey(2)
-  np.testing.assert_allclose(dae.reconstruct(params, rng, x),
-                             model.reconstruct(params, model.corrupt(rng, x)), rtol=1e-6)
+  np.testing.assert_allclose(
+    dae.reconstruct(params, rng, x), model.reconstruct(params, model.corrupt(rng, x)), rtol=1e-6
+  )
   clean, _ = dae.elbo_terms(params, rng, x)
   np.testing.assert_allclose(clean, model.elbo_terms(params, rng, x, x)[0], rtol=1e-6)
 
@@ -375,12 +395,11 @@ def figures_by_hand(run, k: int, seed: int = 0, batch_size: int = 100) -> dict:
   the test split of the run's *data* seed, binarised with default_rng(seed)."""
   model = vae.BernoulliVAE(run.config.model, run.info.input_shape, run.info.num_classes)
   test = data.load("digits", "test", flatten=True, seed=run.config.data.seed)
-  x = (np.random.default_rng(seed).random(test["x"].shape, dtype=np.float32)
-       < test["x"]).astype(np.float32)
+  x = (np.random.default_rng(seed).random(test["x"].shape, dtype=np.float32) < test["x"]).astype(np.float32)
   metrics_rng = jax.random.split(jax.random.PRNGKey(seed), 3)[0]
   sums = np.zeros(4)
   for i, start in enumerate(range(0, len(x), batch_size)):
-    xb = jnp.asarray(x[start:start + batch_size])
+    xb = jnp.asarray(x[start : start + batch_size])
     term_rng, _, iwae_rng = jax.random.split(jax.random.fold_in(metrics_rng, i), 3)
     rec, kl = model.elbo_terms(run.params, term_rng, xb, xb)
     log_px = model.iwae(run.params, iwae_rng, xb, k=k)
@@ -401,8 +420,7 @@ def test_run_evaluate_equals_the_figures_of_the_model_functions_on_the_data_seed
   run = seeded_vae_run
   assert run.config.seed == 1 and run.config.data.seed == 0
   # The training seed's split is another split (scripts/sample.py used to load it).
-  assert not np.array_equal(data.load("digits", "test", seed=1, flatten=True)["x"],
-                            run.test_data()["x"])
+  assert not np.array_equal(data.load("digits", "test", seed=1, flatten=True)["x"], run.test_data()["x"])
   report = run.evaluate(k=5)
   figures = report["generative"]
   expected = figures_by_hand(run, k=5)
@@ -421,37 +439,65 @@ def test_run_sample_and_log_prob_of_a_vae(seeded_vae_run):
   x = run.test_data()["x"][:3]
   x = (x > 0.5).astype(np.float32)
   model = vae.BernoulliVAE(run.config.model, run.info.input_shape, run.info.num_classes)
-  np.testing.assert_allclose(run.log_prob(x, k=4, rng=2),
-                             model.iwae(run.params, jax.random.PRNGKey(2), jnp.asarray(x), k=4),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    run.log_prob(x, k=4, rng=2), model.iwae(run.params, jax.random.PRNGKey(2), jnp.asarray(x), k=4), rtol=1e-5
+  )
 
 
 @pytest.mark.slow
 def test_a_classifier_run_has_no_samples_one_line_errors(tmp_path):
-  config = with_overrides(base_config(), {
-      "data.name": "digits", "model.name": "mlp", "model.hidden_sizes": (16,), "num_steps": 20,
-      "batch_size": 32, "eval_every": 20, "checkpoint_every": 20, "progress_bar": False})
+  config = with_overrides(
+    base_config(),
+    {
+      "data.name": "digits",
+      "model.name": "mlp",
+      "model.hidden_sizes": (16,),
+      "num_steps": 20,
+      "batch_size": 32,
+      "eval_every": 20,
+      "checkpoint_every": 20,
+      "progress_bar": False,
+    },
+  )
   run = bnnjax.fit(config, str(tmp_path))
   for call in (lambda: run.sample(4), lambda: run.log_prob(np.zeros((2, 8, 8, 1)))):
     with pytest.raises(ValueError) as error:
       call()
     assert "\n" not in str(error.value) and "'mlp'" in str(error.value), str(error.value)
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "sample.py"),
-                           f"--workdir={tmp_path}"], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+  result = subprocess.run(
+    [sys.executable, os.path.join(REPO, "scripts", "sample.py"), f"--workdir={tmp_path}"],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   assert result.returncode != 0
-  assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "not a generative model" in result.stderr
+  assert (
+    result.stderr.strip().splitlines()[-1].startswith("error: ") and "not a generative model" in result.stderr
+  )
 
 
 @pytest.mark.slow
 def test_the_denoiser_reports_both_reconstructions_and_draws_pictures(tmp_path):
   config = tiny_loop_config("dae_mnist.py")
   run = bnnjax.fit(config, str(tmp_path))
-  figures = generative_eval.evaluate(run.task.generative, run.params, run.test_data(),
-                                     seed=0, out_dir=str(tmp_path), info=run.info,
-                                     num_test=50)
-  assert set(figures) == {"reconstruction", "reconstruction_clean_input", "num_test",
-                          "test_binarization", "plots"}
+  figures = generative_eval.evaluate(
+    run.task.generative,
+    run.params,
+    run.test_data(),
+    seed=0,
+    out_dir=str(tmp_path),
+    info=run.info,
+    num_test=50,
+  )
+  assert set(figures) == {
+    "reconstruction",
+    "reconstruction_clean_input",
+    "num_test",
+    "test_binarization",
+    "plots",
+  }
   assert figures["reconstruction"] < figures["reconstruction_clean_input"] < 0  # noise costs
   assert [os.path.basename(p) for p in figures["plots"]] == ["reconstructions.png", "latent_scatter.png"]

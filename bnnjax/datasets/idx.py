@@ -15,6 +15,7 @@ Where the files come from: if the download manager's manual dir holds IDX
 files, they are read from there (offline); otherwise the official files are
 fetched with `dl_manager.download` (never `download_and_extract`, which uses TF).
 """
+
 import gzip
 import zlib
 import os
@@ -30,8 +31,8 @@ _LABELS_MAGIC = 0x00000801
 
 # tfds split name -> (images file, labels file), the names of the original distribution.
 IDX_FILES: Dict[str, Tuple[str, str]] = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+  "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+  "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 
 
@@ -41,14 +42,15 @@ def read_idx(path: os.PathLike) -> np.ndarray:
     with gzip.open(path, "rb") as f:
       content = f.read()
   except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-    raise ValueError(f"{path} is not a readable gzip file ({e.__class__.__name__}: {e}); "
-                     "download it again") from None
+    raise ValueError(
+      f"{path} is not a readable gzip file ({e.__class__.__name__}: {e}); download it again"
+    ) from None
   magic = int.from_bytes(content[:4], "big")
   if magic not in (_IMAGES_MAGIC, _LABELS_MAGIC):
     raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {magic:#010x})")
   ndim = magic & 0xFF
-  shape = tuple(int.from_bytes(content[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-  body = content[4 + 4 * ndim:]
+  shape = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+  body = content[4 + 4 * ndim :]
   if len(body) != int(np.prod(shape)):
     raise ValueError(f"{path} holds {len(body)} bytes of data, its header says {shape}")
   return np.frombuffer(body, dtype=np.uint8).reshape(shape)
@@ -60,8 +62,9 @@ def idx_count(path: os.PathLike) -> int:
     with gzip.open(path, "rb") as f:
       header = f.read(8)
   except (OSError, EOFError, zlib.error) as e:
-    raise ValueError(f"{path} is not a readable gzip file ({e.__class__.__name__}: {e}); "
-                     "download it again") from None
+    raise ValueError(
+      f"{path} is not a readable gzip file ({e.__class__.__name__}: {e}); download it again"
+    ) from None
   return int.from_bytes(header[4:8], "big")
 
 
@@ -80,29 +83,33 @@ class IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {
-      "1.0.0": "IDX files read with gzip + numpy; uint8 tensor images (int64_list).",
-      "1.1.0": "Images stored as 784 raw bytes (Encoding.BYTES): several times faster to read.",
+    "1.0.0": "IDX files read with gzip + numpy; uint8 tensor images (int64_list).",
+    "1.1.0": "Images stored as 784 raw bytes (Encoding.BYTES): several times faster to read.",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Put the gzip IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-      "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in the manual dir. "
-      "A split whose two files are missing is not prepared.")
+    "Put the gzip IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+    "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in the manual dir. "
+    "A split whose two files are missing is not prepared."
+  )
   URL = ""  # folder of the official .gz files, ending in "/"
   HOMEPAGE = ""
   LABEL_NAMES: Tuple[str, ...] = ()
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=self.__doc__,
-        features=tfds.features.FeaturesDict({
-            # BYTES: one 784-byte string per image instead of 784 varints.
-            "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8,
-                                          encoding=tfds.features.Encoding.BYTES),
-            "label": tfds.features.ClassLabel(names=list(self.LABEL_NAMES)),
-        }),
-        supervised_keys=("image", "label"),
-        homepage=self.HOMEPAGE,
+      builder=self,
+      description=self.__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          # BYTES: one 784-byte string per image instead of 784 varints.
+          "image": tfds.features.Tensor(
+            shape=IMAGE_SHAPE, dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
+          ),
+          "label": tfds.features.ClassLabel(names=list(self.LABEL_NAMES)),
+        }
+      ),
+      supervised_keys=("image", "label"),
+      homepage=self.HOMEPAGE,
     )
 
   def _split_generators(self, dl_manager):
@@ -128,14 +135,17 @@ class IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     if images.shape[1:] != IMAGE_SHAPE[:2] or len(images) != len(labels):
-      raise ValueError(f"{images_path} {images.shape} does not match {labels_path} "
-                       f"{labels.shape}: expected N x 28 x 28 images and N labels")
+      raise ValueError(
+        f"{images_path} {images.shape} does not match {labels_path} "
+        f"{labels.shape}: expected N x 28 x 28 images and N labels"
+      )
     for i, (image, label) in enumerate(zip(images[..., None], labels)):
       yield i, {"image": image, "label": int(label)}  # key i = row in the IDX file
 
 
 class BnnjaxMnist(IdxBuilder):
   """MNIST handwritten digits 0-9 (LeCun & Cortes), 60k train / 10k test."""
+
   URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
   HOMEPAGE = "http://yann.lecun.com/exdb/mnist/"
   LABEL_NAMES = tuple(str(d) for d in range(10))
@@ -143,14 +153,26 @@ class BnnjaxMnist(IdxBuilder):
 
 class BnnjaxFashionMnist(IdxBuilder):
   """Fashion-MNIST Zalando article images (Xiao et al. 2017), 60k train / 10k test."""
+
   URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
   HOMEPAGE = "https://github.com/zalandoresearch/fashion-mnist"
-  LABEL_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot")
+  LABEL_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+  )
 
 
 class BnnjaxKmnist(IdxBuilder):
   """Kuzushiji-MNIST cursive hiragana (Clanuwat et al. 2018), 60k train / 10k test."""
+
   URL = "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"
   HOMEPAGE = "https://github.com/rois-codh/kmnist"
   LABEL_NAMES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")

@@ -7,6 +7,7 @@ of the uncompressed content). So the same files in another folder reuse one
 preparation, and different files (or a folder gaining a split) get their own.
 After preparing or reusing, record counts are checked against the IDX headers.
 """
+
 import contextlib
 import fcntl
 import hashlib
@@ -20,20 +21,27 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
 
-from bnnjax.datasets.idx import (IMAGE_SHAPE, BnnjaxFashionMnist, BnnjaxKmnist, BnnjaxMnist,
-                                 IdxBuilder, available_splits, idx_count, split_files)
+from bnnjax.datasets.idx import (
+  IMAGE_SHAPE,
+  BnnjaxFashionMnist,
+  BnnjaxKmnist,
+  BnnjaxMnist,
+  IdxBuilder,
+  available_splits,
+  idx_count,
+  split_files,
+)
 
 BUILDERS: Dict[str, Type[IdxBuilder]] = {
-    "mnist": BnnjaxMnist,
-    "fashion_mnist": BnnjaxFashionMnist,
-    "kmnist": BnnjaxKmnist,
+  "mnist": BnnjaxMnist,
+  "fashion_mnist": BnnjaxFashionMnist,
+  "kmnist": BnnjaxKmnist,
 }
 
 
 def cache_root() -> pathlib.Path:
   """$BNNJAX_TFDS_DIR, else ~/.cache/bnnjax/tfds (read at call time, so tests can redirect it)."""
-  return pathlib.Path(os.environ.get("BNNJAX_TFDS_DIR") or
-                      pathlib.Path.home() / ".cache" / "bnnjax" / "tfds")
+  return pathlib.Path(os.environ.get("BNNJAX_TFDS_DIR") or pathlib.Path.home() / ".cache" / "bnnjax" / "tfds")
 
 
 def _gzip_trailer(path: str) -> bytes:
@@ -71,14 +79,18 @@ def _check_counts(builder: IdxBuilder, manual_dir: os.PathLike) -> None:
   """A prepared split must hold exactly the records its IDX files announce."""
   splits = available_splits(manual_dir)
   if sorted(builder.info.splits.keys()) != sorted(splits):
-    raise ValueError(f"prepared splits {sorted(builder.info.splits.keys())} in {builder.data_dir} "
-                     f"differ from the IDX splits {sorted(splits)} in {manual_dir}; delete the cache")
+    raise ValueError(
+      f"prepared splits {sorted(builder.info.splits.keys())} in {builder.data_dir} "
+      f"differ from the IDX splits {sorted(splits)} in {manual_dir}; delete the cache"
+    )
   for split in splits:
     expected = idx_count(split_files(manual_dir, split)[1])
     prepared = builder.info.splits[split].num_examples
     if prepared != expected:
-      raise ValueError(f"{builder.data_dir} holds {prepared} {split} records but "
-                       f"{manual_dir} has {expected}; delete the cache")
+      raise ValueError(
+        f"{builder.data_dir} holds {prepared} {split} records but "
+        f"{manual_dir} has {expected}; delete the cache"
+      )
 
 
 class DownloadUnavailable(FileNotFoundError):
@@ -93,8 +105,9 @@ def _check_reachable(name: str, url: str, timeout: float = 5.0) -> None:
     socket.create_connection((parts.hostname, port), timeout=timeout).close()
   except OSError as e:
     raise DownloadUnavailable(
-        f"{name}: no local IDX files (set data_dir or $BNNJAX_DATA_DIR) and {url} is "
-        f"unreachable ({e.__class__.__name__}); offline?") from None
+      f"{name}: no local IDX files (set data_dir or $BNNJAX_DATA_DIR) and {url} is "
+      f"unreachable ({e.__class__.__name__}); offline?"
+    ) from None
 
 
 def prepared_builder(name: str, manual_dir: Optional[os.PathLike] = None) -> IdxBuilder:
@@ -104,8 +117,11 @@ def prepared_builder(name: str, manual_dir: Optional[os.PathLike] = None) -> Idx
     builder = BUILDERS[name](data_dir=os.fspath(data_dir), file_format="array_record")
     if manual_dir is None and not builder.is_prepared():
       _check_reachable(name, builder.URL)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=None if manual_dir is None else os.fspath(manual_dir)))
+    builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(
+        manual_dir=None if manual_dir is None else os.fspath(manual_dir)
+      )
+    )
   if manual_dir is not None:
     _check_counts(builder, manual_dir)
   return builder
@@ -120,8 +136,7 @@ def read_split(builder: IdxBuilder, split: str) -> Tuple[np.ndarray, np.ndarray]
   costs ~3x more for 60k records: each record is a tf.train.Example holding the
   image as 784 raw bytes (Encoding.BYTES) and the label as one int64.
   """
-  source = builder.as_data_source(split=split,
-                                  deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+  source = builder.as_data_source(split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
   records = source.__getitems__(range(len(source)))
   features = [tf_example_pb2.Example.FromString(r).features.feature for r in records]
   image_bytes = b"".join([f["image"].bytes_list.value[0] for f in features])

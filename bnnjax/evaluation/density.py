@@ -14,6 +14,7 @@ the learned density on the plotting grid (grid_mass, about 1 when the grid holds
 Randomness, all from `rng` (jax.random.PRNGKey(seed)): draw i dequantises with
 fold_in(rng, i) (batch j of it with fold_in of that, j), samples use fold_in(rng, 10^6).
 """
+
 import math
 import os
 from typing import Optional, Tuple
@@ -31,8 +32,9 @@ SAMPLE_STREAM = 1_000_000  # fold_in(rng, SAMPLE_STREAM) draws the samples
 IMAGE_SIDE = 8  # discrete data: an IMAGE_SIDE x IMAGE_SIDE grid of samples
 
 
-def test_log_lik(density: Density, params, test: data.Data, rng: jax.Array, info: DataInfo,
-                 batch_size: int = 1000) -> dict:
+def test_log_lik(
+  density: Density, params, test: data.Data, rng: jax.Array, info: DataInfo, batch_size: int = 1000
+) -> dict:
   """{"log_lik", "nll"[, "bits_per_dim"]}: means over test {"x": [N, *input_shape], "y": [N]}
   of one dequantisation (batch i drawn with fold_in(rng, i)), as the train loop evaluates."""
   dim = math.prod(info.input_shape)
@@ -54,8 +56,9 @@ def gaussian_fit_log_lik(train_x: np.ndarray, test_x: np.ndarray) -> float:
   return float(np.mean(-0.5 * (mahalanobis + log_det + dim * np.log(2 * np.pi))))
 
 
-def density_on_grid(density: Density, params, points: np.ndarray, grid_size: int,
-                    margin: float = 1.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def density_on_grid(
+  density: Density, params, points: np.ndarray, grid_size: int, margin: float = 1.0
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, float]:
   """A 2-D density on a grid_size x grid_size grid reaching `margin` beyond points [N, 2].
 
   Returns (xx, yy, density) [grid_size, grid_size] each and the grid's total mass (the
@@ -71,9 +74,20 @@ def density_on_grid(density: Density, params, points: np.ndarray, grid_size: int
   return xx, yy, values, mass
 
 
-def evaluate(density: Density, params, train_split: data.Data, test: data.Data, *, seed: int,
-             out_dir: Optional[str] = None, info: DataInfo, dequantization_draws: int = 1,
-             grid_size: int = 300, num_samples: int = 2000, batch_size: int = 1000) -> dict:
+def evaluate(
+  density: Density,
+  params,
+  train_split: data.Data,
+  test: data.Data,
+  *,
+  seed: int,
+  out_dir: Optional[str] = None,
+  info: DataInfo,
+  dequantization_draws: int = 1,
+  grid_size: int = 300,
+  num_samples: int = 2000,
+  batch_size: int = 1000,
+) -> dict:
   """Every figure of a trained density on its test split, as a plain dict.
 
   Args:
@@ -89,11 +103,14 @@ def evaluate(density: Density, params, train_split: data.Data, test: data.Data, 
     gaussian_fit_log_lik and grid_mass; "plots" (the PNG paths) when out_dir is given.
   """
   from bnnjax import plots  # pylint: disable=import-outside-toplevel  (matplotlib: only to draw)
+
   if not (isinstance(dequantization_draws, int) and dequantization_draws >= 1):
     raise ValueError(f"dequantization_draws must be an integer >= 1, got {dequantization_draws!r}")
   rng = jax.random.PRNGKey(seed)
-  draws = [test_log_lik(density, params, test, jax.random.fold_in(rng, i), info, batch_size)
-           for i in range(dequantization_draws)]
+  draws = [
+    test_log_lik(density, params, test, jax.random.fold_in(rng, i), info, batch_size)
+    for i in range(dequantization_draws)
+  ]
   out = {key: float(np.mean([d[key] for d in draws])) for key in draws[0]}
   out.update(num_test=len(test["x"]), dequantization_draws=dequantization_draws)
   sample_rng = jax.random.fold_in(rng, SAMPLE_STREAM)
@@ -104,15 +121,34 @@ def evaluate(density: Density, params, train_split: data.Data, test: data.Data, 
     xx, yy, values, out["grid_mass"] = density_on_grid(density, params, test_x, grid_size)
     if out_dir:
       samples = np.asarray(density.sample(params, sample_rng, num_samples))
-      written += [plots.density_2d(xx, yy, values, test_x, os.path.join(out_dir, "flow_density.png"),
-                                   f"learned density (grid mass {out['grid_mass']:.3f})"),
-                  plots.samples_2d(samples, train_x, (xx.min(), yy.min()), (xx.max(), yy.max()),
-                                   os.path.join(out_dir, "flow_samples.png"))]
+      written += [
+        plots.density_2d(
+          xx,
+          yy,
+          values,
+          test_x,
+          os.path.join(out_dir, "flow_density.png"),
+          f"learned density (grid mass {out['grid_mass']:.3f})",
+        ),
+        plots.samples_2d(
+          samples,
+          train_x,
+          (xx.min(), yy.min()),
+          (xx.max(), yy.max()),
+          os.path.join(out_dir, "flow_samples.png"),
+        ),
+      ]
   elif out_dir and density.discrete and image_shape(info.input_shape):
     images = density.sample(params, sample_rng, IMAGE_SIDE * IMAGE_SIDE)
-    written.append(plots.image_grid(images, image_shape(info.input_shape),
-                                    os.path.join(out_dir, "flow_samples.png"), IMAGE_SIDE,
-                                    "flow samples"))
+    written.append(
+      plots.image_grid(
+        images,
+        image_shape(info.input_shape),
+        os.path.join(out_dir, "flow_samples.png"),
+        IMAGE_SIDE,
+        "flow samples",
+      )
+    )
   if out_dir:
     out["plots"] = written
   return out

@@ -21,6 +21,7 @@ Randomness, all from `rng` (the evaluation seed's key, jax.random.PRNGKey(seed))
 its last key word; rng splits into (metrics, pictures, classifier) keys, and test batch i
 uses fold_in(metrics key, i) split into (z, corruption, IWAE) keys.
 """
+
 import math
 import os
 from typing import Callable, Optional, Tuple
@@ -65,8 +66,9 @@ def bernoulli_log_lik_of_means(x: jax.Array, probs: jax.Array) -> jax.Array:
   return log_p.reshape(log_p.shape[0], -1).sum(-1)
 
 
-def test_metrics(generative: Generative, params, test: data.Data, *, rng: jax.Array, k: int,
-                 batch_size: int, chunk_size: int) -> dict:
+def test_metrics(
+  generative: Generative, params, test: data.Data, *, rng: jax.Array, k: int, batch_size: int, chunk_size: int
+) -> dict:
   """Means over the binary test split {"x": [N, ...], "y": [N]}, nats per example.
 
   Returns reconstruction, kl, elbo, log_px_iwae (IWAE_k, k importance samples decoded
@@ -84,8 +86,12 @@ def test_metrics(generative: Generative, params, test: data.Data, *, rng: jax.Ar
       corrupted = bernoulli_log_lik_of_means(x, generative.reconstruct(params, noise_rng, x, y))
       return {"reconstruction": corrupted.sum(), "reconstruction_clean_input": rec.sum()}
     log_px = generative.log_likelihood(params, iwae_rng, x, y, k=k, chunk_size=chunk_size)
-    return {"reconstruction": rec.sum(), "kl": kl.sum(), "elbo": (rec - kl).sum(),
-            "log_px_iwae": log_px.sum()}
+    return {
+      "reconstruction": rec.sum(),
+      "kl": kl.sum(),
+      "elbo": (rec - kl).sum(),
+      "log_px_iwae": log_px.sum(),
+    }
 
   totals, count = {}, 0
   for i, batch in enumerate(data.eval_batches(test, batch_size)):
@@ -98,8 +104,9 @@ def test_metrics(generative: Generative, params, test: data.Data, *, rng: jax.Ar
   return means
 
 
-def generated_accuracy(generative: Generative, params, classify: Callable, rng: jax.Array,
-                       num_classes: int, per_class: int = 100) -> dict:
+def generated_accuracy(
+  generative: Generative, params, classify: Callable, rng: jax.Array, num_classes: int, per_class: int = 100
+) -> dict:
   """How often a classifier labels conditional samples as the label they were drawn for.
 
   classify: images [N, *input_shape] (Bernoulli means, grey digits) -> predicted labels [N].
@@ -116,8 +123,9 @@ def generated_accuracy(generative: Generative, params, classify: Callable, rng: 
 def latent_codes(generative: Generative, params, test: data.Data, batch_size: int = 1000) -> np.ndarray:
   """Point codes [N, latent_size] of the test inputs (Generative.encode), batched."""
   encode = jax.jit(lambda x, y: generative.encode(params, x, y))
-  return np.concatenate([encode(b["x"], b["y"] if generative.conditional else None)
-                         for b in data.eval_batches(test, batch_size)])
+  return np.concatenate(
+    [encode(b["x"], b["y"] if generative.conditional else None) for b in data.eval_batches(test, batch_size)]
+  )
 
 
 def image_shape(input_shape) -> Optional[Tuple[int, int]]:
@@ -130,39 +138,60 @@ def image_shape(input_shape) -> Optional[Tuple[int, int]]:
   return (side, side) if side * side == size else None
 
 
-def pictures(generative: Generative, params, test: data.Data, out_dir: str, rng: jax.Array,
-             info: DataInfo) -> list:
+def pictures(
+  generative: Generative, params, test: data.Data, out_dir: str, rng: jax.Array, info: DataInfo
+) -> list:
   """Writes samples.png (or a CVAE's cvae_grid.png, one row per class), reconstructions.png
   and, for a 2-D latent, latent_scatter.png into out_dir; returns their paths."""
   from bnnjax import plots  # pylint: disable=import-outside-toplevel  (matplotlib: only to draw)
+
   sample_rng, noise_rng, grid_rng = jax.random.split(rng, 3)
   shape, written = image_shape(info.input_shape), []
   path = lambda name: os.path.join(out_dir, name)
   if shape and generative.variational and not generative.conditional:
-    written.append(plots.image_grid(generative.sample(params, sample_rng, SIDE * SIDE), shape,
-                                    path("samples.png"), SIDE,
-                                    "samples: Bernoulli means of p(x | z), z ~ N(0, I)"))
+    written.append(
+      plots.image_grid(
+        generative.sample(params, sample_rng, SIDE * SIDE),
+        shape,
+        path("samples.png"),
+        SIDE,
+        "samples: Bernoulli means of p(x | z), z ~ N(0, I)",
+      )
+    )
   if shape and generative.variational and generative.conditional:
     labels = np.repeat(np.arange(info.num_classes), SIDE)
     images = generative.sample(params, jax.random.split(grid_rng, 1)[0], len(labels), labels)
-    written.append(plots.image_grid(images, shape, path("cvae_grid.png"), info.num_classes,
-                                    "CVAE: row = asked digit"))
+    written.append(
+      plots.image_grid(images, shape, path("cvae_grid.png"), info.num_classes, "CVAE: row = asked digit")
+    )
   if shape:
-    x, y = test["x"][:SIDE * 2], test["y"][:SIDE * 2]
-    rebuilt = generative.reconstruct(params, noise_rng, jnp.asarray(x),
-                                     y if generative.conditional else None)
+    x, y = test["x"][: SIDE * 2], test["y"][: SIDE * 2]
+    rebuilt = generative.reconstruct(params, noise_rng, jnp.asarray(x), y if generative.conditional else None)
     title = "original / reconstruction" + ("" if generative.variational else " (of a corrupted input)")
     written.append(plots.image_grid(np.stack([x, rebuilt]), shape, path("reconstructions.png"), 2, title))
   if generative.latent_size == 2:
-    written.append(plots.latent_scatter(latent_codes(generative, params, test), test["y"],
-                                        path("latent_scatter.png")))
+    written.append(
+      plots.latent_scatter(latent_codes(generative, params, test), test["y"], path("latent_scatter.png"))
+    )
   return written
 
 
-def evaluate(generative: Generative, params, test: data.Data, *, seed: int,
-             out_dir: Optional[str] = None, info: DataInfo, k: int = 1000, batch_size: int = 100,
-             chunk_size: int = 100, num_test: int = 0, test_binarization: str = "stochastic",
-             classifier: Optional[Callable] = None, classifier_per_class: int = 100) -> dict:
+def evaluate(
+  generative: Generative,
+  params,
+  test: data.Data,
+  *,
+  seed: int,
+  out_dir: Optional[str] = None,
+  info: DataInfo,
+  k: int = 1000,
+  batch_size: int = 100,
+  chunk_size: int = 100,
+  num_test: int = 0,
+  test_binarization: str = "stochastic",
+  classifier: Optional[Callable] = None,
+  classifier_per_class: int = 100,
+) -> dict:
   """Every figure of a trained latent-variable model on its test split, as a plain dict.
 
   Args:
@@ -186,14 +215,16 @@ def evaluate(generative: Generative, params, test: data.Data, *, seed: int,
   rng = jax.random.PRNGKey(seed)
   test = binarised_test_set(test, test_binarization, seed, num_test)
   metrics_rng, picture_rng, class_rng = jax.random.split(rng, 3)
-  out = test_metrics(generative, params, test, rng=metrics_rng, k=k, batch_size=batch_size,
-                     chunk_size=chunk_size)
+  out = test_metrics(
+    generative, params, test, rng=metrics_rng, k=k, batch_size=batch_size, chunk_size=chunk_size
+  )
   out.update(num_test=len(test["x"]), test_binarization=test_binarization)
   if generative.variational:
     out["k"] = k
   if classifier is not None:
-    out.update(generated_accuracy(generative, params, classifier, class_rng, info.num_classes,
-                                  classifier_per_class))
+    out.update(
+      generated_accuracy(generative, params, classifier, class_rng, info.num_classes, classifier_per_class)
+    )
   if out_dir:
     out["plots"] = pictures(generative, params, test, out_dir, picture_rng, info)
   return out

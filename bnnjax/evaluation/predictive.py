@@ -1,4 +1,5 @@
 """The K-sample predictive of a trained model over any number of inputs, in fixed-size batches."""
+
 import functools
 from typing import Union
 
@@ -31,13 +32,17 @@ def make_predict_fn(predictor: Predictor, num_samples: int):
 
 def drawn_samples(predictor: Predictor, params, x_example, num_samples: int) -> int:
   """How many samples the predictor draws when asked for `num_samples` (1 for a point estimate)."""
-  out = jax.eval_shape(lambda p, x: predictor.sample(p, jax.random.PRNGKey(0), x, num_samples),
-                       params, jnp.asarray(x_example[:1]))
+  out = jax.eval_shape(
+    lambda p, x: predictor.sample(p, jax.random.PRNGKey(0), x, num_samples),
+    params,
+    jnp.asarray(x_example[:1]),
+  )
   return (out if predictor.kind == CLASSIFIER else out[0]).shape[0]
 
 
-def predict(predictor: Predictor, params, x, num_samples: int, rng: jax.Array,
-            batch_size: int = 1000) -> Predictive:
+def predict(
+  predictor: Predictor, params, x, num_samples: int, rng: jax.Array, batch_size: int = 1000
+) -> Predictive:
   """The predictive of every row of x [N, ...], as numpy arrays with a leading axis N.
 
   Batch i draws its samples with fold_in(rng, i); every batch has batch_size rows (the last
@@ -45,6 +50,7 @@ def predict(predictor: Predictor, params, x, num_samples: int, rng: jax.Array,
   """
   fn = make_predict_fn(predictor, num_samples)
   batch_size = min(batch_size, len(x))
-  out = predictive.map_batches(lambda i, xb: fn(params, jax.random.fold_in(rng, i), xb), x,
-                               batch_size, pad=True)
+  out = predictive.map_batches(
+    lambda i, xb: fn(params, jax.random.fold_in(rng, i), xb), x, batch_size, pad=True
+  )
   return type(out)(*(np.asarray(v) for v in out))

@@ -1,4 +1,5 @@
 """Regression: accuracy and honesty of a predictive's mean and intervals."""
+
 import numpy as np
 
 from bnnjax import metrics, predictive
@@ -15,11 +16,12 @@ def report(pred: predictive.RegressionPredictive, targets, level: float = INTERV
   """
   targets = np.asarray(targets, np.float64).reshape(len(pred.mean))
   lower, upper = predictive.central_interval(pred.mean, pred.std, level)
-  return {"interval_level": level,
-          **metrics.regression_metrics(targets, pred.mean, pred.std, np.asarray(lower),
-                                       np.asarray(upper)),
-          "mean_aleatoric_std": float(np.mean(pred.aleatoric_std)),
-          "mean_epistemic_std": float(np.mean(pred.epistemic_std))}
+  return {
+    "interval_level": level,
+    **metrics.regression_metrics(targets, pred.mean, pred.std, np.asarray(lower), np.asarray(upper)),
+    "mean_aleatoric_std": float(np.mean(pred.aleatoric_std)),
+    "mean_epistemic_std": float(np.mean(pred.epistemic_std)),
+  }
 
 
 def input_grid(x_train, num: int = 400, margin: float = 0.5) -> np.ndarray:
@@ -39,5 +41,7 @@ def epistemic_near_and_far(x_grid, epistemic_std, x_train) -> dict:
   span = x_train.max() - x_train.min()
   distance = np.abs(np.asarray(x_grid)[:, None] - x_train[None]).min(axis=1)
   epistemic_std = np.asarray(epistemic_std)
-  return {"epistemic_std_near_data": float(epistemic_std[distance < 0.05 * span].mean()),
-          "epistemic_std_far_from_data": float(epistemic_std[distance > 0.25 * span].mean())}
+  return {
+    "epistemic_std_near_data": float(epistemic_std[distance < 0.05 * span].mean()),
+    "epistemic_std_far_from_data": float(epistemic_std[distance > 0.25 * span].mean()),
+  }

@@ -1,4 +1,5 @@
 """Reports as plain, JSON-safe dicts; eval.json; one-line summaries for the console."""
+
 import json
 import os
 
@@ -35,16 +36,19 @@ def summary(report: dict) -> str:
   lines = []
   if "in_distribution" in report:
     m = report["in_distribution"]
-    lines.append(f"{report['model']} (K={report['num_samples']}, checkpoint step "
-                 f"{report.get('checkpoint_step')}) on {report['data']}: accuracy "
-                 f"{m['accuracy']:.4f}  NLL {m['nll']:.4f}  Brier {m['brier']:.4f}  ECE {m['ece']:.4f}")
+    lines.append(
+      f"{report['model']} (K={report['num_samples']}, checkpoint step "
+      f"{report.get('checkpoint_step')}) on {report['data']}: accuracy "
+      f"{m['accuracy']:.4f}  NLL {m['nll']:.4f}  Brier {m['brier']:.4f}  ECE {m['ece']:.4f}"
+    )
     for name, per_score in report.get("ood", {}).items():
       aurocs = "  ".join(f"{s} {v['auroc']:.4f}" for s, v in per_score.items() if isinstance(v, dict))
       lines.append(f"  OOD {name}: AUROC {aurocs}")
   if "regression" in report:
     r = report["regression"]
-    lines.append(f"RMSE {r['rmse']:.4f}  NLL {r['nll']:.4f}  coverage@{r['interval_level']} "
-                 f"{r['coverage']:.4f}")
+    lines.append(
+      f"RMSE {r['rmse']:.4f}  NLL {r['nll']:.4f}  coverage@{r['interval_level']} {r['coverage']:.4f}"
+    )
   for key in ("generative", "density"):
     if key in report:
       figures = {k: v for k, v in report[key].items() if isinstance(v, float)}

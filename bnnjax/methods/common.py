@@ -1,4 +1,5 @@
 """What every method shares: starting from another run's trained weights."""
+
 import jax
 import jax.numpy as jnp
 

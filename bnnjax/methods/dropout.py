@@ -12,6 +12,7 @@ Method fields (`DEFAULTS`):
     eval_samples     K masks for `evaluate`
     noise_std        regression likelihood N(y; f(x), noise_std^2)
 """
+
 from typing import Callable
 
 import haiku as hk
@@ -32,8 +33,9 @@ def validate(m) -> None:
   try:
     check_num_samples(m.eval_samples)
   except ValueError:
-    raise ValueError(f"config.model.eval_samples (K) must be an integer >= 1, "
-                     f"got {m.eval_samples!r}") from None
+    raise ValueError(
+      f"config.model.eval_samples (K) must be an integer >= 1, got {m.eval_samples!r}"
+    ) from None
   if not m.noise_std > 0:
     raise ValueError(f"config.model.noise_std must be positive, got {m.noise_std!r}")
 
@@ -112,9 +114,11 @@ def make_task(forward: Callable, m, info: DataInfo) -> Task:
     means = outputs[..., 0]
     return means, jnp.full(means.shape, noise_std, means.dtype)
 
-  return Task(init, loss, evaluate,
-              predictor=Predictor(CLASSIFIER if classification else REGRESSOR, sample))
+  return Task(init, loss, evaluate, predictor=Predictor(CLASSIFIER if classification else REGRESSOR, sample))
 
 
-METHOD = Method(name="dropout", default_config=lambda: dict(DEFAULTS),
-                make_task=lambda forward, m, info, restored: make_task(forward, m, info))
+METHOD = Method(
+  name="dropout",
+  default_config=lambda: dict(DEFAULTS),
+  make_task=lambda forward, m, info, restored: make_task(forward, m, info),
+)

@@ -18,6 +18,7 @@ Method fields (`DEFAULTS`):
 Member 0 is initialised with the run's own key, so an ensemble of one starts (and, trained
 with the same key and data, stays) where the point estimate does.
 """
+
 from typing import Callable
 
 import haiku as hk
@@ -87,9 +88,12 @@ def predictive_metrics(outputs: jax.Array, y: jax.Array, classification: bool, n
   95% coverage for a regressor): each a mean over the batch."""
   if classification:
     probs = jax.nn.softmax(outputs, -1).mean(0)
-    return {"accuracy": jnp.mean(jnp.argmax(probs, -1) == y),
-            "nll": objectives.categorical_predictive_nll(outputs, y).mean()}
+    return {
+      "accuracy": jnp.mean(jnp.argmax(probs, -1) == y),
+      "nll": objectives.categorical_predictive_nll(outputs, y).mean(),
+    }
   from bnnjax.methods.mean_field import regression_metrics  # pylint: disable=import-outside-toplevel
+
   return regression_metrics(outputs[..., 0], y, jnp.float32(noise_std))
 
 
@@ -127,20 +131,26 @@ def make_task(forward: Callable, m, info: DataInfo) -> Task:
     del rng, step
     outputs = stacked_outputs(net.apply, params, batch["x"])
     nlls = member_nlls(outputs, targets(batch), classification, noise_std)
-    metrics = {"nll": nlls.mean(),
-               "ensemble_nll": predictive_metrics(outputs, targets(batch), classification,
-                                                  noise_std)["nll"]}
+    metrics = {
+      "nll": nlls.mean(),
+      "ensemble_nll": predictive_metrics(outputs, targets(batch), classification, noise_std)["nll"],
+    }
     return nlls.sum(), metrics
 
   def evaluate(params, rng, batch):
     del rng
     outputs = stacked_outputs(net.apply, params, batch["x"])
     y = targets(batch)
-    return {**predictive_metrics(outputs, y, classification, noise_std),
-            "member_nll": member_nlls(outputs, y, classification, noise_std).mean()}
+    return {
+      **predictive_metrics(outputs, y, classification, noise_std),
+      "member_nll": member_nlls(outputs, y, classification, noise_std).mean(),
+    }
 
   return Task(init, loss, evaluate, predictor=sample_predictor(net.apply, classification, noise_std))
 
 
-METHOD = Method(name="ensemble", default_config=lambda: dict(DEFAULTS),
-                make_task=lambda forward, m, info, restored: make_task(forward, m, info))
+METHOD = Method(
+  name="ensemble",
+  default_config=lambda: dict(DEFAULTS),
+  make_task=lambda forward, m, info, restored: make_task(forward, m, info),
+)

@@ -17,6 +17,7 @@ as Izmailov et al. 2021 do).
 This is not a loop-trained Method (the train loop's steps are minibatch gradient steps; NUTS
 needs the full data set at every step), so it is called as functions.
 """
+
 from typing import Any, Callable, NamedTuple
 
 import blackjax
@@ -43,6 +44,7 @@ class NUTSResult(NamedTuple):
   divergences: [num_chains] divergent transitions after warm-up.
   step_size: [num_chains] the adapted step sizes.
   """
+
   samples: Any
   rhat: Any
   ess: Any
@@ -53,20 +55,30 @@ class NUTSResult(NamedTuple):
 
 def check_sampler_args(num_chains: int, num_samples: int, num_warmup: int) -> None:
   """One-line ValueErrors for chain counts R-hat cannot use and empty runs."""
-  for name, value, least in (("num_chains", num_chains, 2), ("num_samples", num_samples, 4),
-                             ("num_warmup", num_warmup, 1)):
+  for name, value, least in (
+    ("num_chains", num_chains, 2),
+    ("num_samples", num_samples, 4),
+    ("num_warmup", num_warmup, 1),
+  ):
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
       raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
-def _run_chain(log_prob: Callable, position, rng, num_warmup: int, num_samples: int,
-               target_acceptance: float, dense_mass: bool):
+def _run_chain(
+  log_prob: Callable,
+  position,
+  rng,
+  num_warmup: int,
+  num_samples: int,
+  target_acceptance: float,
+  dense_mass: bool,
+):
   """One chain: window adaptation, then num_samples NUTS steps; (positions [S, ...], logdensity
   [S], acceptance [S], divergent [S], step size)."""
   warm_key, sample_key = jax.random.split(rng)
-  adaptation = blackjax.window_adaptation(blackjax.nuts, log_prob,
-                                          is_mass_matrix_diagonal=not dense_mass,
-                                          target_acceptance_rate=target_acceptance)
+  adaptation = blackjax.window_adaptation(
+    blackjax.nuts, log_prob, is_mass_matrix_diagonal=not dense_mass, target_acceptance_rate=target_acceptance
+  )
   (state, parameters), _ = adaptation.run(warm_key, position, num_warmup)
   kernel = blackjax.nuts(log_prob, **parameters).step
 
@@ -85,9 +97,17 @@ def diagnostics(samples):
   return rhat, ess
 
 
-def nuts_posterior(log_prob: Callable, init, rng: jax.Array, num_chains: int = 4,
-                   num_samples: int = 500, num_warmup: int = 500, init_jitter: float = 0.1,
-                   target_acceptance: float = 0.8, dense_mass: bool = False) -> NUTSResult:
+def nuts_posterior(
+  log_prob: Callable,
+  init,
+  rng: jax.Array,
+  num_chains: int = 4,
+  num_samples: int = 500,
+  num_warmup: int = 500,
+  init_jitter: float = 0.1,
+  target_acceptance: float = 0.8,
+  dense_mass: bool = False,
+) -> NUTSResult:
   """Samples exp(log_prob) by NUTS: num_chains chains from init + init_jitter * N(0, I).
 
   Args:
@@ -113,11 +133,11 @@ def nuts_posterior(log_prob: Callable, init, rng: jax.Array, num_chains: int = 4
   starts = flat + init_jitter * jax.random.normal(jitter_key, (num_chains, flat.size), flat.dtype)
   # The chains run one after another through one compiled chain (a vmap over chains
   # compiles NUTS's batched while loops about 1.5x slower; these problems are small).
-  chain = jax.jit(lambda w, key: _run_chain(flat_log_prob, w, key, num_warmup, num_samples,
-                                            target_acceptance, dense_mass))
+  chain = jax.jit(
+    lambda w, key: _run_chain(flat_log_prob, w, key, num_warmup, num_samples, target_acceptance, dense_mass)
+  )
   runs = [chain(start, key) for start, key in zip(starts, jax.random.split(chain_key, num_chains))]
-  positions, logdensity, acceptance, divergent, step_size = (
-      jnp.stack(parts) for parts in zip(*runs))
+  positions, logdensity, acceptance, divergent, step_size = (jnp.stack(parts) for parts in zip(*runs))
   if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(logdensity))):
     raise ValueError("NUTS diverged: a draw or its log density is not finite")
   samples = jax.vmap(jax.vmap(unravel))(positions)
@@ -128,12 +148,15 @@ def nuts_posterior(log_prob: Callable, init, rng: jax.Array, num_chains: int = 4
 def check_full_batch(num_examples: int) -> None:
   """A one-line ValueError for a data set too large for full-batch NUTS."""
   if num_examples > FULL_BATCH_LIMIT:
-    raise ValueError(f"HMC/NUTS runs full batch: {num_examples} training examples exceed the "
-                     f"limit of {FULL_BATCH_LIMIT}; use a smaller data set or another method")
+    raise ValueError(
+      f"HMC/NUTS runs full batch: {num_examples} training examples exceed the "
+      f"limit of {FULL_BATCH_LIMIT}; use a smaller data set or another method"
+    )
 
 
-def network_log_posterior(forward: Callable, info: DataInfo, x, y, prior_scale: float = 1.0,
-                          noise_std: float = 1.0) -> Callable:
+def network_log_posterior(
+  forward: Callable, info: DataInfo, x, y, prior_scale: float = 1.0, noise_std: float = 1.0
+) -> Callable:
   """params -> log p(y | x, params) + log N(params; 0, prior_scale² I), on all of (x, y).
 
   Args:
@@ -155,17 +178,28 @@ def network_log_posterior(forward: Callable, info: DataInfo, x, y, prior_scale: 
       log_lik = distributions.categorical_log_prob(outputs, y).sum()
     else:
       log_lik = distributions.gaussian_log_prob(y, outputs[:, 0], noise_std).sum()
-    log_prior = sum(distributions.gaussian_log_prob(w, 0.0, prior_scale).sum()
-                    for w in jax.tree_util.tree_leaves(params))
+    log_prior = sum(
+      distributions.gaussian_log_prob(w, 0.0, prior_scale).sum() for w in jax.tree_util.tree_leaves(params)
+    )
     return log_lik + log_prior
 
   return log_posterior
 
 
-def network_posterior(forward: Callable, info: DataInfo, x, y, rng: jax.Array, *,
-                      prior_scale: float = 1.0, noise_std: float = 1.0, num_chains: int = 4,
-                      num_samples: int = 500, num_warmup: int = 500,
-                      dense_mass: bool = False) -> NUTSResult:
+def network_posterior(
+  forward: Callable,
+  info: DataInfo,
+  x,
+  y,
+  rng: jax.Array,
+  *,
+  prior_scale: float = 1.0,
+  noise_std: float = 1.0,
+  num_chains: int = 4,
+  num_samples: int = 500,
+  num_warmup: int = 500,
+  dense_mass: bool = False,
+) -> NUTSResult:
   """NUTS over the weights of the network `forward` given the whole data set (x, y).
 
   Chains start near a fresh Haiku init. Returns NUTSResult whose samples are Haiku params
@@ -175,8 +209,7 @@ def network_posterior(forward: Callable, info: DataInfo, x, y, rng: jax.Array, *
   log_posterior = network_log_posterior(forward, info, x, y, prior_scale, noise_std)
   init_key, rng = jax.random.split(rng)
   init = hk.without_apply_rng(hk.transform(forward)).init(init_key, jnp.asarray(x[:1], jnp.float32))
-  return nuts_posterior(log_posterior, init, rng, num_chains, num_samples, num_warmup,
-                        dense_mass=dense_mass)
+  return nuts_posterior(log_posterior, init, rng, num_chains, num_samples, num_warmup, dense_mass=dense_mass)
 
 
 def stack_chains(samples):
@@ -199,7 +232,8 @@ def agreement(probs, reference_probs):
   over inputs of ½ Σ_c |p_c − q_c|."""
   probs, reference_probs = jnp.asarray(probs), jnp.asarray(reference_probs)
   if probs.shape != reference_probs.shape or probs.ndim != 2:
-    raise ValueError(f"agreement needs two [B, C] arrays of one shape, got {probs.shape} and "
-                     f"{reference_probs.shape}")
+    raise ValueError(
+      f"agreement needs two [B, C] arrays of one shape, got {probs.shape} and {reference_probs.shape}"
+    )
   top1 = jnp.mean(jnp.argmax(probs, -1) == jnp.argmax(reference_probs, -1))
   return top1, 0.5 * jnp.mean(jnp.sum(jnp.abs(probs - reference_probs), -1))

@@ -20,6 +20,7 @@ It is fitted after training, not by the train loop: `fit_run(run)` takes a train
 run (`bnnjax.load` of "mlp" or "point/<network>") and returns a Run whose predict / evaluate
 use the Laplace predictive.
 """
+
 import dataclasses
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -42,6 +43,7 @@ class LaplacePosterior(NamedTuple):
   ggn: [P, P] the summed generalised Gauss-Newton of the NLL in the last layer's weights.
   prior_precision: scalar λ.
   """
+
   params: Any
   precision: jax.Array
   ggn: jax.Array
@@ -73,8 +75,10 @@ def last_layer(forward: Callable) -> _LastLayer:
     with hk.intercept_methods(interceptor):
       out = forward(x)
     if not calls or calls[-1][2] is not out:
-      raise ValueError("Laplace needs a network whose output is its last hk.Linear's output "
-                       "(a dense last layer); this network has none")
+      raise ValueError(
+        "Laplace needs a network whose output is its last hk.Linear's output "
+        "(a dense last layer); this network has none"
+      )
     name, phi, _ = calls[-1]
     if phi.ndim != 2:
       raise ValueError(f"Laplace needs the last hk.Linear's input as [B, H], got shape {phi.shape}")
@@ -104,18 +108,18 @@ def batch_ggn(layer, phi, classification: bool, noise_std: float, weight=None) -
     eye = jnp.eye(outputs.shape[-1], dtype=outputs.dtype) / noise_std**2
     hessian = jnp.broadcast_to(eye, (len(phi), *eye.shape))
   weight = jnp.ones(len(phi), phi.dtype) if weight is None else weight
-  return jnp.einsum("bcp,bcq->pq", jac * weight[:, None, None],
-                    jnp.einsum("bcd,bdq->bcq", hessian, jac))
+  return jnp.einsum("bcp,bcq->pq", jac * weight[:, None, None], jnp.einsum("bcd,bdq->bcq", hessian, jac))
 
 
-def ggn(forward: Callable, params, x, classification: bool, noise_std: float = 1.0,
-        batch_size: int = 500) -> jax.Array:
+def ggn(
+  forward: Callable, params, x, classification: bool, noise_std: float = 1.0, batch_size: int = 500
+) -> jax.Array:
   """[P, P] the last layer's GGN summed over every row of x (in batches of batch_size)."""
   split = last_layer(forward)
   step = jax.jit(lambda params, xb, n: _masked_ggn(split, params, xb, n, classification, noise_std))
   total = 0.0
   for start in range(0, len(x), batch_size):
-    xb = np.asarray(x[start:start + batch_size], np.float32)
+    xb = np.asarray(x[start : start + batch_size], np.float32)
     n = len(xb)
     if n < batch_size and start > 0:  # pad the last batch: one compilation
       xb = np.concatenate([xb, np.repeat(xb[-1:], batch_size - n, 0)])
@@ -134,19 +138,31 @@ def log_marginal_likelihood_terms(ggn_matrix, theta_map, prior_precision) -> jax
   (P/2) log λ − (λ/2)‖θ*‖² − ½ log det(G + λI)."""
   eigenvalues = jnp.clip(jnp.linalg.eigvalsh(ggn_matrix), 0.0)
   lam = jnp.asarray(prior_precision, eigenvalues.dtype)
-  return (0.5 * theta_map.size * jnp.log(lam) - 0.5 * lam * jnp.sum(theta_map**2)
-          - 0.5 * jnp.sum(jnp.log(eigenvalues + lam[..., None]), -1))
+  return (
+    0.5 * theta_map.size * jnp.log(lam)
+    - 0.5 * lam * jnp.sum(theta_map**2)
+    - 0.5 * jnp.sum(jnp.log(eigenvalues + lam[..., None]), -1)
+  )
 
 
-def tune_prior_precision(ggn_matrix, theta_map, low: float = 1e-4, high: float = 1e6,
-                         num: int = 2001) -> float:
+def tune_prior_precision(
+  ggn_matrix, theta_map, low: float = 1e-4, high: float = 1e6, num: int = 2001
+) -> float:
   """λ maximising the Laplace marginal likelihood over a log grid of num points in [low, high]."""
   grid = jnp.logspace(np.log10(low), np.log10(high), num)
   return float(grid[jnp.argmax(log_marginal_likelihood_terms(ggn_matrix, theta_map, grid))])
 
 
-def fit(forward: Callable, params, x, y, info: DataInfo, prior_precision: Optional[float] = 1.0,
-        noise_std: float = 1.0, batch_size: int = 500) -> LaplacePosterior:
+def fit(
+  forward: Callable,
+  params,
+  x,
+  y,
+  info: DataInfo,
+  prior_precision: Optional[float] = 1.0,
+  noise_std: float = 1.0,
+  batch_size: int = 500,
+) -> LaplacePosterior:
   """The last-layer Laplace posterior of a trained network on its training inputs x.
 
   Args:
@@ -206,8 +222,7 @@ def output_moments(forward: Callable, posterior: LaplacePosterior, x, centred: b
 PREDICTIVES = ("mc", "closed_form")
 
 
-def predictor(forward: Callable, info: DataInfo, noise_std: float = 1.0,
-              predictive: str = "mc") -> Predictor:
+def predictor(forward: Callable, info: DataInfo, noise_std: float = 1.0, predictive: str = "mc") -> Predictor:
   """The GLM predictive of a LaplacePosterior (see the module doc).
 
   predictive: "mc": K sampled outputs; "closed_form": one output (K = 1), for a classifier
@@ -238,18 +253,27 @@ def predictor(forward: Callable, info: DataInfo, noise_std: float = 1.0,
 def network_of(run) -> Callable:
   """The Haiku forward of a trained point run ("mlp" or "point/<network>")."""
   from bnnjax import models  # pylint: disable=import-outside-toplevel
+
   name = run.config.model.name
   method, network = models.COMPOSED.get(name, name.partition("/")[::2])
   if method != "point":
-    raise ValueError(f"Laplace needs a trained point-estimate run (mlp or point/<network>), "
-                     f"got model {name!r} in {run.workdir}")
+    raise ValueError(
+      f"Laplace needs a trained point-estimate run (mlp or point/<network>), "
+      f"got model {name!r} in {run.workdir}"
+    )
   models.get(name)  # fills models.NETWORKS
   outputs = run.info.num_classes if run.info.num_classes > 0 else 1
   return models.NETWORKS[network].build(run.config.model, run.info, outputs)
 
 
-def fit_run(run, prior_precision: Optional[float] = None, noise_std: float = 1.0,
-            eval_samples: int = 32, predictive: str = "mc", data_dir=None):
+def fit_run(
+  run,
+  prior_precision: Optional[float] = None,
+  noise_std: float = 1.0,
+  eval_samples: int = 32,
+  predictive: str = "mc",
+  data_dir=None,
+):
   """A trained point run with a last-layer Laplace posterior fitted on its training split.
 
   Returns a bnnjax Run (params: LaplacePosterior; task: its evaluate and predictor) whose
@@ -268,6 +292,7 @@ def fit_run(run, prior_precision: Optional[float] = None, noise_std: float = 1.0
     if classification:
       return ensemble.predictive_metrics(outputs, ensemble.targets(batch), True, noise_std)
     from bnnjax.methods.mean_field import regression_metrics  # pylint: disable=import-outside-toplevel
+
     return regression_metrics(outputs[0], ensemble.targets(batch), outputs[1])
 
   config = run.config.copy_and_resolve_references()

@@ -30,6 +30,7 @@ Method fields (`DEFAULTS`; a model file adds its network's own):
 The caller (bnnjax.train.fit, bnnjax.load) reads the runs named by init_from and
 prior_workdir and passes their params in `restored`.
 """
+
 import math
 from typing import Any, Callable, Optional
 
@@ -43,10 +44,25 @@ from bnnjax.predictive import central_interval, check_num_samples, regression_pr
 from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Method, Predictor, Task
 
 DEFAULTS = dict(
-    estimator="local", num_samples=1, eval_samples=16, prior="gaussian", prior_scale=1.0,
-    mixture_pi=0.5, mixture_scale1=1.0, mixture_scale2=math.exp(-6), mixture_kl="mc",
-    init_std=1e-2, posterior_scale="softplus", kl_beta=1.0, kl_warmup_steps=0,
-    temperature=1.0, noise_std=1.0, learn_noise=False, init_from="", prior_workdir="")
+  estimator="local",
+  num_samples=1,
+  eval_samples=16,
+  prior="gaussian",
+  prior_scale=1.0,
+  mixture_pi=0.5,
+  mixture_scale1=1.0,
+  mixture_scale2=math.exp(-6),
+  mixture_kl="mc",
+  init_std=1e-2,
+  posterior_scale="softplus",
+  kl_beta=1.0,
+  kl_warmup_steps=0,
+  temperature=1.0,
+  noise_std=1.0,
+  learn_noise=False,
+  init_from="",
+  prior_workdir="",
+)
 WORKDIR_FIELDS = ("init_from", "prior_workdir")
 
 
@@ -57,12 +73,16 @@ def default_config(name: str, **network_fields) -> ml_collections.ConfigDict:
 
 def validate(m) -> None:
   """One-line ValueErrors naming the bad config.model field of the method, before compiling."""
+
   def positive(field):
     if not m[field] > 0:
       raise ValueError(f"config.model.{field} must be positive, got {m[field]!r}")
+
   if m.estimator not in estimators.ESTIMATORS:
-    raise ValueError(f"config.model.estimator: unknown estimator {m.estimator!r}; "
-                     f"choose one of {', '.join(estimators.ESTIMATORS)}")
+    raise ValueError(
+      f"config.model.estimator: unknown estimator {m.estimator!r}; "
+      f"choose one of {', '.join(estimators.ESTIMATORS)}"
+    )
   for field in ("num_samples", "eval_samples"):
     try:
       check_num_samples(m[field])
@@ -71,15 +91,17 @@ def validate(m) -> None:
   for field in ("init_std", "temperature", "noise_std"):
     positive(field)
   if m.prior not in priors.PRIORS:
-    raise ValueError(f"config.model.prior: unknown prior {m.prior!r}; "
-                     f"choose one of {', '.join(priors.PRIORS)}")
+    raise ValueError(
+      f"config.model.prior: unknown prior {m.prior!r}; choose one of {', '.join(priors.PRIORS)}"
+    )
   if m.prior == "gaussian":
     positive("prior_scale")
   if m.prior == "mixture":
     validate_mixture(m)
   if m.posterior_scale not in post.SCALE_KEYS:
-    raise ValueError(f"config.model.posterior_scale must be one of {', '.join(post.SCALE_KEYS)}, "
-                     f"got {m.posterior_scale!r}")
+    raise ValueError(
+      f"config.model.posterior_scale must be one of {', '.join(post.SCALE_KEYS)}, got {m.posterior_scale!r}"
+    )
   if m.kl_beta < 0 or m.kl_warmup_steps < 0:
     raise ValueError("config.model.kl_beta and config.model.kl_warmup_steps must be >= 0")
   if m.prior == "posterior" and not m.prior_workdir:
@@ -94,16 +116,16 @@ def validate_mixture(m) -> None:
     if not m[field] > 0:
       raise ValueError(f"config.model.{field} must be positive, got {m[field]!r}")
   if m.mixture_kl not in priors.MIXTURE_KL:
-    raise ValueError(f"config.model.mixture_kl must be one of {', '.join(priors.MIXTURE_KL)}, "
-                     f"got {m.mixture_kl!r}")
+    raise ValueError(
+      f"config.model.mixture_kl must be one of {', '.join(priors.MIXTURE_KL)}, got {m.mixture_kl!r}"
+    )
 
 
 def named_prior(kind: str, m):
   """The "gaussian" or "mixture" prior of the config's fields."""
   if kind == "gaussian":
     return priors.gaussian_prior(m.prior_scale)
-  return priors.scale_mixture_prior(m.mixture_pi, m.mixture_scale1, m.mixture_scale2,
-                                    m.mixture_kl)
+  return priors.scale_mixture_prior(m.mixture_pi, m.mixture_scale1, m.mixture_scale2, m.mixture_kl)
 
 
 def posterior_prior(previous, reference_posterior, where: str):
@@ -124,8 +146,9 @@ def initial_means(m, fresh_shapes, restored):
   return weights_from(restored["init_from"], fresh_shapes, f"config.model.init_from={m.init_from!r}")
 
 
-def method_task(forward: Callable, m, info: DataInfo, restored, *, predicate=None,
-                prior_of: Optional[Callable] = None) -> Task:
+def method_task(
+  forward: Callable, m, info: DataInfo, restored, *, predicate=None, prior_of: Optional[Callable] = None
+) -> Task:
   """Mean-field VI as a Method: what was restored from init_from / prior_workdir is checked
   against the network's shapes (jax.eval_shape: nothing computed) and used.
 
@@ -138,16 +161,20 @@ def method_task(forward: Callable, m, info: DataInfo, restored, *, predicate=Non
   """
   validate(m)
   example = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.float32)
-  fresh = jax.eval_shape(estimators.bayesian_transform(forward, m.estimator).init,
-                         jax.random.PRNGKey(0), example)
-  reference = jax.eval_shape(lambda p: post.init_posterior(p, m.init_std, predicate, m.posterior_scale),
-                             fresh)
+  fresh = jax.eval_shape(
+    estimators.bayesian_transform(forward, m.estimator).init, jax.random.PRNGKey(0), example
+  )
+  reference = jax.eval_shape(
+    lambda p: post.init_posterior(p, m.init_std, predicate, m.posterior_scale), fresh
+  )
   prior = prior_of(reference) if prior_of is not None else None
   if prior is None and m.prior == "posterior":
-    prior = posterior_prior(restored["prior_workdir"], reference,
-                            f"config.model.prior_workdir={m.prior_workdir!r}")
-  return make_task(forward, m, info, initial_means=initial_means(m, fresh, restored), prior=prior,
-                   predicate=predicate)
+    prior = posterior_prior(
+      restored["prior_workdir"], reference, f"config.model.prior_workdir={m.prior_workdir!r}"
+    )
+  return make_task(
+    forward, m, info, initial_means=initial_means(m, fresh, restored), prior=prior, predicate=predicate
+  )
 
 
 def noise_std(posterior, m):
@@ -157,8 +184,15 @@ def noise_std(posterior, m):
   return jnp.asarray(m.noise_std, jnp.float32)
 
 
-def make_task(forward: Callable, m, info: DataInfo, *, initial_means: Optional[Any] = None,
-              prior: Optional[Any] = None, predicate: Optional[Callable] = None) -> Task:
+def make_task(
+  forward: Callable,
+  m,
+  info: DataInfo,
+  *,
+  initial_means: Optional[Any] = None,
+  prior: Optional[Any] = None,
+  predicate: Optional[Callable] = None,
+) -> Task:
   """The variational Task of the Haiku function `forward(x) -> outputs [B, C]` ([B, 1] for
   regression), under the method fields `m` (see the module doc).
 
@@ -202,8 +236,9 @@ def make_task(forward: Callable, m, info: DataInfo, *, initial_means: Optional[A
     outputs = estimators.sample_outputs(net, posterior, rng_out, batch["x"], m.num_samples)
     nll = expected_nll(outputs, batch, posterior)
     kl = post.kl(posterior, prior, rng_kl)
-    weight = objectives.kl_weight(step, beta=m.kl_beta, warmup_steps=m.kl_warmup_steps,
-                                  temperature=m.temperature)
+    weight = objectives.kl_weight(
+      step, beta=m.kl_beta, warmup_steps=m.kl_warmup_steps, temperature=m.temperature
+    )
     metrics = {"nll": nll, "kl": kl, "elbo": -objectives.per_example_loss(nll, kl, info.num_train)}
     if classification:
       metrics["accuracy"] = jnp.mean(jnp.argmax(outputs.mean(0), -1) == batch["y"])
@@ -216,11 +251,17 @@ def make_task(forward: Callable, m, info: DataInfo, *, initial_means: Optional[A
     elbo = -objectives.per_example_loss(expected_nll(outputs, batch, posterior), kl, info.num_train)
     if classification:
       probs = jax.nn.softmax(outputs, -1).mean(0)
-      return {"accuracy": jnp.mean(jnp.argmax(probs, -1) == batch["y"]),
-              "nll": objectives.categorical_predictive_nll(outputs, batch["y"]).mean(),
-              "kl": kl, "elbo": elbo}
-    return {**regression_metrics(outputs[..., 0], _targets(batch), noise_std(posterior, m)),
-            "kl": kl, "elbo": elbo}
+      return {
+        "accuracy": jnp.mean(jnp.argmax(probs, -1) == batch["y"]),
+        "nll": objectives.categorical_predictive_nll(outputs, batch["y"]).mean(),
+        "kl": kl,
+        "elbo": elbo,
+      }
+    return {
+      **regression_metrics(outputs[..., 0], _targets(batch), noise_std(posterior, m)),
+      "kl": kl,
+      "elbo": elbo,
+    }
 
   def sample(posterior, rng, x, num_samples):
     outputs = estimators.sample_outputs(net, posterior, rng, x, check_num_samples(num_samples))
@@ -242,10 +283,16 @@ def regression_metrics(means, targets, sigma):
   """RMSE of the predictive mean, NLL of the K-sample mixture, coverage of its 95% interval."""
   pred = regression_predictive(means, jnp.broadcast_to(sigma, means.shape))
   lower, upper = central_interval(pred.mean, pred.std, 0.95)
-  return {"rmse": jnp.sqrt(jnp.mean((pred.mean - targets)**2)),
-          "nll": objectives.gaussian_predictive_nll(means, targets, sigma).mean(),
-          "coverage_95": jnp.mean((targets >= lower) & (targets <= upper))}
+  return {
+    "rmse": jnp.sqrt(jnp.mean((pred.mean - targets) ** 2)),
+    "nll": objectives.gaussian_predictive_nll(means, targets, sigma).mean(),
+    "coverage_95": jnp.mean((targets >= lower) & (targets <= upper)),
+  }
 
 
-METHOD = Method(name="mean_field", default_config=lambda: dict(DEFAULTS),
-                make_task=method_task, workdir_fields=WORKDIR_FIELDS)
+METHOD = Method(
+  name="mean_field",
+  default_config=lambda: dict(DEFAULTS),
+  make_task=method_task,
+  workdir_fields=WORKDIR_FIELDS,
+)

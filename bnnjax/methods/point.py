@@ -4,6 +4,7 @@
 
 Its predictive is a single draw (K = 1): the softmax of the network's logits.
 """
+
 from typing import Callable
 
 from typing import Any, Optional
@@ -28,8 +29,10 @@ def make_task(forward: Callable, info: DataInfo, initial_params: Optional[Any] =
     Task(init, loss, evaluate, predictor) whose params are the plain Haiku params.
   """
   if info.num_classes < 2:
-    raise ValueError(f"a point-estimate classifier needs a classification data set "
-                     f"(>= 2 classes), got num_classes={info.num_classes}")
+    raise ValueError(
+      f"a point-estimate classifier needs a classification data set "
+      f"(>= 2 classes), got num_classes={info.num_classes}"
+    )
   net = hk.without_apply_rng(hk.transform(forward))
 
   def init(rng, batch):
@@ -43,8 +46,10 @@ def make_task(forward: Callable, info: DataInfo, initial_params: Optional[Any] =
   def evaluate(params, rng, batch):
     del rng
     logits = net.apply(params, batch["x"])
-    return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["y"]),
-            "nll": -jnp.mean(categorical_log_prob(logits, batch["y"]))}
+    return {
+      "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["y"]),
+      "nll": -jnp.mean(categorical_log_prob(logits, batch["y"])),
+    }
 
   def sample(params, rng, x, num_samples):
     del rng, num_samples  # a point estimate is a predictive with one sample
@@ -59,11 +64,12 @@ def method_task(forward: Callable, m, info: DataInfo, restored) -> Task:
   if not m.init_from:
     return make_task(forward, info)
   example = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.float32)
-  fresh = jax.eval_shape(hk.without_apply_rng(hk.transform(forward)).init, jax.random.PRNGKey(0),
-                         example)
-  return make_task(forward, info, weights_from(restored["init_from"], fresh,
-                                               f"config.model.init_from={m.init_from!r}"))
+  fresh = jax.eval_shape(hk.without_apply_rng(hk.transform(forward)).init, jax.random.PRNGKey(0), example)
+  return make_task(
+    forward, info, weights_from(restored["init_from"], fresh, f"config.model.init_from={m.init_from!r}")
+  )
 
 
-METHOD = Method(name="point", default_config=lambda: {"init_from": ""}, make_task=method_task,
-                workdir_fields=("init_from",))
+METHOD = Method(
+  name="point", default_config=lambda: {"init_from": ""}, make_task=method_task, workdir_fields=("init_from",)
+)

@@ -7,6 +7,7 @@
   `Model` (or Method / Network) and calls `register(...)`; `config.model.name` then finds it
   like a built-in.
 """
+
 import importlib
 from typing import Dict, Union
 
@@ -28,6 +29,7 @@ def _built_in_parts() -> None:
     return
   from bnnjax.methods import dropout, ensemble, mean_field, point  # pylint: disable=import-outside-toplevel
   from bnnjax.models import mlp  # pylint: disable=import-outside-toplevel
+
   NETWORKS.setdefault(mlp.NETWORK.name, mlp.NETWORK)
   for method in (point.METHOD, mean_field.METHOD, ensemble.METHOD, dropout.METHOD):
     METHODS.setdefault(method.name, method)
@@ -48,8 +50,7 @@ def compose(method_name: str, network_name: str, name: str = "") -> Model:
   name = name or f"{method_name}/{network_name}"
 
   def default_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({"name": name, **network.default_config(),
-                                      **method.default_config()})
+    return ml_collections.ConfigDict({"name": name, **network.default_config(), **method.default_config()})
 
   def make_task(m, info: DataInfo, restored=None):
     outputs = info.num_classes if info.num_classes > 0 else 1
@@ -95,6 +96,8 @@ def get(name: str) -> Model:
     method_name, _, network_name = name.partition("/")
     return compose(method_name, network_name)
   if name not in BUILT_IN:
-    raise ValueError(f"unknown model {name!r}; known: {', '.join(names())} "
-                     "(a model of your own needs bnnjax.models.register)")
+    raise ValueError(
+      f"unknown model {name!r}; known: {', '.join(names())} "
+      "(a model of your own needs bnnjax.models.register)"
+    )
   return importlib.import_module(f"bnnjax.models.{name}").MODEL

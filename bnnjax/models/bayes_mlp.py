@@ -15,6 +15,7 @@ config.model fields (the schema is `default_model_config()`):
                                   run's weights as the means; prior_workdir: a previous
                                   run's posterior as the prior)
 """
+
 import ml_collections
 
 from bnnjax import posterior as post, priors
@@ -22,8 +23,7 @@ from bnnjax.methods import mean_field
 from bnnjax.models import mlp
 from bnnjax.task import DataInfo, Model, Task
 
-NETWORK_DEFAULTS = dict(hidden_sizes=(400, 400), activation="relu", layer_priors=(),
-                        bayesian="all")
+NETWORK_DEFAULTS = dict(hidden_sizes=(400, 400), activation="relu", layer_priors=(), bayesian="all")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -38,8 +38,10 @@ def validate(m) -> None:
   layer_priors = tuple(m.layer_priors)
   if layer_priors:
     if len(layer_priors) != len(sizes) + 1 or not set(layer_priors) <= {"gaussian", "mixture"}:
-      raise ValueError(f"config.model.layer_priors must name 'gaussian' or 'mixture' for each of "
-                       f"the {len(sizes) + 1} layers, got {layer_priors}")
+      raise ValueError(
+        f"config.model.layer_priors must name 'gaussian' or 'mixture' for each of "
+        f"the {len(sizes) + 1} layers, got {layer_priors}"
+      )
     if "gaussian" in layer_priors and not m.prior_scale > 0:
       raise ValueError(f"config.model.prior_scale must be positive, got {m.prior_scale!r}")
     if "mixture" in layer_priors:
@@ -61,18 +63,32 @@ def layer_prior(m):
   if not m.layer_priors:
     return None
   layers = [f"mlp/~/linear_{i}" for i in range(len(tuple(m.hidden_sizes)) + 1)]
-  return lambda reference: priors.layerwise_prior({
-      layer: mean_field.named_prior(kind, m) for layer, kind in zip(layers, m.layer_priors)
-      if layer in post.scale_params(reference)})
+  return lambda reference: priors.layerwise_prior(
+    {
+      layer: mean_field.named_prior(kind, m)
+      for layer, kind in zip(layers, m.layer_priors)
+      if layer in post.scale_params(reference)
+    }
+  )
 
 
 def make_task(m, info: DataInfo, restored=None) -> Task:
   """The mean-field Task of the MLP; `restored` holds the params of init_from / prior_workdir."""
   validate(m)
   outputs = info.num_classes if info.num_classes > 0 else 1  # regression: one output
-  return mean_field.method_task(mlp.build(m, info, outputs), m, info, restored or {},
-                                predicate=bayesian_predicate(m), prior_of=layer_prior(m))
+  return mean_field.method_task(
+    mlp.build(m, info, outputs),
+    m,
+    info,
+    restored or {},
+    predicate=bayesian_predicate(m),
+    prior_of=layer_prior(m),
+  )
 
 
-MODEL = Model(name="bayes_mlp", default_config=default_model_config, make_task=make_task,
-              workdir_fields=mean_field.WORKDIR_FIELDS)
+MODEL = Model(
+  name="bayes_mlp",
+  default_config=default_model_config,
+  make_task=make_task,
+  workdir_fields=mean_field.WORKDIR_FIELDS,
+)

@@ -28,6 +28,7 @@ added back so the density is over x in [0, 1)^D. Each 8-bit value owns a cell of
 width 1/256, so E_u[log p(x)] - D log 256 is a lower bound on log P(k) of the
 discrete image, and bits/dim = -(E_u[log p(x)] - D log 256) / (D log 2).
 """
+
 from typing import Callable, NamedTuple, Sequence, Tuple
 
 import haiku as hk
@@ -43,6 +44,7 @@ PREPROCESSINGS = ("none", "dequantize_logit")
 
 
 # ----------------------------------------------------------------------------- masks
+
 
 def alternating_masks(input_shape: Sequence[int], num_layers: int) -> np.ndarray:
   """[num_layers, D] binary masks, each keeping half the dimensions, alternating.
@@ -82,6 +84,7 @@ def check_masks(masks: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------------- coupling layers
+
 
 class AffineCoupling(hk.Module):
   """One affine coupling layer; s and t come from an MLP on the kept dimensions."""
@@ -152,8 +155,10 @@ def standard_normal_log_prob(z):
 
 # ------------------------------------------------------------------- pure functions
 
+
 class Flow(NamedTuple):
   """Pure functions of (params, flat inputs [B, D]); Haiku stays inside."""
+
   dim: int
   init: Callable[[jax.Array, jax.Array], hk.Params]
   forward: Callable  # (params, x) -> (z, log_det)
@@ -179,6 +184,7 @@ def make_flow(masks: np.ndarray, hidden_sizes: Sequence[int]) -> Flow:
     def wrapped(params, x):
       check_dimension(x, dim)
       return fn(params, x)
+
     return wrapped
 
   return Flow(dim, checked(transformed.init), checked(forward), checked(inverse), checked(log_prob))
@@ -196,6 +202,7 @@ def sample(flow: Flow, params, rng, num_samples: int) -> jax.Array:
 
 
 # ------------------------------------------------------------------ MNIST preprocessing
+
 
 def dequantize(rng, x):
   """Pixels k/255 -> (k + u) / 256 with u ~ U[0, 1): a continuous point in k's cell."""
@@ -234,6 +241,7 @@ def inverse_logit_transform(y, alpha: float):
 
 # -------------------------------------------------------------------------- the Task
 
+
 def _check_model_config(m) -> None:
   if m.num_coupling_layers < 1:
     raise ValueError(f"config.model.num_coupling_layers must be >= 1, got {m.num_coupling_layers}")
@@ -249,8 +257,9 @@ def flat_inputs(x, input_shape) -> jax.Array:
   """x [B, *input_shape] -> [B, D]; a one-line ValueError for any other shape."""
   x = jnp.asarray(x)
   if tuple(x.shape[1:]) != tuple(input_shape):
-    raise ValueError(f"this flow was built for inputs of shape {tuple(input_shape)}, "
-                     f"got a batch of shape {tuple(x.shape)}")
+    raise ValueError(
+      f"this flow was built for inputs of shape {tuple(input_shape)}, got a batch of shape {tuple(x.shape)}"
+    )
   return x.reshape(x.shape[0], -1)
 
 

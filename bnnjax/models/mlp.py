@@ -6,6 +6,7 @@
 The network `NETWORK` ("mlp") runs under any method ("mean_field/mlp", ...); this model is the
 point estimate on it, "point/mlp", under its historical name.
 """
+
 from typing import Sequence
 
 import haiku as hk
@@ -21,8 +22,9 @@ ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "elu"
 def activation(name: str):
   """The activation function called `name`; a one-line ValueError for an unknown one."""
   if name not in ACTIVATIONS:
-    raise ValueError(f"config.model.activation: unknown activation {name!r}; "
-                     f"choose one of {sorted(ACTIVATIONS)}")
+    raise ValueError(
+      f"config.model.activation: unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}"
+    )
   return ACTIVATIONS[name]
 
 
@@ -39,8 +41,9 @@ def mlp(hidden_sizes: Sequence[int], num_outputs: int, activation_name: str = "r
 
   Call inside hk.transform. Its layers are named mlp/~/linear_0 ... linear_L.
   """
-  return hk.Sequential([hk.Flatten(), hk.nets.MLP([*hidden_sizes, num_outputs],
-                                                  activation=activation(activation_name))])
+  return hk.Sequential(
+    [hk.Flatten(), hk.nets.MLP([*hidden_sizes, num_outputs], activation=activation(activation_name))]
+  )
 
 
 NETWORK_DEFAULTS = {"hidden_sizes": (400, 400), "activation": "relu"}
@@ -60,4 +63,5 @@ NETWORK = Network(name="mlp", default_config=lambda: dict(NETWORK_DEFAULTS), bui
 def default_model_config() -> ml_collections.ConfigDict:
   """Every config.model field of the model "mlp" (= "point/mlp") with its default."""
   from bnnjax import models  # pylint: disable=import-outside-toplevel
+
   return models.get("mlp").default_config()

@@ -23,6 +23,7 @@ The pieces are importable on their own: `Encoder`, `Decoder`, `sample_posterior`
 `posterior_log_prob`, `prior_log_prob`, `kl_to_prior`, `log_likelihood`, `elbo`,
 `log_importance_weights`, `iwae_bound`.
 """
+
 import functools
 import math
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple
@@ -69,8 +70,9 @@ def gaussian_head(h: jax.Array, latent_size: int) -> Tuple[jax.Array, jax.Array]
 class Encoder(hk.Module):
   """q(z | x[, y]): an MLP from a flattened image (and a one-hot label) to (mean, std)."""
 
-  def __init__(self, hidden_sizes: Sequence[int], latent_size: int,
-               activation_name: str = "relu", name: str = "encoder"):
+  def __init__(
+    self, hidden_sizes: Sequence[int], latent_size: int, activation_name: str = "relu", name: str = "encoder"
+  ):
     super().__init__(name=name)
     self.hidden_sizes = tuple(hidden_sizes)
     self.latent_size = latent_size
@@ -85,8 +87,13 @@ class Encoder(hk.Module):
 class Decoder(hk.Module):
   """p(x | z[, y]): an MLP from a code (and a one-hot label) to Bernoulli logits."""
 
-  def __init__(self, hidden_sizes: Sequence[int], event_shape: Sequence[int],
-               activation_name: str = "relu", name: str = "decoder"):
+  def __init__(
+    self,
+    hidden_sizes: Sequence[int],
+    event_shape: Sequence[int],
+    activation_name: str = "relu",
+    name: str = "decoder",
+  ):
     super().__init__(name=name)
     self.hidden_sizes = tuple(hidden_sizes)
     self.event_shape = tuple(event_shape)
@@ -106,6 +113,7 @@ class Networks(NamedTuple):
   encode(params, x, y_onehot) -> (mean, std)
   decode(params, z, y_onehot) -> logits
   """
+
   init: Callable
   encode: Callable
   decode: Callable
@@ -115,8 +123,7 @@ def make_networks(model_config, event_shape: Sequence[int]) -> Networks:
   """The encoder and decoder of one config, transformed together (shared params)."""
 
   def build():
-    encoder = Encoder(model_config.encoder_sizes, model_config.latent_size,
-                      model_config.activation)
+    encoder = Encoder(model_config.encoder_sizes, model_config.latent_size, model_config.activation)
     decoder = Decoder(model_config.decoder_sizes, event_shape, model_config.activation)
 
     def init(x, y_onehot):
@@ -133,8 +140,9 @@ def make_networks(model_config, event_shape: Sequence[int]) -> Networks:
 # ------------------------------------------------------------------- densities and bounds
 
 
-def sample_posterior(rng: jax.Array, mean: jax.Array, std: jax.Array,
-                     num_samples: Optional[int] = None) -> jax.Array:
+def sample_posterior(
+  rng: jax.Array, mean: jax.Array, std: jax.Array, num_samples: Optional[int] = None
+) -> jax.Array:
   """Reparameterised z = mean + std * eps; [num_samples, *mean.shape] if num_samples."""
   shape = mean.shape if num_samples is None else (num_samples,) + mean.shape
   return mean + std * jax.random.normal(rng, shape, mean.dtype)
@@ -177,8 +185,9 @@ def iwae_bound(log_weights: jax.Array, axis: int = 0) -> jax.Array:
   return jax.nn.logsumexp(log_weights, axis=axis) - jnp.log(k)
 
 
-def chunked_log_weights(draw: Callable, log_px_given_z: Callable, *, k: int,
-                        chunk_size: int = 100) -> jax.Array:
+def chunked_log_weights(
+  draw: Callable, log_px_given_z: Callable, *, k: int, chunk_size: int = 100
+) -> jax.Array:
   """log p(x, z_i) - log q(z_i | x) for k posterior samples z_i, [k, B]: THE IWAE estimator.
 
   Args:
@@ -223,15 +232,19 @@ def check_binary(x) -> None:
   """A Bernoulli decoder scores x in {0, 1} only; grey levels are not a likelihood."""
   x = np.asarray(x)
   if not np.all((x == 0) | (x == 1)):
-    raise ValueError("Bernoulli decoder needs binary data (0/1): binarise it "
-                     "(data.binarize='static' or model.binarize_train='dynamic')")
+    raise ValueError(
+      "Bernoulli decoder needs binary data (0/1): binarise it "
+      "(data.binarize='static' or model.binarize_train='dynamic')"
+    )
 
 
 def check_binary_inputs(m, info: DataInfo) -> None:
   """Without dynamic binarisation the loss sees the data as they are: they must be 0/1."""
   if m.binarize_train == "none" and not info.binary:
-    raise ValueError("Bernoulli decoder needs binary data: set config.data.binarize='static' "
-                     "or config.model.binarize_train='dynamic'")
+    raise ValueError(
+      "Bernoulli decoder needs binary data: set config.data.binarize='static' "
+      "or config.model.binarize_train='dynamic'"
+    )
 
 
 def validate(m, info: DataInfo) -> None:
@@ -242,23 +255,21 @@ def validate(m, info: DataInfo) -> None:
       raise ValueError(f"config.model.{field} must be positive sizes, got {tuple(m[field])}")
   activation(m.activation)
   if m.binarize_train not in BINARIZE_TRAIN:
-    raise ValueError(f"config.model.binarize_train must be one of {BINARIZE_TRAIN}, "
-                     f"got {m.binarize_train!r}")
+    raise ValueError(f"config.model.binarize_train must be one of {BINARIZE_TRAIN}, got {m.binarize_train!r}")
   if m.corruption not in CORRUPTIONS:
-    raise ValueError(f"config.model.corruption must be one of {CORRUPTIONS}, "
-                     f"got {m.corruption!r}")
+    raise ValueError(f"config.model.corruption must be one of {CORRUPTIONS}, got {m.corruption!r}")
   if m.corruption and not 0.0 < m.corruption_level:
     raise ValueError(f"config.model.corruption_level must be positive, got {m.corruption_level}")
   if m.corruption == "mask" and not m.corruption_level < 1.0:
-    raise ValueError(f"config.model.corruption_level must be < 1 for masking, "
-                     f"got {m.corruption_level}")
+    raise ValueError(f"config.model.corruption_level must be < 1 for masking, got {m.corruption_level}")
   if m.eval_iwae_samples < 0:
     raise ValueError(f"config.model.eval_iwae_samples must be >= 0, got {m.eval_iwae_samples}")
   if m.kl_warmup_steps < 0:
     raise ValueError(f"config.model.kl_warmup_steps must be >= 0, got {m.kl_warmup_steps}")
   if m.conditional and info.num_classes < 2:
-    raise ValueError("config.model.conditional needs labelled data (num_classes >= 2), "
-                     f"got num_classes={info.num_classes}")
+    raise ValueError(
+      f"config.model.conditional needs labelled data (num_classes >= 2), got num_classes={info.num_classes}"
+    )
   check_binary_inputs(m, info)
 
 
@@ -316,8 +327,7 @@ class BernoulliVAE:
     """Bernoulli logits [..., B, *event_shape] of codes z [..., B, latent]."""
     return self.networks.decode(params, z, y_onehot)
 
-  def posterior(self, params, rng: jax.Array, x: jax.Array, y_onehot,
-                num_samples: Optional[int] = None):
+  def posterior(self, params, rng: jax.Array, x: jax.Array, y_onehot, num_samples: Optional[int] = None):
     """(z, log q(z | x)) of num_samples draws: [num_samples, B, D] and [num_samples, B]."""
     mean, std = self.networks.encode(params, x, y_onehot)
     z = sample_posterior(rng, mean, std, num_samples)
@@ -341,17 +351,19 @@ class BernoulliVAE:
       z, kl = mean, jnp.zeros(mean.shape[:1])
     return log_likelihood(self.decode(params, z, y_onehot), x, len(self.event_shape)), kl
 
-  def log_weights(self, params, rng: jax.Array, x: jax.Array, y=None, *, k: int,
-                  chunk_size: int = 100) -> jax.Array:
+  def log_weights(
+    self, params, rng: jax.Array, x: jax.Array, y=None, *, k: int, chunk_size: int = 100
+  ) -> jax.Array:
     """log p(x, z_i) - log q(z_i | x) for k samples z_i ~ q(z | x), [k, B]."""
     y_onehot = self.one_hot(y)
     return chunked_log_weights(
-        lambda num: self.posterior(params, rng, x, y_onehot, num),
-        lambda z: log_likelihood(self.decode(params, z, y_onehot), x, len(self.event_shape)),
-        k=k, chunk_size=chunk_size)
+      lambda num: self.posterior(params, rng, x, y_onehot, num),
+      lambda z: log_likelihood(self.decode(params, z, y_onehot), x, len(self.event_shape)),
+      k=k,
+      chunk_size=chunk_size,
+    )
 
-  def iwae(self, params, rng: jax.Array, x: jax.Array, y=None, *, k: int,
-           chunk_size: int = 100) -> jax.Array:
+  def iwae(self, params, rng: jax.Array, x: jax.Array, y=None, *, k: int, chunk_size: int = 100) -> jax.Array:
     """IWAE_k lower bound on log p(x[| y]) per example, [B]; k = 1 is an ELBO estimate."""
     return iwae_bound(self.log_weights(params, rng, x, y, k=k, chunk_size=chunk_size))
 
@@ -362,8 +374,7 @@ class BernoulliVAE:
     z = jax.random.normal(rng, (num, self.latent_size))
     return self.decode(params, z, self.one_hot(y))
 
-  def generate(self, params, rng: jax.Array, num: int, labels=None, *,
-               binary: bool = False) -> jax.Array:
+  def generate(self, params, rng: jax.Array, num: int, labels=None, *, binary: bool = False) -> jax.Array:
     """num images from the model: Bernoulli means in [0, 1], or binary draws.
 
     Labels are checked here, before jit: an out-of-range label would one-hot to zeros.
@@ -412,8 +423,10 @@ def generative_of(model: BernoulliVAE) -> Generative:
   def checked(labels, action):
     """Labels of a conditional model, range-checked where concrete (outside jit)."""
     if not model.variational:
-      raise ValueError(f"{action} needs a variational model; this is a deterministic "
-                       "autoencoder (config.model.variational=False)")
+      raise ValueError(
+        f"{action} needs a variational model; this is a deterministic "
+        "autoencoder (config.model.variational=False)"
+      )
     if model.conditional and labels is not None and not isinstance(labels, jax.core.Tracer):
       check_labels(labels, model.num_classes)
     return labels
@@ -435,10 +448,16 @@ def generative_of(model: BernoulliVAE) -> Generative:
   def reconstruct(params, rng, x, labels=None):
     return model.reconstruct(params, model.corrupt(rng, x), labels)
 
-  return Generative(sample=sample, log_likelihood=log_likelihood, elbo_terms=elbo_terms,
-                    reconstruct=reconstruct, encode=model.encode_mean,
-                    conditional=model.conditional, variational=model.variational,
-                    latent_size=model.latent_size)
+  return Generative(
+    sample=sample,
+    log_likelihood=log_likelihood,
+    elbo_terms=elbo_terms,
+    reconstruct=reconstruct,
+    encode=model.encode_mean,
+    conditional=model.conditional,
+    variational=model.variational,
+    latent_size=model.latent_size,
+  )
 
 
 def family_task(model: BernoulliVAE, m, info: DataInfo) -> Task:
@@ -481,8 +500,7 @@ def family_task(model: BernoulliVAE, m, info: DataInfo) -> Task:
       clean_rec, _ = model.elbo_terms(params, term_rng, x, x, labels(batch))
       metrics["reconstruction_clean_input"] = clean_rec.mean()
     if model.variational and iwae_k > 0:
-      metrics[f"log_px_iwae{iwae_k}"] = model.iwae(params, iwae_rng, x, labels(batch),
-                                                   k=iwae_k).mean()
+      metrics[f"log_px_iwae{iwae_k}"] = model.iwae(params, iwae_rng, x, labels(batch), k=iwae_k).mean()
     return metrics
 
   return Task(init, loss, evaluate, generative=generative_of(model))

@@ -32,6 +32,7 @@ Everything else (decoder, Bernoulli likelihood, prior, IWAE estimator, KL warm-u
 binarisation, the Task and its Generative capability) is the plain VAE's: `FlowVAE` is a
 `vae.BernoulliVAE` with another `posterior`, and `make_task` is `vae.family_task` of it.
 """
+
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import haiku as hk
@@ -45,6 +46,7 @@ from bnnjax.task import DataInfo, Model, Task
 
 class PlanarParams(NamedTuple):
   """Parameters of K planar maps, per example: u, w [K, B, D], b [K, B, 1]."""
+
   u: jax.Array
   w: jax.Array
   b: jax.Array
@@ -107,8 +109,9 @@ class MaskedLinear(hk.Module):
 
   def __call__(self, x):
     fan_in, size = self.mask.shape
-    w = hk.get_parameter("w", self.mask.shape, x.dtype,
-                         hk.initializers.TruncatedNormal(1.0 / np.sqrt(fan_in)))
+    w = hk.get_parameter(
+      "w", self.mask.shape, x.dtype, hk.initializers.TruncatedNormal(1.0 / np.sqrt(fan_in))
+    )
     b = hk.get_parameter("b", (size,), x.dtype, hk.initializers.Constant(self.bias_init))
     return x @ (w * self.mask) + b
 
@@ -123,8 +126,10 @@ class IAFStep(hk.Module):
   def __call__(self, z, context):
     z = z[..., ::-1] if self.reverse else z
     to_hidden, to_output = made_masks(z.shape[-1], self.hidden_size)
-    hidden = jax.nn.elu(MaskedLinear(to_hidden, name="hidden")(z)
-                        + hk.Linear(self.hidden_size, with_bias=False, name="context")(context))
+    hidden = jax.nn.elu(
+      MaskedLinear(to_hidden, name="hidden")(z)
+      + hk.Linear(self.hidden_size, with_bias=False, name="context")(context)
+    )
     m = MaskedLinear(to_output, name="m")(hidden)
     s = MaskedLinear(to_output, bias_init=IAF_GATE_BIAS, name="s")(hidden)
     sigma = jax.nn.sigmoid(s)
@@ -141,8 +146,7 @@ def iaf(z, context, num_steps: int, hidden_size: int):
   return z, log_det
 
 
-def sample_flow_posterior(rng, networks, params, mean, std, flow_inputs,
-                          num_samples: Optional[int] = None):
+def sample_flow_posterior(rng, networks, params, mean, std, flow_inputs, num_samples: Optional[int] = None):
   """z_K ~ q_K(z | x) and log q_K(z_K | x); [num_samples, B, D] if num_samples."""
   z0 = vae.sample_posterior(rng, mean, std, num_samples)
   z, log_det = networks.flow(params, z0, flow_inputs)
@@ -156,8 +160,15 @@ class FlowEncoder(hk.Module):
   """vae.Encoder's (mean, std), plus what the flow needs from the same hidden layer:
   the K planar maps' parameters, or that hidden layer itself as IAF's context h."""
 
-  def __init__(self, hidden_sizes: Sequence[int], latent_size: int, num_flows: int,
-               activation_name: str = "relu", flow: str = "planar", name: str = "encoder"):
+  def __init__(
+    self,
+    hidden_sizes: Sequence[int],
+    latent_size: int,
+    num_flows: int,
+    activation_name: str = "relu",
+    flow: str = "planar",
+    name: str = "encoder",
+  ):
     super().__init__(name=name)
     self.hidden_sizes = tuple(hidden_sizes)
     self.latent_size = latent_size
@@ -174,7 +185,7 @@ class FlowEncoder(hk.Module):
     k, d, batch = self.num_flows, self.latent_size, x.shape[0]
     raw = hk.Linear(k * (2 * d + 1), name="planar")(h).reshape(batch, k, 2 * d + 1)
     raw = jnp.swapaxes(raw, 0, 1)  # [K, B, 2D + 1]
-    return mean, std, PlanarParams(raw[..., :d], raw[..., d:2 * d], raw[..., 2 * d:])
+    return mean, std, PlanarParams(raw[..., :d], raw[..., d : 2 * d], raw[..., 2 * d :])
 
 
 class Networks(NamedTuple):
@@ -189,8 +200,13 @@ def make_networks(model_config, event_shape: Sequence[int]) -> Networks:
   kind = model_config.flow
 
   def build():
-    encoder = FlowEncoder(model_config.encoder_sizes, model_config.latent_size,
-                          model_config.num_flows, model_config.activation, kind)
+    encoder = FlowEncoder(
+      model_config.encoder_sizes,
+      model_config.latent_size,
+      model_config.num_flows,
+      model_config.activation,
+      kind,
+    )
     decoder = vae.Decoder(model_config.decoder_sizes, event_shape, model_config.activation)
 
     def flow(z0, flow_inputs):
@@ -238,8 +254,7 @@ class FlowVAE(vae.BernoulliVAE):
     del y_onehot
     return self.networks.decode(params, z)
 
-  def posterior(self, params, rng: jax.Array, x: jax.Array, y_onehot,
-                num_samples: Optional[int] = None):
+  def posterior(self, params, rng: jax.Array, x: jax.Array, y_onehot, num_samples: Optional[int] = None):
     """(z_K, log q_K(z_K | x)) of num_samples draws: [num_samples, B, D] and [num_samples, B]."""
     del y_onehot
     mean, std, flow_inputs = self.networks.encode(params, x)
@@ -271,8 +286,10 @@ def validate(m, info: DataInfo) -> None:
   if m.flow == "iaf" and not m.iaf_hidden_size >= 1:
     raise ValueError(f"config.model.iaf_hidden_size must be >= 1, got {m.iaf_hidden_size}")
   if m.conditional or m.corruption or not m.variational:
-    raise ValueError("the flow posterior supports the plain VAE only: set config.model.conditional=False, "
-                     "corruption='' and variational=True")
+    raise ValueError(
+      "the flow posterior supports the plain VAE only: set config.model.conditional=False, "
+      "corruption='' and variational=True"
+    )
 
 
 def make_task(m, info: DataInfo, restored=None) -> Task:

@@ -5,6 +5,7 @@ result.json (finished, or failed with the error) and never raises for a failing 
 the others go on. A run that finished before with the same config is skipped; one whose
 workdir another process holds (the workdir lock) is left to it.
 """
+
 import concurrent.futures
 import json
 import multiprocessing
@@ -27,12 +28,17 @@ def check_launch(launcher: str, parallel: int, index: int, trials: Sequence[Tria
     raise ValueError(f"--parallel must be at least 1, got {parallel}")
   if not -1 <= index < len(trials):
     seeds = len({t.seed for t in trials})
-    what = (f"{len(trials)} runs ({len(trials) // seeds} points x {seeds} seeds)"
-            if trials[0].seed is not None else f"{len(trials)} points")
+    what = (
+      f"{len(trials)} runs ({len(trials) // seeds} points x {seeds} seeds)"
+      if trials[0].seed is not None
+      else f"{len(trials)} points"
+    )
     raise ValueError(f"--index={index} but the sweep has {what}")
   if index >= 0 and (launcher != "local" or parallel > 1):
-    raise ValueError("--index runs one run in this process (a job array's task); it takes "
-                     "neither --parallel nor another --launcher")
+    raise ValueError(
+      "--index runs one run in this process (a job array's task); it takes "
+      "neither --parallel nor another --launcher"
+    )
 
 
 def final_metrics(workdir: str) -> dict:
@@ -68,20 +74,26 @@ def run_trial(trial: Trial, sweep_dir: str, trials: Optional[Sequence[Trial]] = 
   if results.is_finished(sweep_dir, trial):
     print(f"== run {trial.index} ({trial.name}): finished before, skipped", flush=True)
     return results.read_result(workdir)
-  print(f"== run {trial.index}: {trial.overrides}"
-        + (f" seed {trial.seed}" if trial.seed is not None else "") + f" -> {workdir}", flush=True)
+  print(
+    f"== run {trial.index}: {trial.overrides}"
+    + (f" seed {trial.seed}" if trial.seed is not None else "")
+    + f" -> {workdir}",
+    flush=True,
+  )
   tic = time.perf_counter()
   try:
     train.fit(trial.config, workdir)
-    record = results.make_record(trial, workdir, results.FINISHED, final=final_metrics(workdir),
-                                 elapsed_s=time.perf_counter() - tic)
+    record = results.make_record(
+      trial, workdir, results.FINISHED, final=final_metrics(workdir), elapsed_s=time.perf_counter() - tic
+    )
     record["provenance"] = _last_provenance(workdir)
   except checkpoint.WorkdirBusy as e:
     print(f"run {trial.index} left to the process running it: {e}", flush=True)
     return results.make_record(trial, workdir, results.RUNNING, error=str(e))
   except Exception as e:  # pylint: disable=broad-except  (one failing run must not end the sweep)
-    record = results.make_record(trial, workdir, results.FAILED, error=_one_line(e),
-                                 elapsed_s=time.perf_counter() - tic)
+    record = results.make_record(
+      trial, workdir, results.FAILED, error=_one_line(e), elapsed_s=time.perf_counter() - tic
+    )
     print(f"error in run {trial.index}: {record['error']}", flush=True)
   os.makedirs(workdir, exist_ok=True)
   results.write_json(os.path.join(workdir, results.RESULT_FILE), record)
@@ -110,8 +122,9 @@ def _run_logged(trial: Trial, sweep_dir: str, all_trials: Sequence[Trial]) -> di
       os.dup2(saved[1], 2)
 
 
-def run_parallel(trials: Sequence[Trial], sweep_dir: str, processes: int,
-                 all_trials: Sequence[Trial]) -> List[dict]:
+def run_parallel(
+  trials: Sequence[Trial], sweep_dir: str, processes: int, all_trials: Sequence[Trial]
+) -> List[dict]:
   """The runs in `processes` local worker processes (spawned: JAX does not survive a fork).
 
   Each run's console output goes to <run>/output.log; a line here reports each as it ends.
@@ -125,8 +138,9 @@ def run_parallel(trials: Sequence[Trial], sweep_dir: str, processes: int,
       try:
         records[trial.index] = future.result()
       except Exception as e:  # pylint: disable=broad-except  (a worker that died)
-        records[trial.index] = results.make_record(trial, results.trial_dir(sweep_dir, trial),
-                                                   results.FAILED, error=_one_line(e))
+        records[trial.index] = results.make_record(
+          trial, results.trial_dir(sweep_dir, trial), results.FAILED, error=_one_line(e)
+        )
       _report(records[trial.index])
   return [records[trial.index] for trial in trials]
 
@@ -137,8 +151,9 @@ def _report(record: dict) -> None:
   print(f"run {record['index']} ({record['name']}): {record['status']}{error}", flush=True)
 
 
-def make_executor(launcher: str, folder: str, partition: str = "", time_min: int = 60,
-                  gpus: int = 0, parallel: int = 1):
+def make_executor(
+  launcher: str, folder: str, partition: str = "", time_min: int = 60, gpus: int = 0, parallel: int = 1
+):
   """A submitit executor: SLURM (`launcher="slurm"`) or submitit's LocalExecutor.
 
   Args:
@@ -150,6 +165,7 @@ def make_executor(launcher: str, folder: str, partition: str = "", time_min: int
     parallel: at most this many array tasks at once.
   """
   import submitit  # pylint: disable=import-outside-toplevel  (only sweeps that submit need it)
+
   if launcher == "local_submitit":
     executor = submitit.LocalExecutor(folder)
     executor.update_parameters(timeout_min=time_min, gpus_per_node=gpus)
@@ -158,16 +174,26 @@ def make_executor(launcher: str, folder: str, partition: str = "", time_min: int
     executor = submitit.AutoExecutor(folder, cluster="slurm")
   except RuntimeError as e:  # no srun on this machine
     raise ValueError(f"--launcher=slurm: {_one_line(e).split(': ', 1)[-1]}") from None
-  parameters = {"timeout_min": time_min, "gpus_per_node": gpus, "slurm_array_parallelism": parallel,
-                "name": "bnnjax-sweep"}
+  parameters = {
+    "timeout_min": time_min,
+    "gpus_per_node": gpus,
+    "slurm_array_parallelism": parallel,
+    "name": "bnnjax-sweep",
+  }
   if partition:
     parameters["slurm_partition"] = partition
   executor.update_parameters(**parameters)
   return executor
 
 
-def run_submitit(trials: Sequence[Trial], sweep_dir: str, executor, all_trials: Sequence[Trial],
-                 wait: bool = True, parallel: int = 1) -> List[dict]:
+def run_submitit(
+  trials: Sequence[Trial],
+  sweep_dir: str,
+  executor,
+  all_trials: Sequence[Trial],
+  wait: bool = True,
+  parallel: int = 1,
+) -> List[dict]:
   """Submits the runs as a job array; each task assembles the tables when its run ends.
 
   Args:
@@ -182,17 +208,25 @@ def run_submitit(trials: Sequence[Trial], sweep_dir: str, executor, all_trials: 
   """
   if not wait:
     jobs = _submit(executor, trials, sweep_dir, all_trials)
-    return [{**results.make_record(t, results.trial_dir(sweep_dir, t), "submitted"), "job": job.job_id}
-            for t, job in zip(trials, jobs)]
+    return [
+      {**results.make_record(t, results.trial_dir(sweep_dir, t), "submitted"), "job": job.job_id}
+      for t, job in zip(trials, jobs)
+    ]
   records = []
   for start in range(0, len(trials), parallel):
-    chunk = trials[start:start + parallel]
+    chunk = trials[start : start + parallel]
     for trial, job in zip(chunk, _submit(executor, chunk, sweep_dir, all_trials)):
       try:
         records.append(job.result())
       except Exception as e:  # pylint: disable=broad-except  (a job that died or timed out)
-        records.append(results.make_record(trial, results.trial_dir(sweep_dir, trial),
-                                           results.FAILED, error=f"job {job.job_id}: {_one_line(e)}"))
+        records.append(
+          results.make_record(
+            trial,
+            results.trial_dir(sweep_dir, trial),
+            results.FAILED,
+            error=f"job {job.job_id}: {_one_line(e)}",
+          )
+        )
       _report(records[-1])
   return records
 
@@ -200,14 +234,23 @@ def run_submitit(trials: Sequence[Trial], sweep_dir: str, executor, all_trials: 
 def _submit(executor, trials, sweep_dir, all_trials) -> list:
   """executor.map_array(run_trial, ...); a one-line ValueError if submitting fails."""
   try:
-    return executor.map_array(run_trial, list(trials), [sweep_dir] * len(trials),
-                              [list(all_trials)] * len(trials))
+    return executor.map_array(
+      run_trial, list(trials), [sweep_dir] * len(trials), [list(all_trials)] * len(trials)
+    )
   except Exception as e:  # pylint: disable=broad-except  (sbatch missing, a refused submission)
     raise ValueError(f"submitting {len(trials)} jobs failed: {_one_line(e)}") from None
 
 
-def launch(trials: Sequence[Trial], sweep_dir: str, index: int = -1, launcher: str = "local",
-           parallel: int = 1, partition: str = "", time_min: int = 60, gpus: int = 0) -> List[dict]:
+def launch(
+  trials: Sequence[Trial],
+  sweep_dir: str,
+  index: int = -1,
+  launcher: str = "local",
+  parallel: int = 1,
+  partition: str = "",
+  time_min: int = 60,
+  gpus: int = 0,
+) -> List[dict]:
   """Runs (or submits) the sweep's runs, or only run `index`, and assembles its tables.
 
   Returns:
@@ -221,10 +264,11 @@ def launch(trials: Sequence[Trial], sweep_dir: str, index: int = -1, launcher: s
   elif launcher == "local":
     records = run_parallel(chosen, sweep_dir, parallel, trials)
   else:
-    executor = make_executor(launcher, os.path.join(sweep_dir, "submitit"), partition, time_min,
-                             gpus, parallel)
-    records = run_submitit(chosen, sweep_dir, executor, trials, wait=launcher != "slurm",
-                           parallel=parallel)
-  results.write_tables(sweep_dir, trials,
-                       running=[r["index"] for r in records if r["status"] == results.RUNNING])
+    executor = make_executor(
+      launcher, os.path.join(sweep_dir, "submitit"), partition, time_min, gpus, parallel
+    )
+    records = run_submitit(chosen, sweep_dir, executor, trials, wait=launcher != "slurm", parallel=parallel)
+  results.write_tables(
+    sweep_dir, trials, running=[r["index"] for r in records if r["status"] == results.RUNNING]
+  )
   return records

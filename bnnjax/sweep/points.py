@@ -5,6 +5,7 @@
 Every config is resolved here, before anything runs: a misspelt field stops the whole
 sweep up front, naming the point.
 """
+
 import dataclasses
 import json
 import re
@@ -27,6 +28,7 @@ class Trial:
     name: its sub-directory, e.g. "03-lr=0.003-hidden_sizes=(64,)-seed=1".
     config: the resolved config it trains.
   """
+
   index: int
   point: int
   overrides: Dict[str, Any]
@@ -83,8 +85,9 @@ def point_config(config, point: Mapping, extra: Mapping, index: int) -> ml_colle
     raise ValueError(f"--set: {e}") from None
 
 
-def make_trials(config, points: Sequence[Mapping], extra: Optional[Mapping] = None,
-                seeds: Sequence[int] = ()) -> List[Trial]:
+def make_trials(
+  config, points: Sequence[Mapping], extra: Optional[Mapping] = None, seeds: Sequence[int] = ()
+) -> List[Trial]:
   """Every (point, seed) run of a sweep, point-major, each config resolved and validated.
 
   Args:
@@ -108,6 +111,5 @@ def make_trials(config, points: Sequence[Mapping], extra: Optional[Mapping] = No
     for seed in seeds or (None,):
       trial_config = resolved if seed is None else config_lib.with_overrides(resolved, {"seed": seed})
       config_lib.validate(trial_config)
-      trials.append(Trial(len(trials), p, overrides, seed, point_name(p, overrides, seed),
-                          trial_config))
+      trials.append(Trial(len(trials), p, overrides, seed, point_name(p, overrides, seed), trial_config))
   return trials

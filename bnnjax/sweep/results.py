@@ -7,6 +7,7 @@ Assembling reads every run's result afresh, so runs of a job array, parallel pro
 a re-run each add theirs and none is lost. A point run with several seeds is one table row:
 each metric as mean ± sample standard deviation (ddof=1) over its finished seeds, and n.
 """
+
 import contextlib
 import csv
 import io
@@ -47,13 +48,28 @@ def write_text(path: str, text: str) -> None:
   os.replace(temporary, path)
 
 
-def make_record(trial: Trial, workdir: str, status: str, error: Optional[str] = None,
-                final: Optional[Dict[str, float]] = None, elapsed_s: float = 0.0) -> dict:
+def make_record(
+  trial: Trial,
+  workdir: str,
+  status: str,
+  error: Optional[str] = None,
+  final: Optional[Dict[str, float]] = None,
+  elapsed_s: float = 0.0,
+) -> dict:
   """What result.json holds for one run (the config too, so a changed sweep is not skipped)."""
-  return {"index": trial.index, "point": trial.point, "seed": trial.seed,
-          "overrides": trial.overrides, "name": trial.name, "workdir": workdir, "status": status,
-          "error": error, "final": final or {}, "elapsed_s": round(elapsed_s, 2),
-          "config": checkpoint.config_to_json(trial.config)}
+  return {
+    "index": trial.index,
+    "point": trial.point,
+    "seed": trial.seed,
+    "overrides": trial.overrides,
+    "name": trial.name,
+    "workdir": workdir,
+    "status": status,
+    "error": error,
+    "final": final or {},
+    "elapsed_s": round(elapsed_s, 2),
+    "config": checkpoint.config_to_json(trial.config),
+  }
 
 
 def read_result(workdir: str) -> Optional[dict]:
@@ -68,8 +84,11 @@ def read_result(workdir: str) -> Optional[dict]:
 def is_finished(sweep_dir: str, trial: Trial) -> bool:
   """Whether the run finished before with this very config (then a re-run skips it)."""
   result = read_result(trial_dir(sweep_dir, trial))
-  return bool(result and result["status"] == FINISHED
-              and result.get("config") == checkpoint.config_to_json(trial.config))
+  return bool(
+    result
+    and result["status"] == FINISHED
+    and result.get("config") == checkpoint.config_to_json(trial.config)
+  )
 
 
 def collect(sweep_dir: str, trials: Sequence[Trial]) -> List[dict]:
@@ -98,8 +117,17 @@ def aggregate(rows: Sequence[dict]) -> List[dict]:
   """
   points = {}
   for row in rows:
-    entry = points.setdefault(row["point"], {"point": row["point"], "overrides": row["overrides"],
-                                             "seeds": [], "counts": {}, "errors": [], "values": {}})
+    entry = points.setdefault(
+      row["point"],
+      {
+        "point": row["point"],
+        "overrides": row["overrides"],
+        "seeds": [],
+        "counts": {},
+        "errors": [],
+        "values": {},
+      },
+    )
     entry["seeds"].append(row["seed"])
     entry["counts"][row["status"]] = entry["counts"].get(row["status"], 0) + 1
     if row["status"] == FAILED:
@@ -118,7 +146,7 @@ def aggregate(rows: Sequence[dict]) -> List[dict]:
 
 
 def _cell(stats: Optional[dict]) -> str:
-  """"0.9512 ± 0.0031" (or the value alone for n = 1, "-" for none)."""
+  """ "0.9512 ± 0.0031" (or the value alone for n = 1, "-" for none)."""
   if not stats:
     return "-"
   if stats["std"] is None:
@@ -147,8 +175,13 @@ def markdown(points: Sequence[dict]) -> str:
   header = ["point", *axes, "n", "runs", *metrics]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for entry in points:
-    cells = [str(entry["point"]), *(json.dumps(entry["overrides"].get(a, "")) for a in axes),
-             str(entry["n"]), _status(entry["counts"]), *(_cell(entry["metrics"].get(m)) for m in metrics)]
+    cells = [
+      str(entry["point"]),
+      *(json.dumps(entry["overrides"].get(a, "")) for a in axes),
+      str(entry["n"]),
+      _status(entry["counts"]),
+      *(_cell(entry["metrics"].get(m)) for m in metrics),
+    ]
     lines.append("| " + " | ".join(cells) + " |")
   seeded = any(seed is not None for entry in points for seed in entry["seeds"])
   if seeded:
@@ -156,8 +189,10 @@ def markdown(points: Sequence[dict]) -> str:
   failures = [(entry["point"], e) for entry in points for e in entry["errors"]]
   if failures:
     lines.append("")
-    lines += [f"- point {p}" + (f" seed {e['seed']}" if e["seed"] is not None else "")
-              + f" failed: {e['error']}" for p, e in failures]
+    lines += [
+      f"- point {p}" + (f" seed {e['seed']}" if e["seed"] is not None else "") + f" failed: {e['error']}"
+      for p, e in failures
+    ]
   return "\n".join(lines) + "\n"
 
 
@@ -169,9 +204,15 @@ def to_csv(points: Sequence[dict]) -> str:
   writer.writerow(["point", *axes, "n", "failed", *(f"{m}_{s}" for m in metrics for s in ("mean", "std"))])
   for entry in points:
     stats = [entry["metrics"].get(m, {}) for m in metrics]
-    writer.writerow([entry["point"], *(json.dumps(entry["overrides"].get(a, "")) for a in axes),
-                     entry["n"], entry["counts"].get(FAILED, 0),
-                     *("" if not s or s[k] is None else repr(s[k]) for s in stats for k in ("mean", "std"))])
+    writer.writerow(
+      [
+        entry["point"],
+        *(json.dumps(entry["overrides"].get(a, "")) for a in axes),
+        entry["n"],
+        entry["counts"].get(FAILED, 0),
+        *("" if not s or s[k] is None else repr(s[k]) for s in stats for k in ("mean", "std")),
+      ]
+    )
   return out.getvalue()
 
 
@@ -206,8 +247,9 @@ def _assembly_lock(sweep_dir: str):
   try:
     lock.acquire()
   except filelock.Timeout:
-    raise ValueError(f"{sweep_dir}/sweep.lock stayed held for a minute; is another sweep "
-                     "assembling its tables there?") from None
+    raise ValueError(
+      f"{sweep_dir}/sweep.lock stayed held for a minute; is another sweep assembling its tables there?"
+    ) from None
   try:
     yield
   finally:
