@@ -173,7 +173,16 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(uninterrupted, tmp_pa
   assert tree_equal(resumed.params, full.params)
 
 
-def test_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize(
+  "intervals, kept",
+  [
+    ({}, 10),  # log, evaluate and checkpoint on shared steps
+    # Intervals that do not line up: the guard must still run before every save (step 15's
+    # update is the first NaN one; a guard skipped on checkpoint steps would save step 20).
+    ({"log_every": 7, "checkpoint_every": 5, "eval_every": 40}, 15),
+  ],
+)
+def test_diverging_run_keeps_its_last_good_checkpoint(tmp_path, intervals, kept):
   def make_task(model_config, info, restored):
     def init(rng, batch):
       return {"w": jnp.zeros(())}
@@ -187,11 +196,12 @@ def test_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
   bnnjax.register(
     bnnjax.Model("diverging", lambda: ml_collections.ConfigDict({"name": "diverging"}), make_task)
   )
-  config = digits_config(**{"model.name": "diverging"})
-  with pytest.raises(FloatingPointError, match="last good checkpoint.*step 10"):
+  config = digits_config(**{"model.name": "diverging", **intervals})
+  with pytest.raises(FloatingPointError, match=f"last good checkpoint.*step {kept}\\)"):
     train.fit(config, str(tmp_path))
   params, _ = checkpoint.restore_params(str(tmp_path))
   assert np.isfinite(params["w"])
+  assert checkpoint.make_manager(str(tmp_path)).latest_step() == kept
 
 
 def test_a_non_finite_state_is_never_checkpointed(tmp_path):
