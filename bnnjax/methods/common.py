@@ -1,4 +1,4 @@
-"""What every method shares: starting from another run's trained weights."""
+"""What every method shares: starting from another run's trained weights; regression targets."""
 
 import jax
 import jax.numpy as jnp
@@ -20,3 +20,9 @@ def weights_from(trained, fresh_shapes, where: str):
     trained = trained["mean"]
   checkpoint.check_compatible(trained, fresh_shapes, where)
   return jax.tree_util.tree_map(lambda t, f: jnp.asarray(t, f.dtype), trained, fresh_shapes)
+
+
+def targets(batch) -> jax.Array:
+  """batch["y"] as [B] (a regression target [B, 1] flattened)."""
+  y = batch["y"]
+  return y.reshape(y.shape[0]) if y.ndim == 2 else y

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from bnnjax.methods import ensemble
 from bnnjax.predictive import check_num_samples
+from bnnjax.methods.common import targets
 from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Method, Predictor, Task
 
 DEFAULTS = dict(dropout_rate=0.1, eval_samples=16, noise_std=1.0)
@@ -100,12 +101,12 @@ def make_task(forward: Callable, m, info: DataInfo) -> Task:
   def loss(params, rng, batch, step):
     del step
     outputs = sample_outputs(net, params, rng, batch["x"], 1)
-    nll = ensemble.member_nlls(outputs, ensemble.targets(batch), classification, noise_std)[0]
+    nll = ensemble.member_nlls(outputs, targets(batch), classification, noise_std)[0]
     return nll, {"nll": nll}
 
   def evaluate(params, rng, batch):
     outputs = sample_outputs(net, params, rng, batch["x"], m.eval_samples)
-    return ensemble.predictive_metrics(outputs, ensemble.targets(batch), classification, noise_std)
+    return ensemble.predictive_metrics(outputs, targets(batch), classification, noise_std)
 
   def sample(params, rng, x, num_samples):
     outputs = sample_outputs(net, params, rng, x, num_samples)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from bnnjax import objectives
+from bnnjax.methods.common import targets
 from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Method, Predictor, Task
 
 DEFAULTS = dict(ensemble_size=5, noise_std=1.0)
@@ -95,12 +96,6 @@ def predictive_metrics(outputs: jax.Array, y: jax.Array, classification: bool, n
   from bnnjax.methods.mean_field import regression_metrics  # pylint: disable=import-outside-toplevel
 
   return regression_metrics(outputs[..., 0], y, jnp.float32(noise_std))
-
-
-def targets(batch) -> jax.Array:
-  """batch["y"] as [B] (a regression target [B, 1] flattened)."""
-  y = batch["y"]
-  return y.reshape(y.shape[0]) if y.ndim == 2 else y
 
 
 def make_task(forward: Callable, m, info: DataInfo) -> Task:

@@ -32,6 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 from bnnjax import data as data_lib
 from bnnjax.methods import ensemble
+from bnnjax.methods.common import targets
 from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Predictor, Task
 
 
@@ -290,10 +291,10 @@ def fit_run(
   def evaluate(posterior, rng, batch):
     outputs = pred.sample(posterior, rng, batch["x"], eval_samples)
     if classification:
-      return ensemble.predictive_metrics(outputs, ensemble.targets(batch), True, noise_std)
+      return ensemble.predictive_metrics(outputs, targets(batch), True, noise_std)
     from bnnjax.methods.mean_field import regression_metrics  # pylint: disable=import-outside-toplevel
 
-    return regression_metrics(outputs[0], ensemble.targets(batch), outputs[1])
+    return regression_metrics(outputs[0], targets(batch), outputs[1])
 
   config = run.config.copy_and_resolve_references()
   config.model.name = f"laplace/{run.config.model.name}"

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from bnnjax import estimators, objectives, posterior as post, priors
-from bnnjax.methods.common import weights_from
+from bnnjax.methods.common import targets, weights_from
 from bnnjax.predictive import central_interval, check_num_samples, regression_predictive
 from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Method, Predictor, Task
 
@@ -229,7 +229,7 @@ def make_task(
   def expected_nll(outputs, batch, posterior):
     if classification:
       return objectives.categorical_nll(outputs, batch["y"])
-    return objectives.gaussian_nll(outputs[..., 0], _targets(batch), noise_std(posterior, m))
+    return objectives.gaussian_nll(outputs[..., 0], targets(batch), noise_std(posterior, m))
 
   def loss(posterior, rng, batch, step):
     rng_out, rng_kl = jax.random.split(rng)
@@ -258,7 +258,7 @@ def make_task(
         "elbo": elbo,
       }
     return {
-      **regression_metrics(outputs[..., 0], _targets(batch), noise_std(posterior, m)),
+      **regression_metrics(outputs[..., 0], targets(batch), noise_std(posterior, m)),
       "kl": kl,
       "elbo": elbo,
     }
@@ -272,11 +272,6 @@ def make_task(
 
   predictor = Predictor(CLASSIFIER if classification else REGRESSOR, sample)
   return Task(init, loss, evaluate, predictor=predictor)
-
-
-def _targets(batch):
-  y = batch["y"]
-  return y.reshape(y.shape[0]) if y.ndim == 2 else y
 
 
 def regression_metrics(means, targets, sigma):
