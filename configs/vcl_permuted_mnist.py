@@ -5,7 +5,7 @@ means start the next task (bnnjax.continual).
 
   python scripts/continual.py --config=configs/vcl_permuted_mnist.py --workdir=runs/vcl
   python scripts/continual.py --config=configs/vcl_permuted_mnist.py --workdir=runs/finetune \
-      --method=finetune --model=mlp
+      --method=finetune --model=mlp --config.optimizer.lr_multipliers=
 
 The posterior stds start at 0.05 and learn 5x faster than the means (log_std): from the
 usual 1e-3 they barely move in a few epochs, and a nearly point-mass posterior as the next

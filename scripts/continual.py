@@ -2,7 +2,7 @@ r"""Trains a continual-learning sequence (permuted or split MNIST) and prints it
 
   python scripts/continual.py --config=configs/vcl_permuted_mnist.py --workdir=runs/vcl
   python scripts/continual.py --config=configs/vcl_permuted_mnist.py --workdir=runs/finetune \
-      --method=finetune --model=mlp     # plain fine-tuning of a deterministic MLP
+      --method=finetune --model=mlp --config.optimizer.lr_multipliers=   # plain fine-tuning of an MLP
 
 The config file gives get_config() (the model and its training, task 1's data) and
 get_tasks() (a list of config.data overrides, see bnnjax.continual). Running the same
