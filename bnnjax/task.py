@@ -66,6 +66,8 @@ class Generative(NamedTuple):
   reconstruct(params, rng, x, labels=None) -> [B, *input_shape] Bernoulli means decoded
       from the code of x (the model's corruption applied first, for a denoiser).
   encode(params, x, labels=None) -> [B, latent] a point code of x.
+  corrupt(rng, x) -> the corrupted input a denoiser reconstructs from; None where the
+      encoder sees x itself.
   conditional: labels enter encoder and decoder (num_classes of them).
   variational: False for a deterministic autoencoder (no ELBO, no log-likelihood).
   latent_size: the dimension of z.
@@ -79,6 +81,7 @@ class Generative(NamedTuple):
   conditional: bool
   variational: bool
   latent_size: int
+  corrupt: Optional[Callable] = None
 
 
 class Density(NamedTuple):

@@ -501,3 +501,7 @@ def test_the_denoiser_reports_both_reconstructions_and_draws_pictures(tmp_path):
   }
   assert figures["reconstruction"] < figures["reconstruction_clean_input"] < 0  # noise costs
   assert [os.path.basename(p) for p in figures["plots"]] == ["reconstructions.png", "latent_scatter.png"]
+  # The denoiser declares its corruption, so its pictures show the corrupted row too.
+  x = jnp.asarray(run.test_data()["x"][:4])
+  noisy = run.task.generative.corrupt(jax.random.PRNGKey(0), x)
+  assert noisy.shape == x.shape and not np.array_equal(np.asarray(noisy), np.asarray(x))

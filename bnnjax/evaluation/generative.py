@@ -167,8 +167,13 @@ def pictures(
   if shape:
     x, y = test["x"][: SIDE * 2], test["y"][: SIDE * 2]
     rebuilt = generative.reconstruct(params, noise_rng, jnp.asarray(x), y if generative.conditional else None)
-    title = "original / reconstruction" + ("" if generative.variational else " (of a corrupted input)")
-    written.append(plots.image_grid(np.stack([x, rebuilt]), shape, path("reconstructions.png"), 2, title))
+    rows, title = [x, rebuilt], "original / reconstruction"
+    if generative.corrupt is not None:  # reconstruct corrupts with the same key: the same noise
+      rows, title = (
+        [x, np.clip(generative.corrupt(noise_rng, jnp.asarray(x)), 0, 1), rebuilt],
+        ("original / corrupted / reconstruction"),
+      )
+    written.append(plots.image_grid(np.stack(rows), shape, path("reconstructions.png"), len(rows), title))
   if generative.latent_size == 2:
     written.append(
       plots.latent_scatter(latent_codes(generative, params, test), test["y"], path("latent_scatter.png"))

@@ -457,6 +457,7 @@ def generative_of(model: BernoulliVAE) -> Generative:
     conditional=model.conditional,
     variational=model.variational,
     latent_size=model.latent_size,
+    corrupt=model.corrupt if model.corruption else None,
   )
 
 
