@@ -213,8 +213,9 @@ class Run:
     return out
 
   def _classifier_outputs(self, x, num_samples, rng, batch_size):
-    pred = batched.predict(self.task.predictor, self.params, self.inputs(x), num_samples, rng, batch_size)
-    drawn = batched.drawn_samples(self.task.predictor, self.params, self.inputs(x[:1]), num_samples)
+    x = self.inputs(x)  # checked and reshaped once, for both calls
+    pred = batched.predict(self.task.predictor, self.params, x, num_samples, rng, batch_size)
+    drawn = batched.drawn_samples(self.task.predictor, self.params, x[:1], num_samples)
     return pred, classification.scores(pred, drawn), drawn
 
   def _evaluate_classifier(self, test, ood_sets, num_samples, seed, batch_size, plots_dir) -> dict:
@@ -284,11 +285,9 @@ class Run:
     }
 
   def _evaluate_regression(self, test, num_samples, seed, batch_size, plots_dir, data_dir) -> dict:
-    key = jax.random.PRNGKey(seed)
-    pred = batched.predict(
-      self.task.predictor, self.params, self.inputs(test["x"]), num_samples, key, batch_size
-    )
-    drawn = batched.drawn_samples(self.task.predictor, self.params, self.inputs(test["x"][:1]), num_samples)
+    key, x = jax.random.PRNGKey(seed), self.inputs(test["x"])
+    pred = batched.predict(self.task.predictor, self.params, x, num_samples, key, batch_size)
+    drawn = batched.drawn_samples(self.task.predictor, self.params, x[:1], num_samples)
     out = {"num_samples": drawn, **regression.report(pred, test["y"])}
     if self.info.input_shape == (1,):  # a 1-D input: the predictive beyond the data
       train_split = data.load_split(self.config.data, self.config.data.train_split, data_dir)
