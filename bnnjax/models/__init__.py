@@ -28,9 +28,10 @@ def _built_in_parts() -> None:
   if NETWORKS and METHODS:
     return
   from bnnjax.methods import dropout, ensemble, mean_field, point  # pylint: disable=import-outside-toplevel
-  from bnnjax.models import mlp  # pylint: disable=import-outside-toplevel
+  from bnnjax.models import lenet, mlp  # pylint: disable=import-outside-toplevel
 
-  NETWORKS.setdefault(mlp.NETWORK.name, mlp.NETWORK)
+  for network in (mlp.NETWORK, lenet.NETWORK):
+    NETWORKS.setdefault(network.name, network)
   for method in (point.METHOD, mean_field.METHOD, ensemble.METHOD, dropout.METHOD):
     METHODS.setdefault(method.name, method)
 
@@ -74,7 +75,7 @@ def register(part: Union[Model, Method, Network]):
     return part
   else:
     raise TypeError(f"register expects a bnnjax.task.Model, Method or Network, got {type(part).__name__}")
-  if part.name in ("point", "mean_field", "ensemble", "dropout", "mlp") or "/" in part.name:
+  if part.name in ("point", "mean_field", "ensemble", "dropout", "mlp", "lenet5") or "/" in part.name:
     raise ValueError(f"name {part.name!r} is taken by a built-in method or network, or has a '/'")
   table[part.name] = part
   return part
