@@ -9,12 +9,14 @@ import platform
 import socket
 import subprocess
 import sys
+import time
 from typing import Mapping, Optional, Tuple
 
 import jax
 import jaxlib
-
-from tensorboardX import SummaryWriter
+from tensorboardX import summary as tb_summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tqdm.auto import tqdm
 
 METRICS_FILE = "metrics.jsonl"
@@ -45,12 +47,9 @@ class MetricWriter:
     if not active:
       return
     keep_metrics_through(workdir, start_step)
-    self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")
-    self._tb = (
-      SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step or None)
-      if tensorboard
-      else None
-    )
+    self._jsonl_path = os.path.join(workdir, METRICS_FILE)
+    self._jsonl = open(self._jsonl_path, "a", encoding="utf-8")
+    self._tb = EventFile(os.path.join(workdir, "tensorboard"), purge_step=start_step) if tensorboard else None
     self._console = console
     self._header = None
 
@@ -59,12 +58,14 @@ class MetricWriter:
     if not self._active:
       return
     metrics = {k: float(v) for k, v in sorted(metrics.items())}
-    self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-    self._jsonl.flush()
-    if self._tb is not None:
-      for key, value in metrics.items():
-        self._tb.add_scalar(key, value, step)
-      self._tb.flush()
+    try:
+      self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+      self._jsonl.flush()
+      if self._tb is not None:
+        self._tb.write(step, metrics)
+    except OSError as e:  # a full disk, a lost mount: one line, not a traceback
+      reason = e.strerror or e
+      raise OSError(f"writing the metrics of step {step} to {self._jsonl_path} failed ({reason})") from None
     if console and self._console is not None:
       self._print_row(step, metrics)
 
@@ -87,6 +88,34 @@ class MetricWriter:
     self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+
+
+class EventFile:
+  """TensorBoard scalars, written and flushed synchronously by the caller.
+
+  tensorboardX's SummaryWriter writes from a background thread: a full disk kills that
+  thread with a traceback, its bounded queue then fills and the run hangs in `add_scalar`.
+  Written here, the same failure is an OSError in the loop, reported in one line.
+  """
+
+  def __init__(self, folder: str, purge_step: int = 0):
+    """Opens a new events file in `folder`; `purge_step` > 0 (a resumed run) tells TensorBoard
+    to hide the events of steps >= purge_step that earlier files hold."""
+    os.makedirs(folder, exist_ok=True)
+    self._events = EventsWriter(os.path.join(folder, "events"))
+    if purge_step:
+      self._events.write_event(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+    self._events.flush()
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    """One scalar event per (name, value) at `step`, flushed to disk."""
+    for name, value in scalars.items():
+      event = Event(wall_time=time.time(), step=step, summary=tb_summary.scalar(name, value))
+      self._events.write_event(event)
+    self._events.flush()
+
+  def close(self) -> None:
+    self._events.close()
 
 
 def read_metrics(workdir: str) -> list:
