@@ -98,6 +98,22 @@ class Density(NamedTuple):
   discrete: bool
 
 
+class Trajectory(NamedTuple):
+  """A method that learns from the optimiser's path, not only its end (SWAG, SG-MCMC).
+
+  Its Task's params are {"weights": w, "collected": c}. The loop differentiates the loss in w
+  only and steps w with `optimizer`; after each step, on device and outside the gradient,
+      c = collect(c, w, step, total_steps)     (step: the number of steps taken so far)
+  so that a buffer of snapshots costs per step only what `collect` writes into it.
+  optimizer(total_steps) -> the optax.GradientTransformation over w, or None for
+  config.optimizer's; called once before training, so it may also refuse (one-line ValueError)
+  a run too short for the method.
+  """
+
+  collect: Callable
+  optimizer: Optional[Callable] = None
+
+
 class Task(NamedTuple):
   """Pure functions the train loop composes, and the capabilities of the trained model.
 
@@ -107,6 +123,7 @@ class Task(NamedTuple):
   evaluate(params, rng, batch) -> metrics, each a mean over the batch; the loop
       averages them over a split weighting by batch size.
   predictor / generative / density: None where the model has no such capability.
+  trajectory: None, or what the method gathers along the optimiser's path (`Trajectory`).
   """
 
   init: Callable[[jax.Array, Batch], Params]
@@ -115,6 +132,7 @@ class Task(NamedTuple):
   predictor: Optional[Predictor] = None
   generative: Optional[Generative] = None
   density: Optional[Density] = None
+  trajectory: Optional[Trajectory] = None
 
 
 def capabilities(task: Task) -> Tuple[str, ...]:
