@@ -171,3 +171,23 @@ def samples_2d(samples, points, low, high, path: str, points_title: str = "train
   axes[1].set_title(points_title)
   _same_square_limits(axes, low, high)
   return _save(fig, path)
+
+
+def shift_curves(curves: Mapping[str, Mapping], path: str, title: str = "") -> str:
+  """Accuracy, NLL, Brier and ECE against shift intensity, one line per run (several runs, one figure).
+
+  curves: {run label: a bnnjax.evaluation.shift.curve dict} of one family (its "intensities",
+  "intensity" and the four metric lists).
+  """
+  fig, axes = _subplots(2, 2, figsize=(10, 7), sharex=True)
+  for ax, metric in zip(axes.ravel(), ("accuracy", "nll", "brier", "ece")):
+    for label, c in curves.items():
+      ax.plot(c["intensities"], c[metric], marker="o", markersize=3, label=label)
+    ax.set(ylabel=metric, title=metric)
+    ax.grid(alpha=0.3)
+  some = next(iter(curves.values()))
+  for ax in axes[1]:
+    ax.set(xlabel=some["intensity"], xticks=some["intensities"])
+  axes[0, 0].legend(loc="best")
+  fig.suptitle(title or some["family"])
+  return _save(fig, path)
