@@ -35,6 +35,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Tasks of a continual-learning sequence (bnnjax.continual), applied by data.load_split:
   c.data.classes = ()  # keep only these labels (split MNIST); () = all
   c.data.permutation_seed = -1  # >= 0: the inputs' values in a fixed order drawn from it
+  # name = "uci" (bnnjax.datasets.uci): the data set's folder name under <data_dir>/uci/ ("" when
+  # data_dir is the data set's own folder), and which of its fixed train/test splits.
+  c.data.uci_name = ""
+  c.data.split_index = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "mlp"  # a declared bnnjax.task.Model; its default_config() holds the other fields
@@ -61,6 +65,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 0  # steps; 0 = once per epoch
   c.max_to_keep = 3
   c.progress_bar = True
+  # Optimiser steps per compiled call (one lax.scan): N > 1 trades nothing in the result (the
+  # same batches, bit for bit) for fewer dispatches; it must divide the log, eval and
+  # checkpoint intervals.
+  c.steps_per_call = 1
+  c.profile_steps = ""  # "a:b": a jax.profiler trace of steps a..b-1 in <workdir>/profile
   return c
 
 
@@ -203,6 +212,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     value = config[path.split(".")[0]]
     if value < 0:
       raise ValueError(f"config.{path} must be >= 0, got {value!r}")
+  check_steps_per_call(config)
+  parse_profile_steps(config.profile_steps)
   if config.optimizer.name not in ("adam", "adamw", "sgd"):
     raise ValueError(
       f"config.optimizer.name: unknown optimizer {config.optimizer.name!r}; choose adam, adamw or sgd"
@@ -218,6 +229,38 @@ def validate(config: ml_collections.ConfigDict) -> None:
   data.check_task_fields(config.data)
   if config.data.binarize not in ("", "static"):
     raise ValueError(f"config.data.binarize must be '' or 'static', got {config.data.binarize!r}")
+
+
+def check_steps_per_call(config, steps_per_epoch: int = 0) -> None:
+  """A one-line ValueError if config.steps_per_call is < 1 or does not divide an interval.
+
+  An interval of 0 means once per epoch: it is checked once `steps_per_epoch` is known (> 0).
+  """
+  n = config.steps_per_call
+  if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    raise ValueError(f"config.steps_per_call must be an integer >= 1, got {n!r}")
+  for field in ("log_every", "eval_every", "checkpoint_every"):
+    interval = config[field] or steps_per_epoch
+    if interval and interval % n:
+      what = f"{config[field]}" if config[field] else f"0 = once per epoch of {steps_per_epoch} steps"
+      raise ValueError(
+        f"config.steps_per_call={n} does not divide config.{field} ({what}); "
+        "evaluation, logging and checkpoints land only between calls"
+      )
+
+
+def parse_profile_steps(spec: str):
+  """(a, b) of config.profile_steps "a:b" (steps a..b-1 traced), None for ""; a one-line ValueError."""
+  if not spec:
+    return None
+  first, sep, end = spec.partition(":")
+  try:
+    a, b = int(first), int(end)
+  except ValueError:
+    a = b = -1
+  if not sep or a < 0 or b <= a:
+    raise ValueError(f"config.profile_steps must be 'a:b' with 0 <= a < b, got {spec!r}")
+  return a, b
 
 
 def parse_lr_multipliers(spec: str) -> Dict[str, float]:

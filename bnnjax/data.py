@@ -17,6 +17,13 @@ split. Splits follow the tfds syntax ("train", "test", "train[:90%]",
 - moons: sklearn make_moons (noise 0.05), standardised with train statistics.
 - ring: a mixture of RING_MODES Gaussians (std RING_STD) evenly on a circle of
   radius RING_RADIUS. moons and ring are density sets: x [N, 2], y zeros.
+- uci: a UCI regression folder (bnnjax.datasets.uci: data.txt, index_*.txt): split
+  config.data.split_index of the data set config.data.uci_name under <data_dir>/uci/ (or
+  data_dir itself when it holds data.txt). "train" and "test" are that split's rows as its
+  index files list them (so "train[:80%]" / "train[80%:]" is the benchmark's 80/20
+  validation split); x [N, D] and y [N] standardised with the statistics of
+  config.data.train_split's rows only (`target_scale` gives the target's, to report in
+  the original units). Only through `load_split` (it needs the config's fields).
 
 `seed` draws the synthetic sets and the random 80/20 train/test split of the
 sklearn sets; the default 0 is the fixed split every experiment should share
@@ -35,6 +42,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bnnjax import datasets as idx_datasets
+from bnnjax.datasets import uci
 from bnnjax.task import DataInfo
 
 Data = Dict[str, np.ndarray]
@@ -49,6 +57,7 @@ _NUM_CLASSES = {
   "toy_regression": 0,
   "moons": 0,
   "ring": 0,
+  "uci": 0,
 }
 DATASETS = tuple(_NUM_CLASSES)
 SPLITS = ("train", "test")
@@ -125,6 +134,8 @@ def load(
         f"unknown split {base!r} in {split!r}; valid: {', '.join(SPLITS)} "
         "with tfds slices such as train[:90%]"
       )
+  if name == "uci":
+    raise ValueError("uci loads through data.load_split(config.data, split): it needs uci_name, split_index")
   if name in IMAGE_FOLDERS:
     data = _load_images(name, split, data_dir)
   else:
@@ -290,11 +301,43 @@ def load_split(data_config, split: str, data_dir: Optional[os.PathLike] = None) 
   overrides `data_config.data_dir` (a run moved to another machine).
   """
   d = data_config
-  data = load(
-    d.name, split, data_dir or d.data_dir or None, flatten=d.flatten, binarize=d.binarize, seed=d.seed
-  )
+  if d.name == "uci":
+    data = _load_uci(d, split, data_dir)
+  else:
+    data = load(
+      d.name, split, data_dir or d.data_dir or None, flatten=d.flatten, binarize=d.binarize, seed=d.seed
+    )
   data = keep_classes(data, tuple(d.classes))
   return permute_inputs(data, d.permutation_seed)
+
+
+def uci_folder(data_config, data_dir: Optional[os.PathLike] = None) -> pathlib.Path:
+  """The folder of config.data's UCI data set: data_dir (or config.data.data_dir, else
+  $BNNJAX_DATA_DIR) when it holds data.txt, else <that>/uci/<uci_name> or <that>/<uci_name>."""
+  root = data_dir or data_config.data_dir or default_data_dir()
+  if not root:
+    raise ValueError("uci needs config.data.data_dir (a UCI folder, or one holding uci/) or $BNNJAX_DATA_DIR")
+  return uci.find_folder(data_config.uci_name, root)
+
+
+def _uci_splits(data_config, data_dir) -> Tuple[Dict[str, Data], uci.Statistics]:
+  """Split config.data.split_index in the table's units, and the statistics of its train_split rows."""
+  splits = uci.read_split(uci_folder(data_config, data_dir), data_config.split_index)
+  return splits, uci.statistics(_slice(splits, data_config.train_split))
+
+
+def _load_uci(data_config, split: str, data_dir) -> Data:
+  splits, stats = _uci_splits(data_config, data_dir)
+  return uci.standardise(_slice(splits, split), stats)
+
+
+def target_scale(data_config, data_dir: Optional[os.PathLike] = None) -> Tuple[float, float]:
+  """(mean, std) of a uci target over config.data.train_split's rows: y = mean + std * (what the
+  model sees). Metrics in the target's own units use them (bnnjax.evaluation.regression.original_units)."""
+  if data_config.name != "uci":
+    raise ValueError(f"target_scale: {data_config.name} targets have no recorded scale (uci only)")
+  _, stats = _uci_splits(data_config, data_dir)
+  return stats.y_mean, stats.y_std
 
 
 def keep_classes(data: Data, classes) -> Data:
@@ -350,6 +393,8 @@ def split_indices(data_config, split: str) -> set:
   d = data_config
   if d.name in _SPLIT_SIZES:
     sizes = _SPLIT_SIZES[d.name]
+  elif d.name == "uci":
+    sizes = {s: len(v["y"]) for s, v in _uci_splits(d, None)[0].items()}
   else:
     sizes = {s: len(v["y"]) for s, v in _SYNTHETIC_LOADERS[d.name](d.seed).items()}
   infos = {s: types.SimpleNamespace(num_examples=n) for s, n in sizes.items()}
@@ -400,6 +445,10 @@ def load_splits(data_config, data_dir: Optional[os.PathLike] = None):
 def check_task_fields(data_config) -> None:
   """One-line ValueErrors for config.data.classes and permutation_seed."""
   d = data_config
+  if d.name == "uci":  # the folder and split read and checked now: a bad file fails before any run starts
+    if d.binarize or d.flatten or d.permutation_seed >= 0:
+      raise ValueError("uci inputs are a table: config.data.binarize, flatten, permutation_seed do not apply")
+    _uci_splits(d, None)
   classes = tuple(d.classes)
   if classes:
     if len(set(classes)) != len(classes) or len(classes) < 2:

@@ -45,3 +45,23 @@ def epistemic_near_and_far(x_grid, epistemic_std, x_train) -> dict:
     "epistemic_std_near_data": float(epistemic_std[distance < 0.05 * span].mean()),
     "epistemic_std_far_from_data": float(epistemic_std[distance > 0.25 * span].mean()),
   }
+
+
+def original_units(rmse: float, nll: float, target_std: float) -> dict:
+  """RMSE and per-point log-likelihood of a standardised target, in the target's own units.
+
+  The model sees z = (y - mean) / target_std. Residuals scale with target_std, and the
+  density of y is that of z divided by target_std (the Jacobian of the standardisation), so
+
+      rmse_y = target_std * rmse_z,    log p(y) = log p(z) - log target_std.
+
+  Args:
+    rmse: the RMSE on the standardised scale.
+    nll: the mean per-point negative log-likelihood on the standardised scale (nats).
+    target_std: the std the target was divided by (the training rows').
+  Returns:
+    {"rmse": ..., "log_likelihood": ...} (higher log-likelihood is better).
+  """
+  if not target_std > 0:
+    raise ValueError(f"target_std must be positive, got {target_std!r}")
+  return {"rmse": float(rmse) * target_std, "log_likelihood": -float(nll) - float(np.log(target_std))}

@@ -1,0 +1,67 @@
+r"""The UCI regression benchmark for one data set and method: every split, chosen on validation rows.
+
+  python scripts/uci.py --config=configs/uci_dropout.py --data=concrete --workdir=runs/uci/concrete/dropout
+  python scripts/uci.py ... --parallel=2                                    # two local processes per stage
+  python scripts/uci.py ... --stage=validation --index=$SLURM_ARRAY_TASK_ID  # then --stage=test, table
+
+--data names a folder under $BNNJAX_DATA_DIR/uci (or --data_dir is the data set's own folder).
+Writes <workdir>/uci.json and uci.md: test RMSE and log-likelihood (original units), mean ±
+standard error over the splits, median log-likelihood, wall time, the published MC dropout
+figures beside (see bnnjax.evaluation.uci for the protocol).
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from bnnjax import config as config_lib
+from bnnjax import sweep
+from bnnjax.sweep import uci
+
+_CONFIG = flags.DEFINE_string("config", None, "configs/uci_<method>.py (get_config, get_grid, SELECT_NOISE).")
+_DATA = flags.DEFINE_string(
+  "data", "", "The data set's folder name under $BNNJAX_DATA_DIR/uci, e.g. concrete."
+)
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "A UCI folder (data.txt, index_*.txt), or one holding uci/.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The benchmark's directory.")
+_STAGE = flags.DEFINE_string("stage", "all", "all | validation | test | table.")
+_INDEX = flags.DEFINE_integer("index", -1, "With one stage: only this run of it (a job array's task).")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Local processes per stage.")
+_SPLITS = flags.DEFINE_integer("splits", 0, "Only the first N splits (0: all of the folder's).")
+_OVERRIDES = flags.DEFINE_multi_string(
+  "set", [], "Extra field=value for every run, e.g. --set=num_epochs=40."
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  try:
+    module = config_lib.load_config_file(_CONFIG.value)
+    config = uci.base_config(
+      module.get_config(), _DATA.value, _DATA_DIR.value, sweep.parse_sets(_OVERRIDES.value)
+    )
+    method = os.path.splitext(os.path.basename(_CONFIG.value))[0].removeprefix("uci_")
+    out = uci.run_benchmark(
+      config,
+      module.get_grid(),
+      module.SELECT_NOISE,
+      _WORKDIR.value,
+      stage=_STAGE.value,
+      index=_INDEX.value,
+      parallel=_PARALLEL.value,
+      num_splits=_SPLITS.value,
+      method=method,
+      command="python " + " ".join(sys.argv),
+    )
+  except (ValueError, FileNotFoundError) as e:
+    raise SystemExit(f"error: {e}") from None
+  if out is not None:
+    with open(os.path.join(_WORKDIR.value, "uci.md"), encoding="utf-8") as f:
+      print(f.read(), end="")
+
+
+if __name__ == "__main__":
+  app.run(main)
