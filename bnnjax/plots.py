@@ -188,6 +188,7 @@ def shift_curves(curves: Mapping[str, Mapping], path: str, title: str = "") -> s
   some = next(iter(curves.values()))
   for ax in axes[1]:
     ax.set(xlabel=some["intensity"], xticks=some["intensities"])
+    ax.tick_params(axis="x", labelsize=7)
   axes[0, 0].legend(loc="best")
   fig.suptitle(title or some["family"])
   return _save(fig, path)

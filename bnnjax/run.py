@@ -20,7 +20,16 @@ import numpy as np
 
 from bnnjax import checkpoint, data, predictive as predictive_lib, train
 from bnnjax.config import resolve
-from bnnjax.evaluation import classification, density, generative, regression, report
+from bnnjax.evaluation import (
+  classification,
+  conformal,
+  density,
+  generative,
+  recalibration,
+  regression,
+  report,
+)
+from bnnjax.evaluation import selective, shift as shift_lib
 from bnnjax.evaluation import predictive as batched
 from bnnjax.task import CLASSIFIER, DataInfo, Task, capabilities
 
@@ -138,6 +147,9 @@ class Run:
     data_dir: Optional[str] = None,
     compare: Optional["Run"] = None,
     write: bool = False,
+    shift: Sequence[str] = (),
+    recalibrate: bool = False,
+    conformal_alphas: Sequence[float] = (),
     **generative_options,
   ) -> dict:
     """Every figure the model's capabilities allow, on its test split, as a plain dict.
@@ -149,18 +161,29 @@ class Run:
       batch_size: inputs per forward pass of a predictive or a density (a generative model's
         IWAE keeps its own, smaller batch: generative_options batch_size is not reachable here).
       seed: of the posterior samples (and of a generative model's estimates).
-      compare: classifiers only: a baseline run, evaluated on the same OOD sets.
+      compare: classifiers only: a baseline run, evaluated on the same OOD sets and shifts.
       write: also write eval.json and the PNGs into the workdir.
+      shift: classifiers only: shift families ("rotate", "corrupt:<name>"; see
+        bnnjax.evaluation.shift), each a curve of accuracy, NLL, Brier, ECE and AURC per intensity.
+      recalibrate: classifiers only: temperature scaling fitted on config.data.validation_split,
+        its test figures before and after (bnnjax.evaluation.recalibration).
+      conformal_alphas: classifiers only: split conformal sets (LAC and APS) calibrated on the
+        validation split at each miscoverage alpha; test coverage and mean set size.
       generative_options: passed to bnnjax.evaluation.generative / density (e.g. k=1000).
     Returns:
       The report (JSON-safe): see bnnjax.evaluation.
     """
     predictive_lib.check_num_samples(num_samples)
-    if (ood or compare) and not (self.task.predictor and self.task.predictor.kind == CLASSIFIER):
+    is_classifier = self.task.predictor is not None and self.task.predictor.kind == CLASSIFIER
+    if (ood or compare or shift or recalibrate or conformal_alphas) and not is_classifier:
       raise ValueError(
-        f"ood and compare apply to classifiers; {self.config.model.name!r} is "
-        f"{' and '.join(self.capabilities)}"
+        f"ood, compare, shift, recalibrate and conformal_alphas apply to classifiers; "
+        f"{self.config.model.name!r} is {' and '.join(self.capabilities)}"
       )
+    shift = shift_lib.check_families(shift)
+    conformal_alphas = tuple(conformal.check_alpha(a) for a in conformal_alphas)
+    if recalibrate or conformal_alphas:
+      data.validation_split(self.config.data)  # a one-line error now, not after the test split
     ood_sets = {
       os.path.basename(os.path.normpath(s)) if os.path.isdir(s) else s: data.load_ood(
         s, self.config.data, self.info.input_shape, data_dir
@@ -178,10 +201,17 @@ class Run:
       "capabilities": list(self.capabilities),
     }
     plots_dir = self.workdir if write else None
-    if self.task.predictor is not None and self.task.predictor.kind == CLASSIFIER:
-      out.update(self._evaluate_classifier(test, ood_sets, num_samples, seed, batch_size, plots_dir))
+    if is_classifier:
+      val = self.validation_data(data_dir) if recalibrate or conformal_alphas else None
+      out.update(
+        self._evaluate_classifier(
+          test, ood_sets, num_samples, seed, batch_size, plots_dir, shift, val, recalibrate, conformal_alphas
+        )
+      )
       if compare is not None:
-        out.update(self._compare(compare, ood_sets, num_samples, seed, batch_size, data_dir, out))
+        out.update(self._compare(compare, ood_sets, num_samples, seed, batch_size, data_dir, out, shift))
+      if plots_dir and shift:
+        out["shift_plots"] = self._shift_plots(plots_dir, out)
     elif self.task.predictor is not None:
       out["regression"] = self._evaluate_regression(test, num_samples, seed, batch_size, plots_dir, data_dir)
     if self.task.generative is not None:
@@ -218,12 +248,52 @@ class Run:
     drawn = batched.drawn_samples(self.task.predictor, self.params, x[:1], num_samples)
     return pred, classification.scores(pred, drawn), drawn
 
-  def _evaluate_classifier(self, test, ood_sets, num_samples, seed, batch_size, plots_dir) -> dict:
+  def _evaluate_classifier(
+    self,
+    test,
+    ood_sets,
+    num_samples,
+    seed,
+    batch_size,
+    plots_dir,
+    shift=(),
+    val=None,
+    recalibrate=False,
+    alphas=(),
+  ) -> dict:
     key = jax.random.PRNGKey(seed)
     pred, scores_in, drawn = self._classifier_outputs(
       test["x"], num_samples, jax.random.fold_in(key, 0), batch_size
     )
     out = {"num_samples": drawn, **classification.in_distribution(pred, test["y"]), "ood": {}}
+    # The 99th-percentile rejection rule of each score, one point of its risk-coverage curve.
+    thresholds = {k: float(np.percentile(v, 99.0)) for k, v in scores_in.items()}
+    out["selective"] = selective.report(pred.probs, test["y"], scores_in, thresholds)
+    if shift:
+      out["shift"] = {}
+    for j, family in enumerate(shift):
+      shift_key = jax.random.fold_in(key, 10_000 + j)
+
+      def predict(x, shift_key=shift_key):
+        shifted_pred, shifted_scores, _ = self._classifier_outputs(x, num_samples, shift_key, batch_size)
+        return shifted_pred.probs, shifted_scores
+
+      out["shift"][family] = shift_lib.curve(predict, test["x"], test["y"], family, seed, thresholds)
+    if val is not None:  # fitted on the validation split, judged on the test split
+      val_key = jax.random.fold_in(key, 20_000)
+      val_probs = batched.predict(
+        self.task.predictor, self.params, self.inputs(val["x"]), num_samples, val_key, batch_size
+      ).probs
+      out["validation_split"] = data.validation_split(self.config.data)
+      if recalibrate:
+        out["temperature_scaling"] = recalibration.report(
+          val_probs, val["y"], pred.probs, test["y"], seed=seed
+        )
+      out["conformal"] = [
+        conformal.evaluate(val_probs, val["y"], pred.probs, test["y"], alpha, method, seed)
+        for alpha in alphas
+        for method in conformal.METHODS
+      ]
     scores_out = {}
     for j, (name, x) in enumerate(ood_sets.items(), start=1):
       _, scores_out[name], _ = self._classifier_outputs(
@@ -263,7 +333,19 @@ class Run:
       )
     return paths
 
-  def _compare(self, other: "Run", ood_sets, num_samples, seed, batch_size, data_dir, ours) -> dict:
+  def _shift_plots(self, folder, out) -> list:
+    from bnnjax import plots  # pylint: disable=import-outside-toplevel
+
+    paths = []
+    for family, ours in out["shift"].items():
+      curves = {f"{self.config.model.name} ({self.workdir})": ours}
+      if "compare" in out and family in out["compare"].get("shift", {}):
+        curves[f"{out['compare']['model']} ({out['compare']['workdir']})"] = out["compare"]["shift"][family]
+      name = family.replace(":", "_")
+      paths.append(plots.shift_curves(curves, os.path.join(folder, f"shift_{name}.png"), f"{family}"))
+    return paths
+
+  def _compare(self, other: "Run", ood_sets, num_samples, seed, batch_size, data_dir, ours, shift=()) -> dict:
     if other.config.data.name != self.config.data.name or other.info.input_shape != self.info.input_shape:
       raise ValueError(
         f"compare: {other.workdir} was trained on {other.config.data.name}, "
@@ -273,13 +355,13 @@ class Run:
     theirs = {
       "model": other.config.model.name,
       **other._evaluate_classifier(  # pylint: disable=protected-access
-        other.test_data(data_dir), ood_sets, num_samples, seed, batch_size, None
+        other.test_data(data_dir), ood_sets, num_samples, seed, batch_size, None, shift
       ),
     }
     return {
       "compare": {
         "workdir": other.workdir,
-        **{k: theirs[k] for k in ("model", "num_samples", "in_distribution", "ood")},
+        **{k: theirs[k] for k in ("model", "num_samples", "in_distribution", "ood", "shift") if k in theirs},
       },
       "auroc_side_by_side": classification.side_by_side(ours, theirs),
     }

@@ -9,14 +9,25 @@ Classifiers: accuracy, NLL, Brier, ECE and the reliability diagram; for every --
 data set name, or a folder of MNIST-format t10k IDX files) AUROC, AUPR and FPR95 of every
 uncertainty score and the rejection rule; --compare puts a baseline run's figures beside.
 Regressors: RMSE, NLL, interval coverage. The logic lives in bnnjax.Run.evaluate.
+
+Classifiers under shift and after the fact (fitted on config.data.validation_split):
+
+  python scripts/evaluate.py --workdir=runs/bayes --shift=rotate,corrupt:fog --recalibrate \
+      --conformal_alpha=0.1,0.05 --plot_with=runs/mlp,runs/ensemble
+
+--shift: accuracy, NLL, Brier, ECE and AURC per intensity (shift_<family>.png); --plot_with:
+runs already evaluated with the same --shift (their eval.json) drawn on one figure beside this
+one (shift_<family>_runs.png).
 """
+
+import json
 
 import os
 
 from absl import app, flags, logging
 
 import bnnjax
-from bnnjax.evaluation import report
+from bnnjax.evaluation import report, shift as shift_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints/ and config.json).")
 _OOD = flags.DEFINE_list("ood", [], "OOD data set names and/or directories of IDX t10k files.")
@@ -28,7 +39,48 @@ _COMPARE = flags.DEFINE_string(
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the posterior samples.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 1000, "Inputs per forward pass (times K samples).")
 _K = flags.DEFINE_integer("k", 0, "Generative models: importance samples per test input (0: the default).")
+_SHIFT = flags.DEFINE_list("shift", [], "Classifiers: shift families, 'rotate' and/or 'corrupt:<name>'.")
+_RECALIBRATE = flags.DEFINE_bool(
+  "recalibrate", False, "Classifiers: temperature scaling on the validation split."
+)
+_CONFORMAL = flags.DEFINE_list(
+  "conformal_alpha", [], "Classifiers: conformal sets at these alphas, e.g. 0.1,0.05."
+)
+_PLOT_WITH = flags.DEFINE_list("plot_with", [], "Evaluated runs whose --shift curves join this run's figure.")
 flags.mark_flags_as_required(["workdir"])
+
+
+def _other_curves(workdirs, families):
+  """{label: {family: curve}} from the eval.json of runs evaluated with the same --shift."""
+  out = {}
+  for workdir in workdirs:
+    path = os.path.join(workdir, "eval.json")
+    if not os.path.isfile(path):
+      raise ValueError(f"--plot_with: {path} does not exist; evaluate {workdir} with --shift first")
+    with open(path, encoding="utf-8") as f:
+      other = json.load(f)
+    missing = [family for family in families if family not in other.get("shift", {})]
+    if missing:
+      raise ValueError(f"--plot_with: {path} has no shift curve for {', '.join(missing)}")
+    out[f"{other['model']} ({workdir})"] = other["shift"]
+  return out
+
+
+def _summary_lines(result) -> str:
+  lines = [shift_lib.summary(result.get("shift", {}))] if result.get("shift") else []
+  if "temperature_scaling" in result:
+    t = result["temperature_scaling"]
+    lines.append(
+      f"  temperature {t['temperature']:.3f} (fitted on {result['validation_split']}): "
+      f"ECE {t['before']['ece']:.4f} -> {t['after']['ece']:.4f}, NLL {t['before']['nll']:.4f} -> "
+      f"{t['after']['nll']:.4f}, accuracy {t['before']['accuracy']:.4f} -> {t['after']['accuracy']:.4f}"
+    )
+  for c in result.get("conformal", []):
+    lines.append(
+      f"  conformal {c['method']} alpha={c['alpha']:g}: coverage {c['coverage']:.4f}, "
+      f"mean set size {c['mean_set_size']:.3f}"
+    )
+  return "\n".join(lines)
 
 
 def main(argv):
@@ -37,6 +89,13 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   options = {"k": _K.value} if _K.value else {}
   try:
+    alphas = [float(a) for a in _CONFORMAL.value]
+  except ValueError:
+    raise SystemExit(
+      f"error: --conformal_alpha must be numbers in (0, 1), got {','.join(_CONFORMAL.value)}"
+    ) from None
+  try:
+    others = _other_curves(_PLOT_WITH.value, _SHIFT.value)
     run = bnnjax.load(_WORKDIR.value)
     compare = bnnjax.load(_COMPARE.value) if _COMPARE.value else None
     result = run.evaluate(
@@ -47,11 +106,24 @@ def main(argv):
       _DATA_DIR.value or None,
       compare,
       write=True,
+      shift=_SHIFT.value,
+      recalibrate=_RECALIBRATE.value,
+      conformal_alphas=alphas,
       **options,
     )
+    if others:
+      from bnnjax import plots  # pylint: disable=import-outside-toplevel
+
+      for family in _SHIFT.value:
+        curves = {f"{result['model']} ({_WORKDIR.value})": result["shift"][family]}
+        curves.update({label: shifts[family] for label, shifts in others.items()})
+        name = os.path.join(_WORKDIR.value, f"shift_{family.replace(':', '_')}_runs.png")
+        print(f"wrote {plots.shift_curves(curves, name, family)}")
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
   print(report.summary(result))
+  if _summary_lines(result):
+    print(_summary_lines(result))
   print(f"wrote {os.path.join(_WORKDIR.value, 'eval.json')}")
 
 
