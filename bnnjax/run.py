@@ -177,7 +177,7 @@ class Run:
     is_classifier = self.task.predictor is not None and self.task.predictor.kind == CLASSIFIER
     if (ood or compare or shift or recalibrate or conformal_alphas) and not is_classifier:
       raise ValueError(
-        f"ood, compare, shift, recalibrate and conformal_alphas apply to classifiers; "
+        f"ood and compare apply to classifiers (as do shift, recalibrate, conformal_alphas); "
         f"{self.config.model.name!r} is {' and '.join(self.capabilities)}"
       )
     shift = shift_lib.check_families(shift)
