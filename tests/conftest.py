@@ -34,3 +34,14 @@ def shared_data_dir() -> pathlib.Path:
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: a training check; CI runs it on a short budget")
+
+
+@pytest.fixture(scope="session")
+def uci_data_dir() -> pathlib.Path:
+  """The folder holding the UCI regression sets (uci/concrete/, uci/energy/, ...)."""
+  if not (SHARED_DATA / "uci" / "concrete").is_dir():
+    message = f"UCI data not found at {SHARED_DATA / 'uci'} (set BNNJAX_DATA_DIR to a folder holding uci/)"
+    if os.environ.get("CI", "").lower() == "true":
+      pytest.fail(message + "; CI=true forbids skipping")
+    pytest.skip(message)
+  return SHARED_DATA

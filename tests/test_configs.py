@@ -28,6 +28,7 @@ SHAPES = {
   "ring": ((2,), 0, 10000),
   "diabetes": ((10,), 0, 353),
   "toy_regression": ((1,), 0, 1000),
+  "uci": ((8,), 0, 927),  # concrete
 }
 
 
@@ -70,9 +71,11 @@ def _initial_metrics(config, task):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_config_builds_its_task_with_the_initial_loss_it_should_have(path):
+def test_config_builds_its_task_with_the_initial_loss_it_should_have(path, request):
   module = load_config_file(path)
   config = resolve(module.get_config())
+  if config.data.name == "uci":  # validation reads the split's files
+    request.getfixturevalue("uci_data_dir")
   task = _task(config)
   loss, metrics = _initial_metrics(config, task)
   assert np.isfinite(loss) and all(np.isfinite(v) for v in metrics.values()), metrics
