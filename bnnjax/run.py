@@ -290,7 +290,7 @@ class Run:
           val_probs, val["y"], pred.probs, test["y"], seed=seed
         )
       out["conformal"] = [
-        conformal.evaluate(val_probs, val["y"], pred.probs, test["y"], alpha, method, seed)
+        self._conformal(val_probs, val["y"], pred.probs, test["y"], alpha, method, seed)
         for alpha in alphas
         for method in conformal.METHODS
       ]
@@ -332,6 +332,25 @@ class Run:
         )
       )
     return paths
+
+  @staticmethod
+  def _conformal(val_probs, val_labels, test_probs, test_labels, alpha, method, seed) -> dict:
+    """Sets calibrated on the whole validation split, scored on the test split; and the spread over
+    20 random halves of the validation split: scored on the test split, and scored on the other half."""
+    out = conformal.evaluate(val_probs, val_labels, test_probs, test_labels, alpha, method, seed)
+    half = len(val_labels) // 2
+    if half >= 1.0 / alpha:
+      for name, test_arrays in (
+        ("splits_to_test", (test_probs, test_labels)),
+        ("splits_within_validation", ()),
+      ):
+        repeated = conformal.repeated_splits(
+          val_probs, val_labels, alpha, method, 20, half, *test_arrays, seed=seed
+        )
+        out[name] = {
+          k: repeated[k] for k in ("num_splits", "calibration_examples", "coverage", "mean_set_size")
+        }
+    return out
 
   def _shift_plots(self, folder, out) -> list:
     from bnnjax import plots  # pylint: disable=import-outside-toplevel

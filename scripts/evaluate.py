@@ -80,6 +80,14 @@ def _summary_lines(result) -> str:
       f"  conformal {c['method']} alpha={c['alpha']:g}: coverage {c['coverage']:.4f}, "
       f"mean set size {c['mean_set_size']:.3f}"
     )
+    for name in ("splits_to_test", "splits_within_validation"):
+      if name in c:
+        cov = c[name]["coverage"]
+        lines.append(
+          f"    {name} ({c[name]['num_splits']} draws of {c[name]['calibration_examples']}): coverage "
+          f"{cov['mean']:.4f} +- {cov['std']:.4f} [{cov['min']:.4f}, {cov['max']:.4f}], "
+          f"set size {c[name]['mean_set_size']['mean']:.3f}"
+        )
   return "\n".join(lines)
 
 

@@ -187,6 +187,11 @@ def test_run_evaluate_shift_recalibrate_and_conformal(digits_run, tmp_path):
   assert t["validation_examples"] == len(digits_run.validation_data()["y"]) > 250
   assert t["after"]["accuracy"] == t["before"]["accuracy"] == clean["accuracy"]
   assert [(c["alpha"], c["method"]) for c in out["conformal"]] == [(0.1, "lac"), (0.1, "aps")]
+  assert out["conformal"][0]["splits_to_test"]["num_splits"] == 20
+  assert (
+    out["conformal"][0]["splits_within_validation"]["calibration_examples"]
+    == len(digits_run.validation_data()["y"]) // 2
+  )
   assert out["selective"]["one_minus_max_prob"]["aurc"] < 1 - clean["accuracy"]  # better than random
   with pytest.raises(ValueError, match="unknown shift 'rotat'"):
     digits_run.evaluate(shift=["rotat"])
