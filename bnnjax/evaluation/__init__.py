@@ -8,5 +8,10 @@ capabilities; `scripts/evaluate.py` only parses flags and prints.
     regression.py      RMSE, NLL, interval coverage; epistemic std near and far from the data
     generative.py      VAE family: ELBO terms, IWAE log-likelihood, sample and reconstruction grids
     density.py         flows: test log-likelihood, bits/dim, density and sample pictures
+    selective.py       selective prediction: risk-coverage curves, AURC and E-AURC of every score
+    shift.py           shift curves: accuracy, NLL, Brier, ECE and AURC per rotation angle or
+                       corruption severity (images from bnnjax.datasets.shift)
+    recalibration.py   temperature scaling fitted on the validation split; ECE with a bootstrap interval
+    conformal.py       split conformal sets (LAC, APS) and normalised-residual regression intervals
     report.py          JSON-safe reports, eval.json, one-line summaries
 """
