@@ -9,11 +9,10 @@ a run restarted from a checkpoint replays exactly the steps an uninterrupted run
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from bnnjax import checkpoint, data, datasets, models, writers
-from bnnjax.config import base_config, parse_lr_multipliers, resolve, validate
+from bnnjax.config import (
+  base_config,
+  check_steps_per_call,
+  parse_lr_multipliers,
+  parse_profile_steps,
+  resolve,
+  validate,
+)
 from bnnjax.task import DataInfo, Task
 from bnnjax.writers import MetricWriter
 
@@ -100,16 +106,46 @@ def data_mesh(batch_size: int) -> Optional[Mesh]:
   return Mesh(np.array(devices), ("data",))
 
 
-def make_update(
-  task: Task, optimizer: optax.GradientTransformation, seed: int, batch_size: int, mesh: Optional[Mesh] = None
-):
-  """A jitted (state, train_data, order) -> (state, metrics) that draws its own batch.
+class Accumulator(NamedTuple):
+  """What a call of the fused update adds up between two logs, on device.
 
-  `order` is data.epoch_order(seed, epoch of state.step, N): a permutation costs more
-  than a step on CPU, so the loop computes it once per epoch and passes it in.
+  sums: each training metric summed over the steps since the last log.
+  bad: 0, or the step count after the first update whose loss, parameters or optimizer state
+    were not finite (the first non-finite step, 1-based like the loop's step count).
   """
 
-  def update(state: TrainState, train_data, order):
+  sums: Dict[str, jax.Array]
+  bad: jax.Array
+
+
+class Update(NamedTuple):
+  """The fused train step of `make_update`.
+
+  run(state, acc, train_data, order, num_steps) -> (state, acc, order): `num_steps` (a Python
+    int, one compilation each) optimiser steps in one jitted lax.scan; `state` and `acc` are
+    donated. `order` is data.epoch_order of the epoch of state.step on the way in and of the
+    returned state's step on the way out (redrawn inside the scan at an epoch boundary).
+  zeros(state, train_data) -> an Accumulator of zeros (nothing computed: shapes only).
+  """
+
+  run: Callable
+  zeros: Callable
+
+
+def make_update(
+  task: Task, optimizer: optax.GradientTransformation, seed: int, batch_size: int, mesh: Optional[Mesh] = None
+) -> Update:
+  """The fused train step: any number of steps per dispatch, each drawing its own batch.
+
+  Step t trains on data.batch_at(train_data, seed, t, batch_size, order): the same batches
+  in the same order whatever the number of steps per call, so N steps per call end
+  bit-identical to N calls of one step. The permutation of an epoch costs more than a step
+  on CPU, so it is drawn once per epoch (inside the scan when a call crosses an epoch).
+  Every step's loss and new state are checked for inf and nan as part of the step (one
+  fused reduction); the first failing step is kept in `Accumulator.bad`.
+  """
+
+  def one_step(state: TrainState, train_data, order):
     batch = data.batch_at(train_data, seed, state.step, batch_size, order)
     if mesh is not None:
       batch = jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P("data")))
@@ -120,7 +156,36 @@ def make_update(
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, opt_state, rng, state.step + 1), {"loss": loss, **metrics}
 
-  return jax.jit(update, donate_argnums=0)
+  def run(state: TrainState, acc: Accumulator, train_data, order, num_steps: int):
+    n = data.num_examples(train_data)
+    per_epoch = data.steps_per_epoch(n, batch_size)
+
+    def body(carry, _):
+      state, acc, order = carry
+      state, metrics = one_step(state, train_data, order)
+      finite = jnp.isfinite(metrics["loss"]) & _all_finite((state.params, state.opt_state))
+      bad = jnp.where((acc.bad == 0) & ~finite, state.step, acc.bad)
+      sums = jax.tree_util.tree_map(jnp.add, acc.sums, metrics)
+      order = jax.lax.cond(
+        state.step % per_epoch == 0,
+        lambda: data.epoch_order(seed, state.step // per_epoch, n).astype(order.dtype),
+        lambda: order,
+      )
+      return (state, Accumulator(sums, bad), order), None
+
+    (state, acc, order), _ = jax.lax.scan(body, (state, acc, order), None, length=num_steps)
+    return state, acc, order
+
+  shapes = {}  # the metrics' shapes, traced once
+
+  def zeros(state: TrainState, train_data) -> Accumulator:
+    if not shapes:
+      order = jax.ShapeDtypeStruct((data.num_examples(train_data),), jnp.int32)
+      shapes["metrics"] = jax.eval_shape(one_step, state, train_data, order)[1]
+    sums = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["metrics"])
+    return Accumulator(sums, jnp.zeros((), jnp.int32))
+
+  return Update(jax.jit(run, static_argnames="num_steps", donate_argnums=(0, 1)), zeros)
 
 
 def evaluate_split(evaluate_fn, params, rng, split_data, batch_size: int) -> Dict[str, float]:
@@ -266,17 +331,18 @@ def _kept(manager) -> str:
   return f"the last good checkpoint in {manager.directory} (step {latest}) is kept"
 
 
-def _finite_means(sums, count: int, step: int, manager) -> Dict[str, float]:
-  """The mean training metrics since the last log; a FloatingPointError if the loss is not finite."""
-  means = {f"train/{k}": float(v) / count for k, v in sums.items()}
-  if not math.isfinite(means["train/loss"]):
+def _means(acc: Accumulator, count: int, step: int, manager) -> Dict[str, float]:
+  """The mean training metrics since the last log; a FloatingPointError naming the first
+  non-finite step if there was one since then (nothing after it is ever saved)."""
+  bad = int(acc.bad)
+  if bad:
     raise FloatingPointError(
-      f"training loss is {means['train/loss']} at step {step}; not checkpointed; {_kept(manager)}"
+      f"the training loss, parameters or optimizer state are not finite after step {bad}; "
+      f"not checkpointed; {_kept(manager)}"
     )
-  return means
+  return {f"train/{k}": float(v) / count for k, v in acc.sums.items()}
 
 
-@jax.jit
 def _all_finite(tree) -> jax.Array:
   """Whether every floating-point entry of `tree` is finite, as one reduction."""
   leaves = [
@@ -285,13 +351,34 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def _check_finite_state(state: TrainState, step: int, manager) -> None:
-  """A FloatingPointError, before it is saved, if the state holds an inf or a nan."""
-  if not bool(_all_finite((state.params, state.opt_state))):
-    raise FloatingPointError(
-      f"the parameters or optimizer state are not finite after step {step}; "
-      f"not checkpointed; {_kept(manager)}"
-    )
+class _Profiler:
+  """A jax.profiler trace of the calls that run steps a..b-1 (config.profile_steps), in
+  <workdir>/profile (TensorBoard's profile plugin or Perfetto read it)."""
+
+  def __init__(self, workdir: str, steps: Optional[tuple], active: bool = True):
+    self._dir = os.path.join(workdir, "profile")
+    self._steps = steps if active else None
+    self._on = False
+
+  def before(self, step: int, num_steps: int) -> None:
+    """Starts the trace before the first call that runs a step in [a, b)."""
+    if self._steps is None or self._on:
+      return
+    a, b = self._steps
+    if step < b and step + num_steps > a:
+      jax.profiler.start_trace(self._dir)
+      self._on = True
+
+  def after(self, step: int, state) -> None:
+    """Stops it once step b is done (the steps' work waited for, so the trace holds it)."""
+    if self._on and step >= self._steps[1]:
+      jax.block_until_ready(state)
+      self.close()
+
+  def close(self) -> None:
+    if self._on:
+      jax.profiler.stop_trace()
+      self._on, self._steps = False, None
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional[int] = None) -> TrainState:
@@ -318,6 +405,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
   eval_every = config.eval_every or per_epoch
   checkpoint_every = config.checkpoint_every or per_epoch
   log_every = config.log_every or per_epoch
+  check_steps_per_call(config, per_epoch)
+  profile = parse_profile_steps(config.profile_steps)
+  if profile is not None and profile[1] > num_steps:
+    raise ValueError(
+      f"config.profile_steps={config.profile_steps!r} lies outside the run's steps 0..{num_steps}"
+    )
   optimizer = make_optimizer(config.optimizer, num_steps)
   manager = checkpoint.make_manager(workdir, config.max_to_keep)
   mesh = data_mesh(config.batch_size)
@@ -339,6 +432,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
   eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
   train, evals, state = jax.device_put((train, evals, state), replicated)
   last = num_steps if stop_after is None else min(stop_after, num_steps)
+  calls_per = config.steps_per_call
 
   step = int(state.step)
   writer = MetricWriter(workdir, active=lead, start_step=step)
@@ -350,23 +444,31 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
     dynamic_ncols=True,
     leave=False,
   )
+  profiler = _Profiler(workdir, profile, active=lead)
+  clock = {"train": 0.0, "eval": 0.0}
+  start_step = step
   try:
-    sums, count, tic, tic_step, epoch, order = None, 0, time.perf_counter(), step, None, None
+    tic, tic_step = time.perf_counter(), step
+    order = data.epoch_order(config.seed, step // per_epoch, info.num_train)
+    acc, count = update.zeros(state, train), 0
+    mark = time.perf_counter()
     while step < last:
-      if step // per_epoch != epoch:
-        epoch = step // per_epoch
-        order = data.epoch_order(config.seed, epoch, info.num_train)
-      state, metrics = update(state, train, order)
-      step, count = step + 1, count + 1
-      sums = metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, metrics)
-      bar.update(1)
+      # Calls end on multiples of steps_per_call, where every log, evaluation and checkpoint lands.
+      n = min(calls_per - step % calls_per, last - step)
+      profiler.before(step, n)
+      state, acc, order = update.run(state, acc, train, order, num_steps=n)
+      step, count = step + n, count + n
+      profiler.after(step, state)
+      bar.update(n)
       saving = step % checkpoint_every == 0 or step == last
       if step % log_every == 0 or step % eval_every == 0 or saving:
-        means = _finite_means(sums, count, step, manager)
+        means = _means(acc, count, step, manager)  # raises at the first non-finite step
         means["train/steps_per_sec"] = (step - tic_step) / max(time.perf_counter() - tic, 1e-9)
         writer.write(step, means, console=False)
-        sums, count, tic, tic_step = None, 0, time.perf_counter(), step
+        acc, count, tic, tic_step = update.zeros(state, train), 0, time.perf_counter(), step
       if step % eval_every == 0 or step == num_steps:
+        now = time.perf_counter()
+        clock["train"] += now - mark
         results = {
           f"{name}/{k}": v
           for name, split in evals.items()
@@ -374,12 +476,23 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
             evaluate_fn, state.params, eval_rng, split, config.eval_batch_size
           ).items()
         }
+        mark = time.perf_counter()
+        clock["eval"] += mark - now
+        tic += mark - now  # steps/s counts training time only
         writer.write(step, {**results, "epoch": step / per_epoch}, console=True)
       if saving:
-        _check_finite_state(state, step, manager)
         checkpoint.save(manager, step, state, meta)
+    jax.block_until_ready(state)
+    clock["train"] += time.perf_counter() - mark
   finally:
+    profiler.close()
     bar.close()
     writer.close()
     manager.wait_until_finished()
+  if lead and step > start_step:
+    print(
+      f"steps {start_step}..{step}: {clock['train']:.1f} s training "
+      f"({(step - start_step) / max(clock['train'], 1e-9):.1f} steps/s), "
+      f"{clock['eval']:.1f} s evaluating"
+    )
   return state

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,96 @@ def test_resume_is_bit_identical(uninterrupted, tmp_path):
   assert tree_equal(resumed.params, full.params)
   assert tree_equal(resumed.opt_state, full.opt_state)
   assert np.array_equal(resumed.rng, full.rng)
+
+
+def test_fused_steps_are_bit_identical_to_one_step_and_resume(uninterrupted, tmp_path):
+  """10 steps per lax.scan call: the same batches, the same math, so the same bits as N = 1,
+  also when stopped between calls (step 23) and resumed; logs land on the same steps."""
+  full_dir, full = uninterrupted
+  workdir = str(tmp_path)
+  stopped = train.fit(digits_config(steps_per_call=10), workdir, stop_after=23)
+  assert int(stopped.step) == 23
+  resumed = train.fit(digits_config(steps_per_call=10), workdir)
+  assert int(resumed.step) == 40
+  assert tree_equal(resumed.params, full.params)
+  assert tree_equal(resumed.opt_state, full.opt_state)
+  assert np.array_equal(resumed.rng, full.rng)
+
+  def logged(folder, key):
+    return {r["step"]: r[key] for r in bnnjax.writers.read_metrics(folder) if key in r}
+
+  # Evaluations and logs land on the same steps (and the stop at 23 saves and logs there).
+  assert logged(workdir, "test/accuracy") == logged(full_dir, "test/accuracy")
+  assert set(logged(workdir, "train/loss")) == set(logged(full_dir, "train/loss")) | {23}
+  for step in (10, 20, 40):
+    np.testing.assert_allclose(
+      logged(workdir, "train/loss")[step], logged(full_dir, "train/loss")[step], rtol=1e-6
+    )
+
+
+def test_a_fused_call_crossing_epochs_draws_the_batches_of_single_steps():
+  """10 examples in batches of 3 (3 steps per epoch): one call of 10 steps crosses three
+  epoch boundaries, redrawing the permutation inside the scan, and ends bit-identical to
+  10 calls of one step; the summed loss is the sum of the single steps' losses."""
+
+  def loss(params, rng, batch, step):
+    value = jnp.mean((batch["x"] @ params["w"] - batch["y"]) ** 2)
+    return value, {}
+
+  task = Task(lambda rng, batch: {"w": jnp.zeros(3)}, loss, lambda params, rng, batch: {})
+  xs = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+  train_data = {"x": jnp.asarray(xs), "y": jnp.asarray(np.arange(10, dtype=np.float32))}
+  optimizer = train.make_optimizer(digits_config().optimizer, 10)
+  update = train.make_update(task, optimizer, seed=3, batch_size=3)
+
+  def fresh():
+    params = task.init(None, None)
+    return train.TrainState(params, optimizer.init(params), jax.random.PRNGKey(0), jnp.asarray(0))
+
+  order = bnnjax.data.epoch_order(3, 0, 10)
+  state, acc, order_out = update.run(
+    fresh(), update.zeros(fresh(), train_data), train_data, order, num_steps=10
+  )
+  single, losses = fresh(), []
+  for step in range(10):
+    single_order = bnnjax.data.epoch_order(3, step // 3, 10)
+    acc1 = update.zeros(single, train_data)
+    single, acc1, _ = update.run(single, acc1, train_data, single_order, num_steps=1)
+    losses.append(float(acc1.sums["loss"]))
+  assert int(state.step) == 10 and tree_equal(state.params, single.params)
+  assert np.array_equal(order_out, bnnjax.data.epoch_order(3, 3, 10))  # the order of step 10's epoch
+  np.testing.assert_allclose(float(acc.sums["loss"]), sum(losses), rtol=1e-5)
+  assert int(acc.bad) == 0
+
+
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
+    ({"steps_per_call": 0}, "config.steps_per_call must be an integer >= 1, got 0"),
+    ({"steps_per_call": 3}, "config.steps_per_call=3 does not divide config.log_every (10)"),
+    (
+      {"steps_per_call": 10, "eval_every": 25},
+      "config.steps_per_call=10 does not divide config.eval_every (25)",
+    ),
+    (
+      {"steps_per_call": 5, "checkpoint_every": 0},
+      "config.steps_per_call=5 does not divide config.checkpoint_every (0 = once per epoch of 44 steps)",
+    ),
+    ({"profile_steps": "5"}, "config.profile_steps must be 'a:b' with 0 <= a < b, got '5'"),
+    ({"profile_steps": "30:50"}, "config.profile_steps='30:50' lies outside the run's steps 0..40"),
+  ],
+)
+def test_bad_steps_per_call_or_profile_range_is_one_line(tmp_path, overrides, message):
+  with pytest.raises(ValueError, match=re.escape(message)) as info:
+    train.fit(digits_config(**overrides), str(tmp_path))
+  assert "\n" not in str(info.value)
+  assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_profile_steps_writes_a_trace(tmp_path):
+  train.fit(digits_config(num_steps=10, profile_steps="4:6", steps_per_call=2), str(tmp_path))
+  traces = [f for _, _, files in os.walk(tmp_path / "profile") for f in files if ".xplane.pb" in f]
+  assert len(traces) == 1
 
 
 def test_run_writes_metrics_config_and_events(uninterrupted):
@@ -202,6 +293,40 @@ def test_diverging_run_keeps_its_last_good_checkpoint(tmp_path, intervals, kept)
   params, _ = checkpoint.restore_params(str(tmp_path))
   assert np.isfinite(params["w"])
   assert checkpoint.make_manager(str(tmp_path)).latest_step() == kept
+
+
+def test_fused_steps_name_the_first_non_finite_step_and_save_nothing_after_it(tmp_path):
+  """Blow-up after step 4 inside a 5-step call: the guard names step 4, and no state of that
+  call (step 5's would be the first checkpoint) is saved."""
+  _register_linear_blowup()
+  config = digits_config(
+    **{
+      "model.name": "linear_blowup",
+      "optimizer.name": "sgd",
+      "optimizer.momentum": 0.0,
+      "optimizer.lr": 1e38,
+      "checkpoint_every": 5,
+      "log_every": 5,
+      "steps_per_call": 5,
+    }
+  )
+  with pytest.raises(FloatingPointError, match=r"after step 4; not checkpointed; no checkpoint was saved"):
+    train.fit(config, str(tmp_path))
+  assert checkpoint.make_manager(str(tmp_path)).latest_step() is None
+
+
+def _register_linear_blowup():
+  """sgd at lr 1e38 on the loss -w: step 4's loss (-3e38) is finite, its update makes w inf."""
+
+  def make_task(model_config, info, restored):
+    def loss(params, rng, batch, step):
+      return -params["w"], {}
+
+    return Task(lambda rng, batch: {"w": jnp.zeros(())}, loss, lambda params, rng, batch: {})
+
+  bnnjax.register(
+    bnnjax.Model("linear_blowup", lambda: ml_collections.ConfigDict({"name": "linear_blowup"}), make_task)
+  )
 
 
 def test_a_non_finite_state_is_never_checkpointed(tmp_path):
