@@ -1,6 +1,10 @@
 """Known answers for shifted images (bnnjax.datasets.shift) and shift curves (bnnjax.evaluation.shift,
 Run.evaluate(shift=...)): each corruption's effect on a small image whose answer is known by hand."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -8,6 +12,8 @@ import bnnjax
 from bnnjax import metrics, train
 from bnnjax.datasets import shift
 from bnnjax.evaluation import shift as shift_eval
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _dot(size, row, col, n=1):
@@ -197,3 +203,21 @@ def test_run_evaluate_shift_recalibrate_and_conformal(digits_run, tmp_path):
     digits_run.evaluate(shift=["rotat"])
   with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\)"):
     digits_run.evaluate(conformal_alphas=[1.5])
+
+
+def test_cli_bad_shift_is_one_line_and_writes_nothing(digits_run):
+  before = sorted(os.listdir(digits_run.workdir))
+  result = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(REPO, "scripts", "evaluate.py"),
+      f"--workdir={digits_run.workdir}",
+      "--shift=corrupt:fgo",
+    ],
+    capture_output=True,
+    text=True,
+    check=False,
+  )
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == ("error: unknown corruption 'fgo'; did you mean 'fog'?")
+  assert sorted(os.listdir(digits_run.workdir)) == before
