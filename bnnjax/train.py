@@ -69,6 +69,15 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Gr
   return tx
 
 
+def training_optimizer(task: Task, opt: ml_collections.ConfigDict, total_steps: int):
+  """config.optimizer's optax optimizer, unless the task's trajectory brings its own rule
+  (an SG-MCMC sampler); the trajectory may also refuse a run too short for it."""
+  own = None
+  if task.trajectory is not None and task.trajectory.optimizer is not None:
+    own = task.trajectory.optimizer(total_steps)
+  return own if own is not None else make_optimizer(opt, total_steps)
+
+
 def _with_lr_multipliers(tx, multipliers: Dict[str, float]) -> optax.GradientTransformation:
   """tx, its updates scaled by multipliers[key] under each named top-level key of the params."""
 
@@ -133,7 +142,12 @@ class Update(NamedTuple):
 
 
 def make_update(
-  task: Task, optimizer: optax.GradientTransformation, seed: int, batch_size: int, mesh: Optional[Mesh] = None
+  task: Task,
+  optimizer: optax.GradientTransformation,
+  seed: int,
+  batch_size: int,
+  mesh: Optional[Mesh] = None,
+  total_steps: int = 0,
 ) -> Update:
   """The fused train step: any number of steps per dispatch, each drawing its own batch.
 
@@ -143,6 +157,8 @@ def make_update(
   on CPU, so it is drawn once per epoch (inside the scan when a call crosses an epoch).
   Every step's loss and new state are checked for inf and nan as part of the step (one
   fused reduction); the first failing step is kept in `Accumulator.bad`.
+  A task with a `trajectory` (SWAG, SG-MCMC) has params {"weights", "collected"}: the step
+  differentiates and optimises the weights only, then collects (`total_steps`: the run's length).
   """
 
   def one_step(state: TrainState, train_data, order):
@@ -150,10 +166,19 @@ def make_update(
     if mesh is not None:
       batch = jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P("data")))
     rng, step_rng = jax.random.split(state.rng)
-    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
-    (loss, metrics), grads = grad_fn(state.params, step_rng, batch, state.step)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    if task.trajectory is None:
+      grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+      (loss, metrics), grads = grad_fn(state.params, step_rng, batch, state.step)
+      updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+    else:  # only the weights are differentiated and optimised; the rest is collected
+      weights = state.params["weights"]
+      loss_of_weights = lambda w: task.loss({**state.params, "weights": w}, step_rng, batch, state.step)  # noqa: E731
+      (loss, metrics), grads = jax.value_and_grad(loss_of_weights, has_aux=True)(weights)
+      updates, opt_state = optimizer.update(grads, state.opt_state, weights)
+      weights = optax.apply_updates(weights, updates)
+      collected = task.trajectory.collect(state.params["collected"], weights, state.step + 1, total_steps)
+      params = {**state.params, "weights": weights, "collected": collected}
     return TrainState(params, opt_state, rng, state.step + 1), {"loss": loss, **metrics}
 
   def run(state: TrainState, acc: Accumulator, train_data, order, num_steps: int):
@@ -310,7 +335,8 @@ def _initial_state(
   """
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
   params = task.init(init_rng, jax.tree_util.tree_map(lambda a: jnp.asarray(a[:1]), train))
-  state = TrainState(params, optimizer.init(params), train_rng, jnp.asarray(0, jnp.int32))
+  optimised = params if task.trajectory is None else params["weights"]
+  state = TrainState(params, optimizer.init(optimised), train_rng, jnp.asarray(0, jnp.int32))
   target = (
     state
     if sharding is None
@@ -411,7 +437,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
     raise ValueError(
       f"config.profile_steps={config.profile_steps!r} lies outside the run's steps 0..{num_steps}"
     )
-  optimizer = make_optimizer(config.optimizer, num_steps)
+  optimizer = training_optimizer(task, config.optimizer, num_steps)
   manager = checkpoint.make_manager(workdir, config.max_to_keep)
   mesh = data_mesh(config.batch_size)
   replicated = None if mesh is None else NamedSharding(mesh, P())
@@ -427,7 +453,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop_after: Optional
     "data_info": info._asdict(),
   }
 
-  update = make_update(task, optimizer, config.seed, config.batch_size, mesh)
+  update = make_update(task, optimizer, config.seed, config.batch_size, mesh, num_steps)
   evaluate_fn = jax.jit(task.evaluate)
   eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
   train, evals, state = jax.device_put((train, evals, state), replicated)

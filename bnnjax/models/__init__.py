@@ -21,19 +21,29 @@ COMPOSED = {"mlp": ("point", "mlp")}
 _REGISTERED: Dict[str, Model] = {}
 NETWORKS: Dict[str, Network] = {}
 METHODS: Dict[str, Method] = {}
+_BUILT_IN_PARTS = set()  # the package's own method and network names, never replaced
 
 
 def _built_in_parts() -> None:
   """Fills NETWORKS and METHODS with the package's own (imported on first use)."""
   if NETWORKS and METHODS:
     return
-  from bnnjax.methods import dropout, ensemble, mean_field, point  # pylint: disable=import-outside-toplevel
+  from bnnjax.methods import dropout, ensemble, mean_field, point, sgmcmc, swag  # pylint: disable=import-outside-toplevel
   from bnnjax.models import lenet, mlp  # pylint: disable=import-outside-toplevel
 
   for network in (mlp.NETWORK, lenet.NETWORK):
     NETWORKS.setdefault(network.name, network)
-  for method in (point.METHOD, mean_field.METHOD, ensemble.METHOD, dropout.METHOD):
+    _BUILT_IN_PARTS.add(network.name)
+  for method in (
+    point.METHOD,
+    mean_field.METHOD,
+    ensemble.METHOD,
+    dropout.METHOD,
+    swag.METHOD,
+    sgmcmc.METHOD,
+  ):
     METHODS.setdefault(method.name, method)
+    _BUILT_IN_PARTS.add(method.name)
 
 
 def compose(method_name: str, network_name: str, name: str = "") -> Model:
@@ -75,7 +85,7 @@ def register(part: Union[Model, Method, Network]):
     return part
   else:
     raise TypeError(f"register expects a bnnjax.task.Model, Method or Network, got {type(part).__name__}")
-  if part.name in ("point", "mean_field", "ensemble", "dropout", "mlp", "lenet5") or "/" in part.name:
+  if part.name in _BUILT_IN_PARTS or "/" in part.name:
     raise ValueError(f"name {part.name!r} is taken by a built-in method or network, or has a '/'")
   table[part.name] = part
   return part
