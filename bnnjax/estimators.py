@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from bnnjax import posterior as post
+from bnnjax.distributions import standard_normal
 
 ESTIMATORS = ("reparam", "local", "flipout")
 
@@ -86,19 +87,19 @@ def _local_linear(next_fun, x, sigma):
     var = var + jnp.square(sigma["b"])
   # The tiny floor keeps d sqrt / d var finite where an input row is all zero.
   std = jnp.sqrt(var + 1e-30)
-  return mean + std * jax.random.normal(hk.next_rng_key(), mean.shape, mean.dtype)
+  return mean + std * standard_normal(hk.next_rng_key(), mean.shape, mean.dtype)
 
 
 def _flipout_linear(next_fun, x, sigma):
   """y = x @ mu_W + ((x * s_in) @ (std_W * eps)) * s_out + mu_b + std_b * eps_b."""
   mean = next_fun(x)
   k_w, k_in, k_out, k_b = jax.random.split(hk.next_rng_key(), 4)
-  delta_w = sigma["w"] * jax.random.normal(k_w, sigma["w"].shape, sigma["w"].dtype)
+  delta_w = sigma["w"] * standard_normal(k_w, sigma["w"].shape, sigma["w"].dtype)
   sign_in = jax.random.rademacher(k_in, x.shape, x.dtype)
   sign_out = jax.random.rademacher(k_out, mean.shape, mean.dtype)
   out = mean + jnp.dot(x * sign_in, delta_w) * sign_out
   if "b" in sigma:
-    out = out + sigma["b"] * jax.random.normal(k_b, sigma["b"].shape, sigma["b"].dtype)
+    out = out + sigma["b"] * standard_normal(k_b, sigma["b"].shape, sigma["b"].dtype)
   return out
 
 

@@ -29,7 +29,13 @@ import jax
 import jax.numpy as jnp
 
 from bnnjax import priors
-from bnnjax.distributions import gaussian_cross_entropy, gaussian_entropy, gaussian_kl, gaussian_log_prob
+from bnnjax.distributions import (
+  gaussian_cross_entropy,
+  gaussian_entropy,
+  gaussian_kl,
+  gaussian_log_prob,
+  standard_normal,
+)
 
 Predicate = Callable[[str, str, jax.Array], bool]  # (module_name, name, value) -> Bayesian?
 
@@ -126,7 +132,7 @@ def _normal_like(rng, tree):
   """Independent standard normals, one array per leaf."""
   leaves, treedef = jax.tree_util.tree_flatten(tree)
   keys = jax.random.split(rng, len(leaves))
-  noise = [jax.random.normal(k, w.shape, w.dtype) for k, w in zip(keys, leaves)]
+  noise = [standard_normal(k, w.shape, w.dtype) for k, w in zip(keys, leaves)]
   return jax.tree_util.tree_unflatten(treedef, noise)
 
 

@@ -4,10 +4,12 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from bnnjax import metrics, predictive
+from bnnjax import distributions, estimators, metrics, posterior, predictive
+from bnnjax.models import mlp
 
 
 def _logits_from_probs(*probs):
@@ -181,3 +183,69 @@ def test_map_batches_with_padding_calls_one_shape_and_drops_the_padding():
   out = predictive.map_batches(fn, np.arange(10.0), 4, pad=True)
   np.testing.assert_array_equal(out, 2 * np.arange(10.0))
   assert shapes == {(4,)}
+
+
+# ---------------------------------------------------------------- the noise and the K-sample draw
+
+
+def test_standard_normal_is_standard_normal_and_a_pure_function_of_the_key():
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+
+  key = jax.random.PRNGKey(0)
+  z = np.asarray(distributions.standard_normal(key, (100_000,)), np.float64)
+  n = len(z)
+  assert abs(z.mean()) < 4 / math.sqrt(n)
+  assert abs(z.var() - 1.0) < 4 * math.sqrt(2 / n)
+  assert abs(np.mean(z > 1.96) - 0.025) < 4 * math.sqrt(0.025 * 0.975 / n)
+  assert stats.kstest(z, "norm").pvalue > 1e-3
+  same = distributions.standard_normal(key, (100_000,))
+  other = distributions.standard_normal(jax.random.PRNGKey(1), (100_000,))
+  assert np.array_equal(z, np.asarray(same, np.float64))
+  assert abs(np.corrcoef(z, np.asarray(other))[0, 1]) < 4 / math.sqrt(n)
+  # Under vmap over keys (K samples) the rows are independent draws, not copies.
+  rows = jax.vmap(lambda k: distributions.standard_normal(k, (20_000,)))(jax.random.split(key, 4))
+  corr = np.corrcoef(np.asarray(rows))
+  assert np.all(np.abs(corr[np.triu_indices(4, 1)]) < 4 / math.sqrt(20_000))
+
+
+def _local_mlp(hidden_sizes, std):
+  """A local-reparameterisation MLP on 6 inputs with 3 outputs, every posterior std = std."""
+  m = ml_collections.ConfigDict({"hidden_sizes": hidden_sizes, "activation": "relu"})
+  net = estimators.bayesian_transform(mlp.build(m, None, 3), "local")
+  x = jax.random.uniform(jax.random.PRNGKey(1), (5, 6))
+  weights = net.init(jax.random.PRNGKey(2), x)
+  return net, posterior.init_posterior(weights, std, scale="log_std"), x
+
+
+def test_k_samples_of_a_single_layer_have_the_closed_form_moments():
+  """One Bayesian dense layer: the K outputs are N(x mu_W + mu_b, (x*x) std_W^2 + std_b^2),
+  the pre-activation drawn from the layer's mean and variance computed once."""
+  net, post_, x = _local_mlp((), 0.3)
+  out = np.asarray(estimators.sample_outputs(net, post_, jax.random.PRNGKey(3), x, 4_000), np.float64)
+  layer = post_["mean"]["mlp/~/linear_0"]
+  mean = np.asarray(x @ layer["w"] + layer["b"])
+  var = np.asarray((x * x) @ jnp.full_like(layer["w"], 0.09) + 0.09)
+  np.testing.assert_allclose(out.mean(0), mean, atol=5 * np.sqrt(var.max() / 4_000))
+  np.testing.assert_allclose(out.var(0), var, rtol=5 * math.sqrt(2 / 4_000))
+
+
+def test_k_sample_draw_computes_the_first_layer_once_and_keeps_the_distribution():
+  """vmap over the K keys leaves what does not depend on them unbatched: the first layer's
+  mean and variance matmuls are [B, H] in the predictive, once for all K samples. The outputs
+  have the distribution of the plain draw that runs the whole network K times."""
+  net, post_, x = _local_mlp((16,), 0.2)
+  k = 8
+  jaxpr = jax.make_jaxpr(lambda p, r: estimators.sample_outputs(net, p, r, x, k))(
+    post_, jax.random.PRNGKey(0)
+  )
+  dots = [e.outvars[0].aval.shape for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+  assert dots.count((5, 16)) == 2 and dots.count((k, 5, 16)) == 0  # the first layer: mean, variance
+  assert dots.count((k, 5, 3)) == 2  # the second layer K times: mean, variance
+  num = 4_000
+  shared = np.asarray(estimators.sample_outputs(net, post_, jax.random.PRNGKey(4), x, num), np.float64)
+  keys = jax.random.split(jax.random.PRNGKey(5), num)
+  plain = jax.vmap(net.apply, in_axes=(None, 0, 0))(post_, keys, jnp.broadcast_to(x, (num, *x.shape)))
+  plain = np.asarray(plain, np.float64)
+  scale = np.sqrt(np.maximum(shared.var(0), plain.var(0)) / num)
+  np.testing.assert_array_less(np.abs(shared.mean(0) - plain.mean(0)), 5 * scale)
+  np.testing.assert_allclose(shared.var(0), plain.var(0), rtol=10 * math.sqrt(2 / num))
