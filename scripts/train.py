@@ -37,14 +37,15 @@ def parse_flags(argv):
 
 def _unknown_field(message: str, argv) -> str:
   """absl's "x' Did you mean "y" instead of "x"?" as bnnjax.config words it, naming the section."""
-  match = re.match(r"(\w+)' Did you mean \"(\w+)\"", message)
+  match = re.match(r"(\w+)' Did you mean \"(\w+)\"", message) or re.fullmatch(r"(\w+)()", message)
   if not match:
     return ""
   field, close = match.groups()
   for arg in argv:
     path = arg.split("=", 1)[0].lstrip("-").split(".")
     if path[0] == "config" and path[-1] == field:
-      return f"{'.'.join(path[:-1])} has no field {field!r}; did you mean {close!r}?"
+      hint = f"did you mean {close!r}?" if close else "its fields are those of the config file's model"
+      return f"{'.'.join(path[:-1])} has no field {field!r}; {hint}"
   return ""
 
 

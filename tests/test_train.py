@@ -388,6 +388,19 @@ def test_cli_unknown_config_field_is_one_line(tmp_path):
   assert "hiden_sizes" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_cli_field_of_another_model_is_one_line_naming_it(tmp_path):
+  result = run_cli(
+    "--config=configs/mlp_digits.py",
+    f"--workdir={tmp_path}",
+    "--config.model.name=swag/mlp",
+    "--config.model.collect_every=5",
+  )
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert result.stderr.strip() == (
+    "error: config.model has no field 'collect_every'; its fields are those of the config file's model"
+  )
+
+
 def test_cli_bad_flag_is_one_line(tmp_path):
   result = run_cli("--config=configs/mlp_digits.py", f"--workdir={tmp_path}", "--config.optimizer.lr=-0.1")
   assert result.returncode != 0
