@@ -1,16 +1,25 @@
-r"""Steps per second of the jitted train step, for every model.
+r"""Steps per second of the jitted train step, for every model; the K-sample predictive's speed.
 
   python scripts/benchmark.py --batch_size=128 --width=400 --repeats=5
 
 Data are synthetic arrays of the real shapes (no files read), so the figure is the cost of
-the step itself: the same `make_update` that `bnnjax.fit` runs. Each row reports the median
-of --repeats timings of --steps steps, after a warm-up that includes compilation; the
-repeats go round all rows in turn, so the machine's slow spells fall on every row alike.
+the step itself: the same `make_update` that `bnnjax.fit` runs (a row's
+config.steps_per_call steps per dispatch). Each row reports the median of --repeats timings
+of --steps steps, after a warm-up that includes compilation; the repeats go round all rows
+in turn, so the machine's slow spells fall on every row alike.
+
+Besides steps/s: the ratio to the MLP and to the `mlp/two_copies` floor (the least a
+mean-and-variance estimator can cost), the step's FLOPs (XLA's cost analysis of the
+compiled step) as achieved GFLOP/s and as a fraction of a measured matmul peak, the
+predictive's examples/s at K = 1, 16, 100 (`--eval_samples`), and peak memory (the
+device's own statistics where it keeps them, else the process's resident set).
 """
 
 import json
 import os
+import resource
 import statistics
+import sys
 import time
 
 from absl import app, flags
@@ -20,6 +29,7 @@ import numpy as np
 
 from bnnjax import data, train
 from bnnjax.config import load_config_file, resolve, with_overrides
+from bnnjax.evaluation import predictive as evaluation_predictive
 from bnnjax.task import DataInfo, Task
 
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
@@ -32,6 +42,16 @@ _STEPS = flags.DEFINE_integer("steps", 200, "Steps per timing.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per row; the median is reported.")
 _ONLY = flags.DEFINE_string("only", "", "Comma-separated row names to run (default: all).")
 _JSON = flags.DEFINE_string("json", "", "Also write the results to this JSON file.")
+_DEVICE = flags.DEFINE_string(
+  "device", "", "Platform to run on (cpu, gpu, tpu); empty = JAX's default. The output names the device."
+)
+_EVAL_SAMPLES = flags.DEFINE_string(
+  "eval_samples", "1,16,100", "K values of the predictive rows (examples/s); empty = none."
+)
+_EVAL_EXAMPLES = flags.DEFINE_integer(
+  "eval_examples", 10_000, "Inputs per predictive timing (MNIST's test set)."
+)
+_PEAK_SIZE = flags.DEFINE_integer("peak_size", 2048, "n of the n x n x n matmul whose GFLOP/s is the peak.")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,6 +85,10 @@ ROWS = [
     {"model.prior": "gaussian", "model.prior_scale": 1.0, "model.posterior_scale": "softplus"},
   ),
   ("bayes_mlp/local/K=1/last_layer", "configs/bayes_mnist.py", {"model.bayesian": "last_layer"}),
+  # The README's quickstart model on its offline data (digits): dispatch-bound, one step per
+  # call against 100 steps per lax.scan call.
+  ("quickstart/digits/N=1", "configs/quickstart.py", {"data.name": "digits", "steps_per_call": 1}),
+  ("quickstart/digits/N=100", "configs/quickstart.py", {"data.name": "digits", "steps_per_call": 100}),
   ("vae", "configs/vae_mnist.py", {}),
   ("cvae", "configs/cvae_mnist.py", {}),
   ("dae", "configs/dae_mnist.py", {}),
@@ -73,6 +97,29 @@ ROWS = [
   ("vae_flow", "configs/vae_flow_mnist.py", {}),
   ("vae_iaf", "configs/vae_iaf_mnist.py", {}),
 ]
+
+# Bayesian convolutions: LeNet-5's deterministic step and its mean-field step under each estimator;
+# `lenet_ratios` prints each step's time as a multiple of the deterministic LeNet-5 step's.
+CONV_ROWS = [
+  ("lenet5", "configs/lenet_mnist.py", {}),
+  *(
+    (f"bayes_lenet5/{e}", "configs/bayes_lenet_mnist.py", {"model.estimator": e})
+    for e in ("reparam", "local", "flipout")
+  ),
+]
+ROWS += CONV_ROWS
+
+
+def lenet_ratios(results) -> None:
+  """Adds and prints time_ratio_to_lenet5 (deterministic steps/s over the row's) for LeNet-5 rows."""
+  base = next((r["steps_per_sec"] for r in results if r["model"] == "lenet5"), None)
+  if not base:
+    return
+  print("\n| LeNet-5 step (batch %d) | steps/s | time x deterministic |\n|---|---|---|" % _BATCH.value)
+  for r in results:
+    if r["model"] in dict((name, None) for name, _, _ in CONV_ROWS):
+      r["time_ratio_to_lenet5"] = round(base / r["steps_per_sec"], 3)
+      print(f"| {r['model']} | {r['steps_per_sec']} | {r['time_ratio_to_lenet5']} |")
 
 # Shapes and class counts of the data sets, so that no data file is read.
 SHAPES = {
@@ -88,7 +135,7 @@ SHAPES = {
 
 def load_config(path, overrides):
   config = with_overrides(load_config_file(os.path.join(REPO, path)).get_config(), overrides)
-  if _WIDTH.value and "hidden_sizes" in config.model:
+  if _WIDTH.value and "hidden_sizes" in config.model and "conv_channels" not in config.model:
     config.model.hidden_sizes = (_WIDTH.value,) * len(config.model.hidden_sizes)
   config.batch_size = _BATCH.value
   return resolve(config)
@@ -119,7 +166,8 @@ def two_copies(task: Task) -> Task:
 
 
 def compiled_step(config, twice=False):
-  """(run, num_params): run(n) times n jitted train steps and returns steps per second."""
+  """(run, num_params, flops): run(n) times n jitted train steps (config.steps_per_call per
+  dispatch) and returns steps per second; flops: XLA's count for one step."""
   train_data, info = synthetic_data(config, jax.random.PRNGKey(0))
   task = train.build_task(config, info)
   task = two_copies(task) if twice else task
@@ -128,63 +176,172 @@ def compiled_step(config, twice=False):
   state = train.TrainState(params, optimizer.init(params), jax.random.PRNGKey(2), jnp.asarray(0))
   update = train.make_update(task, optimizer, config.seed, config.batch_size)
   order = data.epoch_order(config.seed, 0, len(train_data["y"]))
-  carry = {"state": state}
+  per_call = config.steps_per_call
+  acc = update.zeros(state, train_data)
+  flops = step_flops(update, state, acc, train_data, order)
+  carry = {"state": state, "acc": acc, "order": order}
 
   def run(num_steps):
-    state = carry["state"]
+    state, acc, order = carry["state"], carry["acc"], carry["order"]
     tic = time.perf_counter()
-    for _ in range(num_steps):
-      state, metrics = update(state, train_data, order)
-    jax.block_until_ready((state, metrics))
-    carry["state"] = state
-    return num_steps / (time.perf_counter() - tic)
+    for _ in range(max(num_steps // per_call, 1)):
+      state, acc, order = update.run(state, acc, train_data, order, num_steps=per_call)
+    jax.block_until_ready((state, acc))
+    carry.update(state=state, acc=acc, order=order)
+    return max(num_steps // per_call, 1) * per_call / (time.perf_counter() - tic)
 
-  run(20)  # compile and warm up
-  return run, sum(x.size for x in jax.tree_util.tree_leaves(params))
+  run(max(20, per_call))  # compile and warm up
+  return run, sum(x.size for x in jax.tree_util.tree_leaves(params)), flops
+
+
+def step_flops(update, state, acc, train_data, order):
+  """FLOPs of one train step by XLA's cost analysis of the one-step call (None if not given)."""
+  try:
+    cost = update.run.lower(state, acc, train_data, order, num_steps=1).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"]) if cost and "flops" in cost else None
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def matmul_peak(size=2048, repeats=5):
+  """GFLOP/s of a jitted [size, size] x [size, size] float32 matmul, the best of `repeats`."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (size, size))
+  mm = jax.jit(jnp.dot)
+  jax.block_until_ready(mm(a, a))
+  best = float("inf")
+  for _ in range(repeats):
+    tic = time.perf_counter()
+    jax.block_until_ready(mm(a, a))
+    best = min(best, time.perf_counter() - tic)
+  return 2 * size**3 / best / 1e9
+
+
+def predictive_rows(num_samples_list):
+  """{row name: run}: run() times the K-sample predictive of configs/bayes_mnist_tempered.py
+  (local reparameterisation, 784-400-400-10) over --eval_examples inputs in batches of 1000,
+  as Run.predict and the loop's evaluation draw it, and returns examples per second."""
+  config = load_config("configs/bayes_mnist_tempered.py", {})
+  x, info = synthetic_data(config, jax.random.PRNGKey(0))
+  task = train.build_task(config, info)
+  params = task.init(jax.random.PRNGKey(1), jax.tree_util.tree_map(lambda a: a[:1], x))
+  inputs = np.asarray(
+    jax.random.bernoulli(jax.random.PRNGKey(3), 0.3, (_EVAL_EXAMPLES.value, *info.input_shape))
+  )
+  inputs = inputs.astype(np.float32)
+  rows = {}
+  for k in num_samples_list:
+
+    def run(k=k):
+      tic = time.perf_counter()
+      evaluation_predictive.predict(task.predictor, params, inputs, k, jax.random.PRNGKey(4), batch_size=1000)
+      return len(inputs) / (time.perf_counter() - tic)
+
+    run()  # compile and warm up
+    rows[f"predictive/bayes_mlp/local/K={k}"] = run
+  return rows
+
+
+def peak_memory():
+  """{"device_peak_bytes": ...} where the device keeps memory statistics, and the process's
+  peak resident set ("peak_rss_bytes", the host memory, which is the device's on CPU)."""
+  out = {}
+  stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
+  if stats and "peak_bytes_in_use" in stats:
+    out["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  out["peak_rss_bytes"] = int(rss if sys.platform == "darwin" else rss * 1024)
+  return out
+
+
+def device_name():
+  """The device the rows ran on, in words: platform and kind (e.g. 'gpu: NVIDIA H200')."""
+  device = jax.devices()[0]
+  return (
+    f"{device.platform}: {device.device_kind} ({len(jax.devices())} device(s), {os.cpu_count()} CPU cores)"
+  )
 
 
 def main(argv):
   del argv
+  if _DEVICE.value:
+    jax.config.update("jax_platforms", _DEVICE.value)
   only = set(filter(None, _ONLY.value.split(",")))
   rows = [
     (name, path, overrides)
     for name, path, overrides in ROWS
     if (not only or name in only) and os.path.exists(os.path.join(REPO, path))
   ]
+  peak = matmul_peak(_PEAK_SIZE.value)
   steps = {
     name: compiled_step(load_config(path, overrides), twice=name.endswith("two_copies"))
     for name, path, overrides in rows
   }
+  # --only names predictive rows as "predictive" (all K of --eval_samples) or one by its name.
+  ks = [
+    k
+    for k in (int(k) for k in filter(None, _EVAL_SAMPLES.value.split(",")))
+    if not only or "predictive" in only or f"predictive/bayes_mlp/local/K={k}" in only
+  ]
+  predictive = predictive_rows(ks) if ks else {}
   # Round robin: every repeat times each row once, so a slow spell of a noisy machine hits
   # all rows alike and the ratios to the MLP stay comparable.
-  rates = {name: [] for name in steps}
+  rates = {name: [] for name in [*steps, *predictive]}
   for _ in range(_REPEATS.value):
-    for name, (run, _) in steps.items():
+    for name, (run, *_) in steps.items():
       rates[name].append(run(_STEPS.value))
+    for name, run in predictive.items():
+      rates[name].append(run())
   results = []
-  for name, (_, num_params) in steps.items():
+  for name, (_, num_params, flops) in steps.items():
     rate = statistics.median(rates[name])
-    results.append(
-      {
-        "model": name,
-        "steps_per_sec": round(rate, 1),
-        "params": int(num_params),
-        "batch_size": _BATCH.value,
-        "width": _WIDTH.value or "config",
-      }
-    )
-    print(f"{name:<30} {rate:9.1f} steps/s  {num_params:>10,d} params", flush=True)
+    row = {
+      "model": name,
+      "steps_per_sec": round(rate, 1),
+      "params": int(num_params),
+      "batch_size": _BATCH.value,
+      "width": _WIDTH.value or "config",
+    }
+    if flops:
+      row["gflop_per_step"] = round(flops / 1e9, 4)
+      row["gflops"] = round(flops * rate / 1e9, 2)
+      row["fraction_of_peak"] = round(flops * rate / 1e9 / peak, 3)
+    results.append(row)
   base = next((r["steps_per_sec"] for r in results if r["model"] == "mlp"), None)
-  if base:
-    for r in results:
-      r["ratio_to_mlp"] = round(r["steps_per_sec"] / base, 3)
-  print("\n| model | steps/s | x MLP | params |\n|---|---|---|---|")
+  floor = next((r["steps_per_sec"] for r in results if r["model"] == "mlp/two_copies"), None)
   for r in results:
-    print(f"| {r['model']} | {r['steps_per_sec']} | {r.get('ratio_to_mlp', '')} | {r['params']:,} |")
-  print(json.dumps({"device": str(jax.devices()[0]), "results": results}))
+    if base:
+      r["ratio_to_mlp"] = round(r["steps_per_sec"] / base, 3)
+    if floor:
+      r["ratio_to_floor"] = round(r["steps_per_sec"] / floor, 3)
+  lenet_ratios(results)
+  evals = [
+    {"model": name, "examples_per_sec": round(statistics.median(rates[name]), 1)} for name in predictive
+  ]
+  summary = {
+    "device": device_name(),
+    "matmul_peak_gflops": round(peak, 1),
+    **peak_memory(),
+    "results": results,
+    "predictive": evals,
+  }
+  print(f"device: {summary['device']}; matmul peak {peak:.1f} GFLOP/s")
+  print("\n| model | steps/s | x MLP | x floor | GFLOP/s | of peak | params |\n|---|---|---|---|---|---|---|")
+  for r in results:
+    print(
+      f"| {r['model']} | {r['steps_per_sec']} | {r.get('ratio_to_mlp', '')} | {r.get('ratio_to_floor', '')} "
+      f"| {r.get('gflops', '')} | {r.get('fraction_of_peak', '')} | {r['params']:,} |"
+    )
+  if evals:
+    print("\n| predictive (10k inputs, batches of 1000) | examples/s |\n|---|---|")
+    for r in evals:
+      print(f"| {r['model']} | {r['examples_per_sec']} |")
+  memory = ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in peak_memory().items())
+  print(f"\npeak memory: {memory}")
+  print(json.dumps(summary))
   if _JSON.value:
     with open(_JSON.value, "w", encoding="utf-8") as f:
-      json.dump({"device": str(jax.devices()[0]), "results": results}, f, indent=2)
+      json.dump(summary, f, indent=2)
 
 
 if __name__ == "__main__":

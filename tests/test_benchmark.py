@@ -1,4 +1,5 @@
-"""scripts/benchmark.py: rows run, ratios are computed against the MLP, the reference row doubles."""
+"""scripts/benchmark.py: rows run, ratios are computed against the MLP and the two-copies floor, the
+reference row doubles the parameters and the FLOPs, predictive rows, device and memory."""
 
 import json
 import os
@@ -15,10 +16,13 @@ def test_benchmark_rows_and_ratios(tmp_path):
     [
       sys.executable,
       os.path.join(REPO, "scripts", "benchmark.py"),
-      f"--only={rows}",
       "--steps=3",
       "--repeats=1",
       "--width=16",
+      "--peak_size=64",
+      "--eval_samples=3",
+      "--eval_examples=50",
+      f"--only={rows},predictive",
       f"--json={out}",
     ],
     cwd=REPO,
@@ -28,12 +32,21 @@ def test_benchmark_rows_and_ratios(tmp_path):
     check=False,
   )
   assert result.returncode == 0, result.stderr[-2000:]
-  results = {r["model"]: r for r in json.loads(out.read_text())["results"]}
+  summary = json.loads(out.read_text())
+  results = {r["model"]: r for r in summary["results"]}
   assert set(results) == set(rows.split(","))
   mlp, twice, bayes = (results[name] for name in rows.split(","))
-  assert mlp["ratio_to_mlp"] == 1.0
+  assert mlp["ratio_to_mlp"] == 1.0 and twice["ratio_to_floor"] == 1.0
   # The reference optimises two independent copies; the Bayesian MLP a mean and a scale per weight.
   assert twice["params"] == 2 * mlp["params"] == bayes["params"]
+  # XLA counts the copies' arithmetic twice (the batch draw and Adam's scalar work aside).
+  assert 1.9 < twice["gflop_per_step"] / mlp["gflop_per_step"] < 2.1
   for row in results.values():
     assert row["steps_per_sec"] > 0
     assert abs(row["ratio_to_mlp"] - row["steps_per_sec"] / mlp["steps_per_sec"]) < 1e-2
+    assert abs(row["ratio_to_floor"] - row["steps_per_sec"] / twice["steps_per_sec"]) < 1e-2
+    achieved = row["gflop_per_step"] * row["steps_per_sec"]
+    assert abs(row["fraction_of_peak"] - achieved / summary["matmul_peak_gflops"]) < 2e-3 + 0.01 * achieved
+  assert [r["model"] for r in summary["predictive"]] == ["predictive/bayes_mlp/local/K=3"]
+  assert summary["predictive"][0]["examples_per_sec"] > 0
+  assert summary["device"].startswith("cpu") and summary["peak_rss_bytes"] > 2**20
