@@ -17,7 +17,7 @@ Classifiers under shift and after the fact (fitted on config.data.validation_spl
 
 --shift: accuracy, NLL, Brier, ECE and AURC per intensity (shift_<family>.png); --plot_with:
 runs already evaluated with the same --shift (their eval.json) drawn on one figure beside this
-one (shift_<family>_runs.png).
+one (shift_<family>_runs.png); with --replot, only that figure, from the eval.json of all of them.
 """
 
 import json
@@ -47,6 +47,9 @@ _CONFORMAL = flags.DEFINE_list(
   "conformal_alpha", [], "Classifiers: conformal sets at these alphas, e.g. 0.1,0.05."
 )
 _PLOT_WITH = flags.DEFINE_list("plot_with", [], "Evaluated runs whose --shift curves join this run's figure.")
+_REPLOT = flags.DEFINE_bool(
+  "replot", False, "Only draw the --shift figures of --workdir and --plot_with from their eval.json."
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -64,6 +67,16 @@ def _other_curves(workdirs, families):
       raise ValueError(f"--plot_with: {path} has no shift curve for {', '.join(missing)}")
     out[f"{other['model']} ({workdir})"] = other["shift"]
   return out
+
+
+def _draw(curves_by_run, families, folder):
+  """shift_<family>_runs.png in folder: every run's curve of each family on one figure."""
+  from bnnjax import plots  # pylint: disable=import-outside-toplevel  (matplotlib: only to draw)
+
+  for family in families:
+    curves = {label: shifts[family] for label, shifts in curves_by_run.items()}
+    name = os.path.join(folder, f"shift_{family.replace(':', '_')}_runs.png")
+    print(f"wrote {plots.shift_curves(curves, name, family)}")
 
 
 def _summary_lines(result) -> str:
@@ -102,6 +115,12 @@ def main(argv):
     raise SystemExit(
       f"error: --conformal_alpha must be numbers in (0, 1), got {','.join(_CONFORMAL.value)}"
     ) from None
+  if _REPLOT.value:
+    try:
+      _draw(_other_curves([_WORKDIR.value, *_PLOT_WITH.value], _SHIFT.value), _SHIFT.value, _WORKDIR.value)
+    except ValueError as e:
+      raise SystemExit(f"error: {e}") from None
+    return
   try:
     others = _other_curves(_PLOT_WITH.value, _SHIFT.value)
     run = bnnjax.load(_WORKDIR.value)
@@ -120,13 +139,9 @@ def main(argv):
       **options,
     )
     if others:
-      from bnnjax import plots  # pylint: disable=import-outside-toplevel
-
-      for family in _SHIFT.value:
-        curves = {f"{result['model']} ({_WORKDIR.value})": result["shift"][family]}
-        curves.update({label: shifts[family] for label, shifts in others.items()})
-        name = os.path.join(_WORKDIR.value, f"shift_{family.replace(':', '_')}_runs.png")
-        print(f"wrote {plots.shift_curves(curves, name, family)}")
+      _draw(
+        {f"{result['model']} ({_WORKDIR.value})": result["shift"], **others}, _SHIFT.value, _WORKDIR.value
+      )
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
   print(report.summary(result))
