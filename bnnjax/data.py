@@ -56,6 +56,7 @@ _NUM_CLASSES = {
   "diabetes": 0,
   "toy_regression": 0,
   "moons": 0,
+  "labelled_moons": 2,
   "ring": 0,
   "uci": 0,
 }
@@ -68,8 +69,14 @@ TOY_SLOPE, TOY_INTERCEPT, TOY_NOISE_STD = 2.0, 0.5, 0.1
 TOY_CLUSTERS = ((-2.0, -1.0), (1.0, 2.0))  # the gap is (-1, 1)
 RING_MODES, RING_RADIUS, RING_STD = 8, 2.0, 0.1
 MOONS_NOISE = 0.05
+LABELLED_MOONS_NOISE = 0.2  # the classes overlap: a classifier's uncertainty has somewhere to show
 # (train, test) sizes of the synthetic sets.
-TOY_SIZES = {"toy_regression": (200, 200), "moons": (2000, 1000), "ring": (2000, 1000)}
+TOY_SIZES = {
+  "toy_regression": (200, 200),
+  "moons": (2000, 1000),
+  "labelled_moons": (200, 1000),  # small enough for full-batch NUTS (bnnjax.methods.hmc)
+  "ring": (2000, 1000),
+}
 TEST_FRACTION = 0.2  # sklearn sets: a fixed random 80/20 split
 
 
@@ -253,6 +260,16 @@ def _moons(seed: int) -> Dict[str, Data]:
   return _standardise(_first_rest(x, np.zeros(len(x), np.float32), num_train), keys=("x",))
 
 
+def _labelled_moons(seed: int) -> Dict[str, Data]:
+  """Two interleaved half circles, labels 0 / 1, inputs standardised with the train split's
+  statistics."""
+  from sklearn.datasets import make_moons  # pylint: disable=import-outside-toplevel
+
+  num_train, num_test = TOY_SIZES["labelled_moons"]
+  x, y = make_moons(num_train + num_test, noise=LABELLED_MOONS_NOISE, random_state=seed)
+  return _standardise(_first_rest(x, y.astype(np.int32), num_train), keys=("x",))
+
+
 def _ring(seed: int) -> Dict[str, Data]:
   rng = np.random.default_rng(seed)
   n = sum(TOY_SIZES["ring"])
@@ -272,6 +289,7 @@ _SYNTHETIC_LOADERS = {
   "diabetes": _diabetes,
   "toy_regression": _toy_regression,
   "moons": _moons,
+  "labelled_moons": _labelled_moons,
   "ring": _ring,
 }
 

@@ -275,9 +275,21 @@ def test_moons_and_ring_are_density_sets():
   assert data.num_classes("moons") == data.num_classes("ring") == 0
 
 
+def test_labelled_moons_are_two_overlapping_classes_standardised_on_train():
+  train, test = data.load("labelled_moons", "train"), data.load("labelled_moons", "test")
+  assert train["x"].shape == (200, 2) and test["x"].shape == (1000, 2)
+  assert set(np.unique(train["y"])) == {0, 1} and data.num_classes("labelled_moons") == 2
+  np.testing.assert_allclose(train["x"].mean(0), 0, atol=1e-5)
+  # The upper moon (label 0) lies above the lower one on average; the noise makes them overlap.
+  assert train["x"][train["y"] == 0, 1].mean() > train["x"][train["y"] == 1, 1].mean() + 0.5
+  linear = np.polyfit(train["x"][:, 0], train["x"][:, 1], 1)  # no line separates the classes
+  above = train["x"][:, 1] > np.polyval(linear, train["x"][:, 0])
+  assert 0.6 < np.mean(above == (train["y"] == 0)) < 0.95
+
+
 # --- one data path: every entry point evaluates the loop's own split ----------------------
 
-SYNTHETIC = ("digits", "diabetes", "toy_regression", "moons", "ring")
+SYNTHETIC = ("digits", "diabetes", "toy_regression", "moons", "labelled_moons", "ring")
 
 
 def _data_config(name, seed, **fields):
