@@ -28,11 +28,22 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The benchmark's directory.")
 _STAGE = flags.DEFINE_string("stage", "all", "all | validation | test | table.")
 _INDEX = flags.DEFINE_integer("index", -1, "With one stage: only this run of it (a job array's task).")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Local processes per stage.")
-_SPLITS = flags.DEFINE_integer("splits", 0, "Only the first N splits (0: all of the folder's).")
+_SPLITS = flags.DEFINE_string("splits", "", "Only splits a..b-1 ('a:b') or the first N ('N'); empty: all.")
 _OVERRIDES = flags.DEFINE_multi_string(
   "set", [], "Extra field=value for every run, e.g. --set=num_epochs=40."
 )
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def parse_splits(text: str):
+  """None for "", range(N) for "N", range(a, b) for "a:b"; a one-line ValueError otherwise."""
+  if not text:
+    return None
+  first, sep, end = text.partition(":")
+  try:
+    return range(int(first), int(end)) if sep else range(int(first))
+  except ValueError:
+    raise ValueError(f"--splits={text!r} is not N or a:b") from None
 
 
 def main(argv):
@@ -52,7 +63,7 @@ def main(argv):
       stage=_STAGE.value,
       index=_INDEX.value,
       parallel=_PARALLEL.value,
-      num_splits=_SPLITS.value,
+      splits=parse_splits(_SPLITS.value),
       method=method,
       command="python " + " ".join(sys.argv),
     )

@@ -210,7 +210,7 @@ def test_one_split_through_both_stages_scores_in_original_units(folder, tmp_path
   extra = {"num_epochs": 60, "batch_size": 8, "optimizer.lr": 1e-2}
   config = benchmark.base_config(module.get_config(), data_dir=str(folder), extra=extra)
   workdir = tmp_path / "bench"
-  out = benchmark.run_benchmark(config, [{}], module.SELECT_NOISE, str(workdir), num_splits=1, method="point")
+  out = benchmark.run_benchmark(config, [{}], module.SELECT_NOISE, str(workdir), splits=[0], method="point")
   (row,) = out["splits"]
   assert out["summary"]["n"] == 1 and os.path.isfile(workdir / "uci.md")
   (val_trial,) = benchmark.validation_trials(config, [{}], [0])

@@ -66,8 +66,9 @@ def _trials(config, points: Sequence[Mapping], splits: Sequence[int]) -> List[Tr
     if key not in configs:
       configs[key] = one_call(config_lib.with_overrides(config, rest), splits)
     (trial,) = make_trials(configs[key], [point])
-    n = len(trials)
-    trials.append(dataclasses.replace(trial, index=n, point=n, name=point_name(n, trial.overrides)))
+    # Named by split and overrides, not position: a run of some splits finds the runs of all.
+    name = point_name(point["data.split_index"], trial.overrides)
+    trials.append(dataclasses.replace(trial, index=len(trials), point=len(trials), name=name))
   return trials
 
 
@@ -194,7 +195,7 @@ def run_benchmark(
   stage: str = "all",
   index: int = -1,
   parallel: int = 1,
-  num_splits: int = 0,
+  splits: Optional[Sequence[int]] = None,
   num_samples: int = 1000,
   method: str = "",
   command: str = "",
@@ -209,7 +210,7 @@ def run_benchmark(
     stage: "validation", "test", "table" or "all" (each in turn).
     index: with one stage, run only this run of it (a job array's task; -1: all).
     parallel: local processes per stage.
-    num_splits: the first num_splits splits (0: every split of the folder).
+    splits: the split indices to run (None: every split of the folder).
     num_samples: K draws of the predictive for the validation scores.
     method, command: recorded in the table.
   Returns:
@@ -221,9 +222,9 @@ def run_benchmark(
     raise ValueError("--index runs one run of one stage: give --stage=validation or --stage=test")
   folder = data.uci_folder(config.data)
   available = uci_data.num_splits(folder)
-  if num_splits > available:
-    raise ValueError(f"{folder} has {available} splits, {num_splits} asked for")
-  splits = list(range(num_splits or available))
+  splits = list(range(available)) if splits is None else list(splits)
+  if not splits or not all(0 <= i < available for i in splits):
+    raise ValueError(f"{folder} has splits 0..{available - 1}; asked for {splits}")
   # Every run of both stages resolved and its split read and checked (config.validate) before
   # anything is written: a bad file is one line and leaves no directory behind.
   val_trials = validation_trials(config, grid, splits)
