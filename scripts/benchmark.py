@@ -117,9 +117,10 @@ def lenet_ratios(results) -> None:
     return
   print("\n| LeNet-5 step (batch %d) | steps/s | time x deterministic |\n|---|---|---|" % _BATCH.value)
   for r in results:
-    if r["model"] in dict((name, None) for name, _, _ in CONV_ROWS):
+    if r["model"] in {name for name, _, _ in CONV_ROWS}:
       r["time_ratio_to_lenet5"] = round(base / r["steps_per_sec"], 3)
       print(f"| {r['model']} | {r['steps_per_sec']} | {r['time_ratio_to_lenet5']} |")
+
 
 # Shapes and class counts of the data sets, so that no data file is read.
 SHAPES = {
