@@ -23,6 +23,7 @@ CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 # One example's shape, classes and training-set size per data set, so that no file is read.
 SHAPES = {
   "mnist": ((28, 28, 1), 10, 60000),
+  "fashion_mnist": ((28, 28, 1), 10, 60000),
   "digits": ((8, 8, 1), 10, 1437),
   "moons": ((2,), 0, 10000),
   "labelled_moons": ((2,), 2, 200),
