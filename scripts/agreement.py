@@ -60,6 +60,23 @@ def _nuts(config, train, test):
   return probs, diagnostics
 
 
+def _cached_nuts(config, train, test):
+  """The NUTS reference, read from <workdir>/nuts.json when an earlier call with the same
+  settings left it there (NUTS is the slow part)."""
+  settings = [_PRIOR_SCALE.value, _CHAINS.value, _SAMPLES.value, _WARMUP.value, config.seed]
+  path = os.path.join(_WORKDIR.value, "nuts.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    if saved["settings"] == settings:
+      return np.asarray(saved["probs"], np.float32), saved["diagnostics"]
+  probs, diagnostics = _nuts(config, train, test)
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump({"settings": settings, "probs": probs.tolist(), "diagnostics": diagnostics}, f)
+  return probs, diagnostics
+
+
 def _scores(probs, labels) -> dict:
   picked = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
   return {"accuracy": float(np.mean(probs.argmax(-1) == labels)), "nll": float(-np.mean(np.log(picked)))}
@@ -71,7 +88,7 @@ def main(argv):
   module = load_config_file(_CONFIG.value)
   config = module.get_config()
   train, test = (data.load_split(config.data, s) for s in ("train", "test"))
-  reference, diagnostics = _nuts(config, train, test)
+  reference, diagnostics = _cached_nuts(config, train, test)
   rows = {"nuts": {**_scores(reference, test["y"]), **diagnostics}}
   print(f"nuts: {rows['nuts']}")
   first = os.path.join(_WORKDIR.value, "0")
@@ -80,7 +97,7 @@ def main(argv):
     workdir = os.path.join(_WORKDIR.value, str(i))
     tic = time.perf_counter()
     run = bnnjax.fit(with_overrides(config, point), workdir)
-    probs = np.asarray(run.predict(test["x"], num_samples=_NUM_SAMPLES.value)["probs"])
+    probs = np.asarray(run.predict(test["x"], num_samples=_NUM_SAMPLES.value).probs)
     top1, tv = hmc.agreement(probs, reference)
     name = run.config.model.name
     rows[name] = {**_scores(probs, test["y"]), "agreement": float(top1), "total_variation": float(tv)}

@@ -36,7 +36,7 @@ def _evaluate(workdir: str, result: dict) -> dict:
   x = run.test_data()["x"]
   run.predict(x, num_samples=_NUM_SAMPLES.value)  # compiled once, then timed
   tic = time.perf_counter()
-  jax.block_until_ready(run.predict(x, num_samples=_NUM_SAMPLES.value)["probs"])
+  jax.block_until_ready(run.predict(x, num_samples=_NUM_SAMPLES.value).probs)
   predict_s = time.perf_counter() - tic
   num_params = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(run.params))
   return comparison.run_figures(report, result["elapsed_s"], predict_s, num_params)
