@@ -90,14 +90,16 @@ def test_unknown_estimator_is_an_error():
     estimators.bayesian_transform(_forward, "bogus")
 
 
-def test_local_reparameterisation_rejects_bayesian_non_linear_layers():
-  def conv(x):
-    return hk.Conv1D(2, 3)(x)
+def test_local_reparameterisation_rejects_bayesian_layers_it_cannot_handle():
+  def deconv(x):
+    return hk.Conv1DTranspose(2, 3)(x)
 
   x = jnp.ones((1, 6, 1))
-  params = hk.transform(conv).init(jax.random.PRNGKey(0), x)
-  net = estimators.bayesian_transform(conv, "local")
-  with pytest.raises(ValueError, match="handles hk.Linear layers only"):
+  params = hk.transform(deconv).init(jax.random.PRNGKey(0), x)
+  net = estimators.bayesian_transform(deconv, "local")
+  with pytest.raises(
+    ValueError, match=r"hk.ConvND \(hk.Conv2D\) layers only; Bayesian layer conv1_d_transpose"
+  ):
     net.apply(post.init_posterior(params, 0.1), jax.random.PRNGKey(1), x)
 
 

@@ -167,6 +167,9 @@ def method_task(
   reference = jax.eval_shape(
     lambda p: post.init_posterior(p, m.init_std, predicate, m.posterior_scale), fresh
   )
+  if m.estimator != "reparam":  # a layer the estimator cannot handle: one line, before compiling
+    apply = estimators.bayesian_transform(forward, m.estimator).apply
+    jax.eval_shape(apply, reference, jax.random.PRNGKey(0), example)
   prior = prior_of(reference) if prior_of is not None else None
   if prior is None and m.prior == "posterior":
     prior = posterior_prior(

@@ -17,7 +17,7 @@ Network fields (`NETWORK_DEFAULTS`):
     padding          "SAME" | "VALID" (convolutions and pooling)
     hidden_sizes     widths of the dense hidden layers
     activation       see bnnjax.models.mlp.ACTIVATIONS
-Layers are named lenet5/~/conv_0 ... conv_{n-1}, lenet5/~/linear_0 ... linear_m (the output).
+Layers are named lenet5/conv_0 ... conv_{n-1}, lenet5/linear_0 ... linear_m (the output).
 """
 
 from typing import Sequence, Tuple
