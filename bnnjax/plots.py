@@ -192,3 +192,22 @@ def shift_curves(curves: Mapping[str, Mapping], path: str, title: str = "") -> s
   axes[0, 0].legend(loc="best")
   fig.suptitle(title or some["family"])
   return _save(fig, path)
+
+
+def accuracy_coverage(
+  coverages, accuracies: Mapping[str, list], path: str, rule=None, title: str = ""
+) -> str:
+  """Selective accuracy against coverage, one line per uncertainty score.
+
+  coverages: [G] kept fractions; accuracies: {score: [G] accuracy of the kept}; rule: optional
+  {score: (coverage, accuracy)} of a rejection rule, drawn as a point on its score's line.
+  """
+  fig, ax = _subplots(figsize=(6, 4))
+  for name, values in accuracies.items():
+    (line,) = ax.plot(coverages, values, marker="o", markersize=3, label=name)
+    if rule and name in rule:
+      ax.plot(*rule[name], marker="*", markersize=10, color=line.get_color())
+  ax.set(xlabel="coverage (fraction kept, surest first)", ylabel="accuracy of the kept", title=title)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="best")
+  return _save(fig, path)

@@ -320,6 +320,17 @@ class Run:
         title=f"{name} on {data_name}: ECE {out['in_distribution']['ece']:.4f}",
       )
     ]
+    sel = out["selective"]
+    scores = [k for k in scores_in if k in sel]
+    paths.append(
+      plots.accuracy_coverage(
+        sel["coverage_grid"],
+        {k: sel[k]["accuracy_at_coverage"] for k in scores},
+        os.path.join(folder, "selective.png"),
+        {k: (sel[k]["rejection_rule"]["coverage"], sel[k]["rejection_rule"]["accuracy"]) for k in scores},
+        title=f"{name} on {data_name}: selective prediction (star: 99th-percentile rule)",
+      )
+    )
     for ood_name, scores in scores_out.items():
       paths.append(
         plots.score_histograms(

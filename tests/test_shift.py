@@ -181,8 +181,10 @@ def digits_run(tmp_path_factory):
 
 def test_run_evaluate_shift_recalibrate_and_conformal(digits_run, tmp_path):
   out = digits_run.evaluate(
-    shift=["rotate", "corrupt:impulse_noise"], recalibrate=True, conformal_alphas=[0.1]
+    shift=["rotate", "corrupt:impulse_noise"], recalibrate=True, conformal_alphas=[0.1], write=True
   )
+  for png in ("selective.png", "shift_rotate.png", "shift_corrupt_impulse_noise.png"):
+    assert os.path.getsize(os.path.join(digits_run.workdir, png)) > 0
   clean = out["in_distribution"]
   for family in ("rotate", "corrupt:impulse_noise"):  # intensity 0 is the clean test split itself
     assert out["shift"][family]["accuracy"][0] == clean["accuracy"]
