@@ -6,9 +6,17 @@ of task t + 1, and its means initialise it,
     loss_t = E_q[-log p(y | x, w)] + KL(q_t || q_{t-1}) / N_t     (per example, N_t = task t's size),
 
 with the closed-form KL between mean-field Gaussians (bnnjax.priors.PosteriorPrior); task 1
-starts from the prior in the config. Fine-tuning (the baseline that forgets) only carries the
-weights over. Each task is an ordinary run in <workdir>/task_<t>, so each is checkpointed and
-resumes exactly; finished tasks are not trained again.
+starts from the prior in the config. Online elastic weight consolidation (Kirkpatrick et al.
+2017; Schwarz et al. 2018) trains a point estimate whose penalty is a diagonal Laplace
+approximation of the previous tasks,
+
+    loss_t = − mean_i log p(y_i | x_i, w) + λ Σ_j Λ_{t−1,j} (w_j − w*_{t−1,j})² / (2 N_t),
+    Λ_t = Λ_{t−1} + F_t      (F_t: the exact diagonal Fisher of task t at its weights w*_t),
+
+saved after task t in <workdir>/task_<t>_fisher as a Gaussian {mean w*_t, std Λ_t^(−1/2)}.
+Fine-tuning (the baseline that forgets) only carries the weights over. Each task is an
+ordinary run in <workdir>/task_<t>, so each is checkpointed and resumes exactly; finished
+tasks are not trained again.
 
 A task is a dict of config.data overrides, e.g. {"data.permutation_seed": 3} (permuted MNIST)
 or {"data.classes": (2, 3)} (split MNIST); `permuted_tasks` and `split_tasks` build them.
@@ -18,12 +26,16 @@ import json
 import os
 from typing import Dict, List, NamedTuple, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from bnnjax import data, train
+from bnnjax import checkpoint, data, models, train
 from bnnjax.config import resolve, with_overrides
+from bnnjax.methods import fisher
 
-METHODS = ("vcl", "finetune")
+METHODS = ("vcl", "ewc", "finetune")
+FISHER_EXAMPLES = 2000  # rows of a task's training split the EWC Fisher is estimated on
 SEQUENCE_FILE = "sequence.json"
 
 
@@ -68,11 +80,47 @@ def task_config(config, tasks: Sequence[dict], t: int, method: str, workdir: str
     overrides["model.init_from"] = previous
     if method == "vcl":
       overrides.update({"model.prior": "posterior", "model.prior_workdir": previous})
+    if method == "ewc":
+      overrides["model.prior_workdir"] = fisher_dir(workdir, t - 1)
   return with_overrides(config, overrides)
 
 
 def task_dir(workdir: str, t: int) -> str:
   return os.path.join(workdir, f"task_{t + 1:02d}")
+
+
+def fisher_dir(workdir: str, t: int) -> str:
+  return os.path.join(workdir, f"task_{t + 1:02d}_fisher")
+
+
+def save_ewc_penalty(run, config, workdir: str, t: int, rows: int = FISHER_EXAMPLES) -> None:
+  """After task t: Λ_t = Λ_{t−1} + F_t (F_t on `rows` random training rows of task t, scaled to
+  the task's size) and the Gaussian {mean w*_t, log_std −½ log Λ_t} saved in fisher_dir(t)."""
+  train_data = data.load_split(config.data, config.data.train_split)
+  pick = np.random.default_rng(t).permutation(len(train_data["y"]))[:rows]
+  method, network = models.COMPOSED.get(config.model.name, config.model.name.partition("/")[::2])
+  if method != "point":
+    raise ValueError(f"EWC trains a point estimate (mlp or point/<network>), got {config.model.name!r}")
+  models.get(config.model.name)  # fills models.NETWORKS
+  forward = models.NETWORKS[network].build(config.model, run.info, run.info.num_classes)
+  x = run.inputs(train_data["x"][pick])
+  task_fisher = fisher.diagonal_fisher(forward, run.params, x, classification=True)
+  precision = jax.tree_util.tree_map(lambda f: f * (len(train_data["y"]) / len(pick)), task_fisher)
+  if t > 0:
+    previous, _ = checkpoint.restore_params(fisher_dir(workdir, t - 1))
+    precision = jax.tree_util.tree_map(
+      lambda p, log_std: p + jnp.exp(-2.0 * log_std), precision, previous["log_std"]
+    )
+  # The floor keeps a weight no task has used (Λ = 0) finite and free: a std of 1e6.
+  log_std = jax.tree_util.tree_map(lambda p: -0.5 * jnp.log(p + 1e-12), precision)
+  manager = checkpoint.make_manager(fisher_dir(workdir, t))
+  meta = {
+    "model": config.model.name,
+    "config": checkpoint.config_to_json(config),
+    "data_info": run.info._asdict(),
+  }
+  checkpoint.save(manager, 0, {"params": {"mean": run.params, "log_std": log_std}}, meta)
+  manager.wait_until_finished()
 
 
 def _check_same_sequence(workdir: str, record: dict) -> None:
@@ -112,7 +160,12 @@ class Result(NamedTuple):
 
 
 def fit_sequence(
-  config, tasks: Sequence[dict], workdir: str, method: str = "vcl", num_samples: int = 16
+  config,
+  tasks: Sequence[dict],
+  workdir: str,
+  method: str = "vcl",
+  num_samples: int = 16,
+  eval_split: str = "test",
 ) -> Result:
   """Trains every task in turn (resuming where a previous call stopped) and evaluates each
   trained run on every task's test split.
@@ -122,8 +175,10 @@ def fit_sequence(
       "finetune"); its data section is task 1's before the task overrides.
     tasks: config.data overrides, one dict per task.
     workdir: the sequence's folder: task_01/, task_02/, ..., sequence.json, continual.json.
-    method: "vcl" or "finetune".
+    method: "vcl", "ewc" (config.model.ewc_lambda is λ) or "finetune".
     num_samples: K of the predictive used for the accuracy matrix.
+    eval_split: "test", or "validation" (config.data.validation_split: to choose λ or β
+      without looking at the test split).
   Returns:
     The Result; continual.json in workdir holds it too.
   """
@@ -137,12 +192,17 @@ def fit_sequence(
   _check_same_sequence(
     workdir, {"method": method, "tasks": [_plain(t) for t in tasks], "model": config.model.name}
   )
-  tests = [data.load_split(c.data, data.test_split(c.data)) for c in configs]
+  if eval_split not in ("test", "validation"):
+    raise ValueError(f"eval_split must be 'test' or 'validation', got {eval_split!r}")
+  pick = data.test_split if eval_split == "test" else data.validation_split
+  tests = [data.load_split(c.data, pick(c.data)) for c in configs]
   size = len(tasks)
   accuracy, nll = np.zeros((size, size)), np.zeros((size, size))
   for i, task_config_i in enumerate(configs):
     train.fit(task_config_i, task_dir(workdir, i))
     run = run_lib.load(task_dir(workdir, i))
+    if method == "ewc" and i < size - 1 and not os.path.isdir(fisher_dir(workdir, i)):
+      save_ewc_penalty(run, task_config_i, workdir, i)
     for j, test in enumerate(tests):
       pred = run.predict(test["x"], num_samples=num_samples, rng=j)
       accuracy[i, j] = float(np.mean(pred.probs.argmax(-1) == test["y"]))

@@ -194,6 +194,18 @@ def shift_curves(curves: Mapping[str, Mapping], path: str, title: str = "") -> s
   return _save(fig, path)
 
 
+def average_accuracy_curves(curves: Mapping[str, list], path: str, title: str = "") -> str:
+  """Average accuracy over the tasks seen so far after each task, one line per method
+  (bnnjax.continual.Result.average_accuracy; several sequences on one figure)."""
+  fig, ax = _subplots(figsize=(6, 4))
+  for label, values in curves.items():
+    ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=label)
+  ax.set(xlabel="tasks trained", ylabel="average accuracy over the tasks seen", title=title)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="best")
+  return _save(fig, path)
+
+
 def accuracy_coverage(
   coverages, accuracies: Mapping[str, list], path: str, rule=None, title: str = ""
 ) -> str:

@@ -14,8 +14,11 @@ import pytest
 
 import bnnjax
 from bnnjax import continual, data, train
+from bnnjax.methods import fisher, point
+from bnnjax.models import mlp
 
 TASKS = continual.permuted_tasks(2, seed=0)
+EWC_LAMBDA = 100.0  # measured on these two tasks: 1 barely beats fine-tuning, 100 keeps task 1
 
 
 def digits_config(name, **model):
@@ -43,7 +46,8 @@ def sequences(tmp_path_factory):
   root = tmp_path_factory.mktemp("continual")
   vcl = continual.fit_sequence(vcl_config(), TASKS, str(root / "vcl"), "vcl", num_samples=4)
   finetune = continual.fit_sequence(digits_config("mlp"), TASKS, str(root / "ft"), "finetune")
-  return root, vcl, finetune
+  ewc = continual.fit_sequence(digits_config("mlp", ewc_lambda=EWC_LAMBDA), TASKS, str(root / "ewc"), "ewc")
+  return root, vcl, finetune, ewc
 
 
 def test_permuted_tasks_are_fixed_pixel_permutations_of_one_set():
@@ -61,7 +65,7 @@ def test_permuted_tasks_are_fixed_pixel_permutations_of_one_set():
 
 @pytest.mark.slow
 def test_vcl_remembers_the_first_task_better_than_fine_tuning(sequences):
-  _, vcl, finetune = sequences
+  _, vcl, finetune, _ = sequences
   for result in (vcl, finetune):
     assert result.accuracy.shape == (2, 2)
     assert result.accuracy[0, 0] > 0.8 and result.accuracy[1, 1] > 0.6  # each task is learned
@@ -73,7 +77,7 @@ def test_vcl_remembers_the_first_task_better_than_fine_tuning(sequences):
 
 @pytest.mark.slow
 def test_a_sequence_killed_in_task_two_resumes_bit_identically(sequences, tmp_path):
-  root, _, _ = sequences
+  root, _, _, _ = sequences
   workdir = str(tmp_path / "vcl")
   config = bnnjax.resolve(vcl_config())
   # Task 1 as the uninterrupted sequence left it (a copy: training it again gives the same).
@@ -89,6 +93,35 @@ def test_a_sequence_killed_in_task_two_resumes_bit_identically(sequences, tmp_pa
   assert resumed.accuracy.shape == (2, 2)
 
 
+@pytest.mark.slow
+def test_ewc_remembers_the_first_task_better_than_fine_tuning_with_the_fisher_as_precision(sequences):
+  root, _, finetune, ewc = sequences
+  assert ewc.accuracy[1, 1] > 0.6  # task 2 is learned
+  assert ewc.accuracy[1, 0] > finetune.accuracy[1, 0] + 0.1
+  # The saved penalty: mean = task 1's weights, precision = its Fisher (every training row).
+  saved, _ = bnnjax.checkpoint.restore_params(continual.fisher_dir(str(root / "ewc"), 0))
+  task1 = bnnjax.load(continual.task_dir(str(root / "ewc"), 0))
+  same = jax.tree_util.tree_map(np.array_equal, saved["mean"], task1.params)
+  assert all(jax.tree_util.tree_leaves(same))
+  train_x = data.load_split(task1.config.data, "train")["x"]
+  forward = lambda x: mlp.mlp((32, 32), 10)(x)  # noqa: E731  (digits_config's network)
+  fisher_sum = fisher.diagonal_fisher(forward, task1.params, task1.inputs(train_x), True)
+  precision = jax.tree_util.tree_map(lambda s: np.exp(-2.0 * np.asarray(s, np.float64)), saved["log_std"])
+  for got, want in zip(jax.tree_util.tree_leaves(precision), jax.tree_util.tree_leaves(fisher_sum)):
+    np.testing.assert_allclose(got, np.asarray(want) + 1e-12, rtol=2e-3, atol=1e-9)
+
+
+def test_the_ewc_penalty_is_the_gaussian_log_density_scaled_by_lambda_over_n():
+  params = {"layer": {"w": np.array([1.0, 2.0]), "b": np.array([0.5])}}
+  prior = {
+    "mean": {"layer": {"w": np.array([0.0, 1.0]), "b": np.array([9.0])}},
+    "log_std": {"layer": {"w": np.log(np.array([0.5, 2.0]))}},  # b has no scale: free
+  }
+  penalty = point.gaussian_penalty(params, prior, weight=3.0, num_train=10)
+  # 3 * ½ * ((1/0.5)² + (1/2)²) / 10
+  assert float(penalty) == pytest.approx(3.0 * 0.5 * (4.0 + 0.25) / 10.0, rel=1e-6)
+
+
 def test_bad_sequences_are_one_line_errors(tmp_path):
   with pytest.raises(ValueError, match="tasks 1 and 3 are the same"):
     continual.check_tasks(continual.permuted_tasks(2) + [{"data.permutation_seed": -1}])
@@ -98,8 +131,8 @@ def test_bad_sequences_are_one_line_errors(tmp_path):
     bnnjax.fit(
       bnnjax.config.with_overrides(digits_config("mlp"), {"data.classes": (4,)}), str(tmp_path / "one_class")
     )
-  with pytest.raises(ValueError, match="unknown continual method 'ewc'"):
-    continual.fit_sequence(digits_config("mlp"), TASKS, str(tmp_path / "x"), "ewc")
+  with pytest.raises(ValueError, match="unknown continual method 'si'"):
+    continual.fit_sequence(digits_config("mlp"), TASKS, str(tmp_path / "x"), "si")
   workdir = str(tmp_path / "changed")
   os.makedirs(workdir)
   continual._check_same_sequence(workdir, {"method": "vcl", "tasks": [{"a": 1}], "model": "m"})  # pylint: disable=protected-access

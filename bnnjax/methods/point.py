@@ -3,28 +3,55 @@
     loss = − mean_i log softmax(f(x_i; w))[y_i]
 
 Its predictive is a single draw (K = 1): the softmax of the network's logits.
+
+With `prior_workdir` naming a saved diagonal Gaussian N(μ, σ²) over the same weights (a previous
+task's Laplace posterior: elastic weight consolidation, Kirkpatrick et al. 2017), the loss is the
+MAP objective under that prior, per example and weighted by λ = `ewc_lambda`:
+
+    loss = − mean_i log p(y_i | x_i, w) + λ Σ_j (w_j − μ_j)² / (2 σ_j² N)
 """
 
-from typing import Callable
-
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from bnnjax import posterior as post
 from bnnjax.distributions import categorical_log_prob
 from bnnjax.methods.common import weights_from
 from bnnjax.task import CLASSIFIER, DataInfo, Method, Predictor, Task
 
 
-def make_task(forward: Callable, info: DataInfo, initial_params: Optional[Any] = None) -> Task:
+def gaussian_penalty(params, prior, weight: float, num_train: int) -> jax.Array:
+  """weight · Σ_j (w_j − μ_j)² / (2 σ_j² N) for a diagonal Gaussian prior {"mean", scale} (a
+  bnnjax posterior pytree over the same weights); its leaves without a scale are free."""
+  stds = post.stds(prior)
+
+  def matching(tree):  # the leaves that have a scale, in the scales' structure
+    return {module: {name: tree[module][name] for name in leaves} for module, leaves in stds.items()}
+
+  terms = jax.tree_util.tree_map(
+    lambda w, m, s: jnp.sum(jnp.square((w - m) / s)), matching(params), matching(prior["mean"]), stds
+  )
+  return weight * 0.5 * sum(jax.tree_util.tree_leaves(terms)) / num_train
+
+
+def make_task(
+  forward: Callable,
+  info: DataInfo,
+  initial_params: Optional[Any] = None,
+  prior: Optional[Any] = None,
+  prior_weight: float = 1.0,
+) -> Task:
   """A classifier Task of the Haiku function `forward(x) -> logits [B, C]`.
 
   Args:
     forward: called inside hk.transform with x [B, *info.input_shape].
     info: the data; needs num_classes >= 2.
     initial_params: params to start from (fine-tuning a trained run), or None for a fresh init.
+    prior: None, or a diagonal Gaussian over the weights (a posterior pytree) whose
+      `gaussian_penalty`, times prior_weight, is added to the loss.
   Returns:
     Task(init, loss, evaluate, predictor) whose params are the plain Haiku params.
   """
@@ -41,7 +68,10 @@ def make_task(forward: Callable, info: DataInfo, initial_params: Optional[Any] =
   def loss(params, rng, batch, step):
     del rng, step
     nll = -jnp.mean(categorical_log_prob(net.apply(params, batch["x"]), batch["y"]))
-    return nll, {"nll": nll}
+    if prior is None:
+      return nll, {"nll": nll}
+    penalty = gaussian_penalty(params, prior, prior_weight, info.num_train)
+    return nll + penalty, {"nll": nll, "penalty": penalty}
 
   def evaluate(params, rng, batch):
     del rng
@@ -58,18 +88,34 @@ def make_task(forward: Callable, info: DataInfo, initial_params: Optional[Any] =
   return Task(init, loss, evaluate, predictor=Predictor(CLASSIFIER, sample))
 
 
+DEFAULTS = dict(init_from="", prior_workdir="", ewc_lambda=1.0)
+
+
 def method_task(forward: Callable, m, info: DataInfo, restored) -> Task:
   """The point estimate as a Method; m.init_from (restored["init_from"]) starts it from a
-  trained run of the same network (its posterior means if that run was Bayesian)."""
-  if not m.init_from:
-    return make_task(forward, info)
+  trained run of the same network (its posterior means if that run was Bayesian);
+  m.prior_workdir (restored["prior_workdir"]) names a diagonal Gaussian penalising the weights."""
+  if not (m.ewc_lambda >= 0 and m.ewc_lambda < float("inf")):
+    raise ValueError(f"config.model.ewc_lambda must be >= 0 and finite, got {m.ewc_lambda!r}")
   example = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.float32)
   fresh = jax.eval_shape(hk.without_apply_rng(hk.transform(forward)).init, jax.random.PRNGKey(0), example)
-  return make_task(
-    forward, info, weights_from(restored["init_from"], fresh, f"config.model.init_from={m.init_from!r}")
-  )
+  initial = None
+  if m.init_from:
+    initial = weights_from(restored["init_from"], fresh, f"config.model.init_from={m.init_from!r}")
+  prior = None
+  if m.prior_workdir:
+    prior = restored["prior_workdir"]
+    where = f"config.model.prior_workdir={m.prior_workdir!r}"
+    if not post.is_posterior(prior):
+      raise ValueError(f"{where} holds no diagonal Gaussian (no 'mean' and 'rho' or 'log_std' params)")
+    weights_from(prior["mean"], fresh, where)  # the same network's weights, or one line
+    prior = jax.tree_util.tree_map(jnp.asarray, prior)
+  return make_task(forward, info, initial, prior, float(m.ewc_lambda))
 
 
 METHOD = Method(
-  name="point", default_config=lambda: {"init_from": ""}, make_task=method_task, workdir_fields=("init_from",)
+  name="point",
+  default_config=lambda: dict(DEFAULTS),
+  make_task=method_task,
+  workdir_fields=("init_from", "prior_workdir"),
 )
