@@ -35,7 +35,6 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 import optax
-from blackjax.sgmcmc import diffusions
 
 from bnnjax.methods import ensemble
 from bnnjax.methods.common import targets, weights_from
@@ -133,6 +132,10 @@ class LangevinState(NamedTuple):
 
 def langevin(m, num_train: int, total_steps: int) -> optax.GradientTransformation:
   """The sampler as an optax update rule on the gradient g of the per-example loss L."""
+  # Imported here, not at the top: importing blackjax.sgmcmc starts XLA's backend, which must
+  # wait for jax.distributed.initialize in a multi-process run (the registry imports this module).
+  from blackjax.sgmcmc import diffusions  # pylint: disable=import-outside-toplevel
+
   layout = schedule(m, total_steps)
   n = float(num_train)
 
