@@ -247,7 +247,7 @@ def peak_memory():
   """{"device_peak_bytes": ...} where the device keeps memory statistics, and the process's
   peak resident set ("peak_rss_bytes", the host memory, which is the device's on CPU)."""
   out = {}
-  stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
+  stats = jax.devices()[0].memory_stats()  # None where the device keeps none (CPU)
   if stats and "peak_bytes_in_use" in stats:
     out["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
   rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -48,7 +48,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   try:
     module = config_lib.load_config_file(_CONFIG.value)
-    if not hasattr(module, "get_sweep"):
+    if not callable(getattr(module, "get_sweep", None)):
       raise ValueError(f"{_CONFIG.value} has no get_sweep()")
     # Every run resolved before any starts: a misspelt field fails the sweep, not each run.
     trials = sweep.make_trials(
