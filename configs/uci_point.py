@@ -10,37 +10,17 @@ chosen per split on an 80/20 split of its training rows. get_sweep() alone (scri
 runs the 20 splits at the defaults below, without choosing anything.
 r"""
 
-from bnnjax import config as config_lib
+import os
 
-NUM_SPLITS = 20
-SELECT_NOISE = True  # the noise std is fixed in training, chosen on the validation rows
+from bnnjax.config import load_config_file
+
+_ENSEMBLE = load_config_file(os.path.join(os.path.dirname(__file__), "uci_ensemble.py"))
+NUM_SPLITS, SELECT_NOISE = _ENSEMBLE.NUM_SPLITS, _ENSEMBLE.SELECT_NOISE
+get_grid, get_sweep = _ENSEMBLE.get_grid, _ENSEMBLE.get_sweep
 
 
 def get_config():
-  c = config_lib.base_config()
-  c.data.name = "uci"
-  c.data.uci_name = "concrete"
-  c.model.name = "ensemble/mlp"
-  c = config_lib.resolve(c)
-  c.model.hidden_sizes = (50,)
-  c.model.activation = "relu"
+  """configs/uci_ensemble.py with one member."""
+  c = _ENSEMBLE.get_config()
   c.model.ensemble_size = 1
-  c.model.noise_std = 0.3
-  c.optimizer.lr = 1e-3
-  c.optimizer.schedule = "cosine"
-  c.batch_size = 32
-  c.num_epochs = 400
-  c.steps_per_call = 200  # one compiled call per 200 steps; evaluation and checkpoint at the end only
-  c.eval_every = c.checkpoint_every = c.log_every = 1_000_000
-  c.max_to_keep = 1
-  c.progress_bar = False
   return c
-
-
-def get_grid():
-  """What is chosen on the validation rows (besides the noise std)."""
-  return config_lib.product({"optimizer.lr": [1e-3, 1e-2]})
-
-
-def get_sweep():
-  return [{"data.split_index": i} for i in range(NUM_SPLITS)]
