@@ -1,5 +1,6 @@
 """What every method shares: starting from another run's trained weights; regression targets."""
 
+import haiku as hk
 import jax
 import jax.numpy as jnp
 
@@ -20,6 +21,20 @@ def weights_from(trained, fresh_shapes, where: str):
     trained = trained["mean"]
   checkpoint.check_compatible(trained, fresh_shapes, where)
   return jax.tree_util.tree_map(lambda t, f: jnp.asarray(t, f.dtype), trained, fresh_shapes)
+
+
+def network_shapes(forward, info):
+  """The Haiku params of `forward` as jax.ShapeDtypeStruct (nothing computed)."""
+  example = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.float32)
+  return jax.eval_shape(hk.without_apply_rng(hk.transform(forward)).init, jax.random.PRNGKey(0), example)
+
+
+def init_from_weights(forward, m, info, restored):
+  """None, or the weights of the run config.model.init_from names, checked against forward's."""
+  if not m.init_from:
+    return None
+  where = f"config.model.init_from={m.init_from!r}"
+  return weights_from(restored["init_from"], network_shapes(forward, info), where)
 
 
 def targets(batch) -> jax.Array:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from bnnjax import posterior as post
 from bnnjax.distributions import categorical_log_prob
-from bnnjax.methods.common import weights_from
+from bnnjax.methods.common import init_from_weights, network_shapes, weights_from
 from bnnjax.task import CLASSIFIER, DataInfo, Method, Predictor, Task
 
 
@@ -97,18 +97,14 @@ def method_task(forward: Callable, m, info: DataInfo, restored) -> Task:
   m.prior_workdir (restored["prior_workdir"]) names a diagonal Gaussian penalising the weights."""
   if not (m.ewc_lambda >= 0 and m.ewc_lambda < float("inf")):
     raise ValueError(f"config.model.ewc_lambda must be >= 0 and finite, got {m.ewc_lambda!r}")
-  example = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.float32)
-  fresh = jax.eval_shape(hk.without_apply_rng(hk.transform(forward)).init, jax.random.PRNGKey(0), example)
-  initial = None
-  if m.init_from:
-    initial = weights_from(restored["init_from"], fresh, f"config.model.init_from={m.init_from!r}")
+  initial = init_from_weights(forward, m, info, restored)
   prior = None
   if m.prior_workdir:
     prior = restored["prior_workdir"]
     where = f"config.model.prior_workdir={m.prior_workdir!r}"
     if not post.is_posterior(prior):
       raise ValueError(f"{where} holds no diagonal Gaussian (no 'mean' and 'rho' or 'log_std' params)")
-    weights_from(prior["mean"], fresh, where)  # the same network's weights, or one line
+    weights_from(prior["mean"], network_shapes(forward, info), where)  # the same network, or one line
     prior = jax.tree_util.tree_map(jnp.asarray, prior)
   return make_task(forward, info, initial, prior, float(m.ewc_lambda))
 

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from bnnjax.methods import ensemble, point
-from bnnjax.methods.common import targets, weights_from
+from bnnjax.methods.common import init_from_weights, targets
 from bnnjax.predictive import check_num_samples
 from bnnjax.task import DataInfo, Method, Task, Trajectory
 
@@ -152,12 +152,7 @@ def make_task(forward: Callable, m, info: DataInfo, initial_weights=None) -> Tas
 
 def method_task(forward: Callable, m, info: DataInfo, restored) -> Task:
   """SWAG as a Method; m.init_from names the trained run whose SGD it continues."""
-  if not m.init_from:
-    return make_task(forward, m, info)
-  example = jax.ShapeDtypeStruct((1, *info.input_shape), jnp.float32)
-  fresh = jax.eval_shape(hk.without_apply_rng(hk.transform(forward)).init, jax.random.PRNGKey(0), example)
-  weights = weights_from(restored["init_from"], fresh, f"config.model.init_from={m.init_from!r}")
-  return make_task(forward, m, info, weights)
+  return make_task(forward, m, info, init_from_weights(forward, m, info, restored))
 
 
 METHOD = Method(
