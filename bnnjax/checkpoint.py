@@ -10,6 +10,7 @@ second run on the same workdir is refused while no killed run leaves a stale loc
 
 import contextlib
 import datetime
+import gc
 import hashlib
 import json
 import logging
@@ -217,8 +218,13 @@ def _reason(error: BaseException, limit: int = 160) -> str:
 
 @contextlib.contextmanager
 def _quiet_orbax() -> Iterator[None]:
-  """Silences orbax's and absl's own log lines while a doubtful step is tried."""
-  loggers = [logging.getLogger(name) for name in ("absl", "orbax", "orbax.checkpoint")]
+  """Silences orbax's, absl's and asyncio's log lines while a doubtful step is tried.
+
+  asyncio is among them because orbax reads with `run_until_complete` and closes the loop
+  without awaiting the other reads: those that failed too print "Task exception was never
+  retrieved" with a page of TensorStore spec whenever the garbage collector finds them.
+  """
+  loggers = [logging.getLogger(name) for name in ("absl", "orbax", "orbax.checkpoint", "asyncio")]
   levels = [logger.level for logger in loggers]
   for logger in loggers:
     logger.setLevel(logging.CRITICAL)
@@ -227,6 +233,12 @@ def _quiet_orbax() -> Iterator[None]:
   finally:
     for logger, level in zip(loggers, levels):
       logger.setLevel(level)
+
+
+def _collect_failed_reads() -> None:
+  """Collects the reads orbax left behind a failed restore now, while quiet (see `_quiet_orbax`)."""
+  with _quiet_orbax():
+    gc.collect()
 
 
 def restore(manager: ocp.CheckpointManager, target_state: Any) -> Optional[Tuple[Any, int]]:
@@ -252,6 +264,8 @@ def restore(manager: ocp.CheckpointManager, target_state: Any) -> Optional[Tuple
       raise
     except Exception as e:  # pylint: disable=broad-except
       errors[step] = _reason(e)
+    if step in errors:
+      _collect_failed_reads()
       continue
     # Only once a readable step is found: unreadable ones stay put if none is (a disk that
     # is back later still has them), and the error below names each.
@@ -318,6 +332,9 @@ def restore_run(workdir: str, step: Optional[int] = None) -> Restored:
         verify(restored.state, restored.meta, os.path.join(directory, str(s)))
     except Exception as e:  # pylint: disable=broad-except
       errors.append(f"step {s}: {_reason(e)}")
+      restored = None
+    if restored is None:
+      _collect_failed_reads()
       continue
     if errors:
       logging.warning("using checkpoint step %d of %s, not the newest: %s", s, directory, "; ".join(errors))

@@ -1,5 +1,7 @@
 """What a run leaves on disk after a crash: metrics.jsonl, checkpoints, provenance."""
 
+import asyncio
+import gc
 import json
 import os
 import shutil
@@ -115,6 +117,37 @@ def test_corrupt_checkpoints_are_set_aside_quietly_and_an_older_one_used(resumed
   lines = caplog.text.strip().splitlines()
   assert len(lines) <= 3 and all(len(line) < 400 for line in lines), caplog.text[:3000]
   assert "step 30" in caplog.text and "step 20" in caplog.text and "step 10" in lines[-1]
+
+
+def test_reads_that_orbax_leaves_failing_print_nothing(tmp_path, monkeypatch, caplog):
+  """orbax closes its event loop without awaiting every read; a second read that failed too
+  logs "Task exception was never retrieved" (pages of TensorStore spec) whenever it is
+  collected. The CI run of f7e6630 printed 85 such lines; restore collects them while quiet."""
+  manager = checkpoint.make_manager(str(tmp_path))
+  state = train.TrainState({"w": jax.numpy.ones(3)}, (), jax.random.PRNGKey(0), jax.numpy.zeros(()))
+  checkpoint.save(manager, 1, state, {})
+
+  def orbax_like_failure(*args, **kwargs):
+    async def read(name):
+      raise ValueError(f"OUT_OF_RANGE: Error reading {name}")
+
+    async def restore_all():
+      asyncio.ensure_future(read("b"))  # awaited by no one
+      await asyncio.sleep(0)
+      await read("a")
+
+    loop = asyncio.new_event_loop()
+    try:
+      loop.run_until_complete(restore_all())
+    finally:
+      loop.close()
+
+  monkeypatch.setattr(manager, "restore", orbax_like_failure)
+  caplog.clear()
+  with pytest.raises(checkpoint.CheckpointError, match=r"step 1: ValueError: OUT_OF_RANGE: Error reading a"):
+    checkpoint.restore(manager, state)
+  gc.collect()
+  assert "never retrieved" not in caplog.text, caplog.text[:2000]
 
 
 def test_a_failed_save_ends_in_one_line_naming_the_step_kept(tmp_path, monkeypatch):
