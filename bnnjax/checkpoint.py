@@ -12,10 +12,12 @@ import contextlib
 import datetime
 import gc
 import hashlib
+import io
 import json
 import logging
 import os
 import socket
+import sys
 import time
 from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple
 
@@ -112,8 +114,11 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> N
   """Saves synchronously (the loop donates its state buffers on the next step), with the
   checksums of the state's arrays in the meta item."""
   meta = {**meta, CHECKSUMS: checksums(state)}
+  # When a write fails, TensorStore's callbacks print tracebacks ("Event loop is closed")
+  # straight to stderr: held until the save is known to have succeeded, then passed on.
+  held = io.StringIO()
   try:
-    with _quiet_orbax():  # orbax logs each failing background thread's traceback
+    with _quiet_orbax(), contextlib.redirect_stderr(held):  # orbax logs each failing thread's traceback
       manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
@@ -121,12 +126,27 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> N
       )
       manager.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except  (a full disk, a lost mount)
-    latest = manager.latest_step()
-    kept = "none was saved" if latest is None else f"step {latest} is kept"
-    raise CheckpointError(
-      f"saving checkpoint step {step} in {manager.directory} failed "
-      f"({_reason(e)}); the last good checkpoint: {kept}"
-    ) from None
+    error = CheckpointError(f"saving checkpoint step {step} in {manager.directory} failed ({_reason(e)})")
+  else:
+    sys.stderr.write(held.getvalue())
+    return
+  with contextlib.redirect_stderr(held):
+    _settle_failed_save(manager)
+  latest = manager.latest_step()
+  kept = "none was saved" if latest is None else f"step {latest} is kept"
+  raise CheckpointError(f"{error}; the last good checkpoint: {kept}")
+
+
+def _settle_failed_save(manager: ocp.CheckpointManager) -> None:
+  """Lets the save's other threads and writes end while quiet: each would print its own
+  traceback (absl's signalling threads, asyncio's unretrieved tasks) after the one line that
+  says what failed."""
+  with _quiet_orbax():
+    try:
+      manager.wait_until_finished()
+    except Exception:  # pylint: disable=broad-except  (the same failure, already reported)
+      pass
+    gc.collect()
 
 
 def _path_name(path) -> str:
@@ -235,8 +255,8 @@ def _quiet_orbax() -> Iterator[None]:
       logger.setLevel(level)
 
 
-def _collect_failed_reads() -> None:
-  """Collects the reads orbax left behind a failed restore now, while quiet (see `_quiet_orbax`)."""
+def _collect_failed_io() -> None:
+  """Collects the reads that a failed restore left to orbax now, while quiet (see `_quiet_orbax`)."""
   with _quiet_orbax():
     gc.collect()
 
@@ -265,7 +285,7 @@ def restore(manager: ocp.CheckpointManager, target_state: Any) -> Optional[Tuple
     except Exception as e:  # pylint: disable=broad-except
       errors[step] = _reason(e)
     if step in errors:
-      _collect_failed_reads()
+      _collect_failed_io()
       continue
     # Only once a readable step is found: unreadable ones stay put if none is (a disk that
     # is back later still has them), and the error below names each.
@@ -334,7 +354,7 @@ def restore_run(workdir: str, step: Optional[int] = None) -> Restored:
       errors.append(f"step {s}: {_reason(e)}")
       restored = None
     if restored is None:
-      _collect_failed_reads()
+      _collect_failed_io()
       continue
     if errors:
       logging.warning("using checkpoint step %d of %s, not the newest: %s", s, directory, "; ".join(errors))

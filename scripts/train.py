@@ -6,6 +6,7 @@ r"""Trains any bnnjax model from a config file.
 Running it again on the same --workdir continues from the latest checkpoint.
 """
 
+import logging as std_logging
 import re
 
 from absl import app, flags, logging
@@ -61,6 +62,9 @@ def main(argv):
   try:
     bnnjax.fit(config, _WORKDIR.value)
   except (ValueError, OSError, FloatingPointError) as e:  # OSError: a full disk, a lost mount
+    # A failed save leaves orbax's writes behind; collected at exit, they would each log a
+    # traceback after the one line that says what failed.
+    std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
     raise SystemExit(f"error: {e}") from None
   print(f"done: metrics in {_WORKDIR.value}/metrics.jsonl, checkpoints in {_WORKDIR.value}/checkpoints")
 
