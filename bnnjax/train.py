@@ -335,6 +335,12 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str):
   return config, build_task(config, info), train, evals, info
 
 
+def optimised_params(task: Task, params):
+  """The part of `params` that the optimizer updates: all of it, or a trajectory's "weights"
+  (its "collected" part, SWAG's moments or the kept samples, is not differentiated)."""
+  return params if task.trajectory is None else params["weights"]
+
+
 def _initial_state(
   task: Task, optimizer, train, seed: int, manager, sharding: Optional[NamedSharding] = None
 ) -> TrainState:
@@ -345,8 +351,8 @@ def _initial_state(
   """
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
   params = task.init(init_rng, jax.tree_util.tree_map(lambda a: jnp.asarray(a[:1]), train))
-  optimised = params if task.trajectory is None else params["weights"]
-  state = TrainState(params, optimizer.init(optimised), train_rng, jnp.asarray(0, jnp.int32))
+  opt_state = optimizer.init(optimised_params(task, params))
+  state = TrainState(params, opt_state, train_rng, jnp.asarray(0, jnp.int32))
   target = (
     state
     if sharding is None
