@@ -39,6 +39,15 @@ def base_config() -> ml_collections.ConfigDict:
   # data_dir is the data set's own folder), and which of its fixed train/test splits.
   c.data.uci_name = ""
   c.data.split_index = 0
+  # name = "csv" or "npz" (bnnjax.datasets.tabular): your own file; a csv's target column and
+  # its input columns (() = all others), "classification" | "regression" ("" for npz: y's dtype);
+  # a column (npz: array) of train/test values, else a random split of test_fraction (data seed).
+  c.data.path = ""
+  c.data.target = ""
+  c.data.features = ()
+  c.data.task = ""
+  c.data.split_column = ""
+  c.data.test_fraction = 0.2
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "mlp"  # a declared bnnjax.task.Model; its default_config() holds the other fields

@@ -24,6 +24,12 @@ split. Splits follow the tfds syntax ("train", "test", "train[:90%]",
   validation split); x [N, D] and y [N] standardised with the statistics of
   config.data.train_split's rows only (`target_scale` gives the target's, to report in
   the original units). Only through `load_split` (it needs the config's fields).
+- csv, npz: your own file, config.data.path (bnnjax.datasets.tabular): a CSV's target column
+  config.data.target, config.data.task "classification" (classes as labels 0..C-1) or
+  "regression"; an .npz file's arrays x, y (x_test, y_test). Split at random (test_fraction,
+  the data seed) or by config.data.split_column; inputs (CSV) and a regression target
+  standardised with config.data.train_split's rows (DataInfo.preprocessing carries the
+  statistics into the run). Only through `load_split`.
 
 `seed` draws the synthetic sets and the random 80/20 train/test split of the
 sklearn sets; the default 0 is the fixed split every experiment should share
@@ -42,7 +48,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bnnjax import datasets as idx_datasets
-from bnnjax.datasets import uci
+from bnnjax.datasets import tabular, uci
 from bnnjax.task import DataInfo
 
 Data = Dict[str, np.ndarray]
@@ -59,7 +65,10 @@ _NUM_CLASSES = {
   "labelled_moons": 2,
   "ring": 0,
   "uci": 0,
+  "csv": 0,  # csv and npz: the file's classes (data_info)
+  "npz": 0,
 }
+TABLES = ("csv", "npz")  # your own file: bnnjax.datasets.tabular
 DATASETS = tuple(_NUM_CLASSES)
 SPLITS = ("train", "test")
 BINARIZE = ("", "static")
@@ -141,8 +150,10 @@ def load(
         f"unknown split {base!r} in {split!r}; valid: {', '.join(SPLITS)} "
         "with tfds slices such as train[:90%]"
       )
-  if name == "uci":
-    raise ValueError("uci loads through data.load_split(config.data, split): it needs uci_name, split_index")
+  if name == "uci" or name in TABLES:
+    raise ValueError(
+      f"{name} loads through data.load_split(config.data, split): it needs its config.data fields"
+    )
   if name in IMAGE_FOLDERS:
     data = _load_images(name, split, data_dir)
   else:
@@ -321,6 +332,11 @@ def load_split(data_config, split: str, data_dir: Optional[os.PathLike] = None) 
   d = data_config
   if d.name == "uci":
     data = _load_uci(d, split, data_dir)
+  elif d.name in TABLES:
+    table, prep = _table(d, data_dir)
+    data = prep.standardise(_slice(table.splits, split))
+    if d.flatten:
+      data["x"] = data["x"].reshape(len(data["x"]), -1)
   else:
     data = load(
       d.name, split, data_dir or d.data_dir or None, flatten=d.flatten, binarize=d.binarize, seed=d.seed
@@ -349,11 +365,36 @@ def _load_uci(data_config, split: str, data_dir) -> Data:
   return uci.standardise(_slice(splits, split), stats)
 
 
+def _table(data_config, data_dir=None) -> Tuple[tabular.Table, tabular.Preprocessing]:
+  """config.data's csv or npz file, split in its own units, and the statistics of its train_split rows.
+  A relative config.data.path is taken from data_dir (or config.data.data_dir) when given."""
+  d = data_config
+  table = tabular.read(
+    d.name,
+    os.path.join(str(data_dir or d.data_dir or ""), d.path) if d.path else "",
+    target=d.target,
+    task=d.task,
+    features=tuple(d.features),
+    split_column=d.split_column,
+    test_fraction=d.test_fraction,
+    seed=d.seed,
+  )
+  return table, tabular.preprocessing(table, _slice(table.splits, d.train_split))
+
+
 def target_scale(data_config, data_dir: Optional[os.PathLike] = None) -> Tuple[float, float]:
-  """(mean, std) of a uci target over config.data.train_split's rows: y = mean + std * (what the
-  model sees). Metrics in the target's own units use them (bnnjax.evaluation.regression.original_units)."""
+  """(mean, std) of a uci, csv or npz regression target over config.data.train_split's rows:
+  y = mean + std * (what the model sees). Metrics in the target's own units use them
+  (bnnjax.evaluation.regression.original_units)."""
+  if data_config.name in TABLES:
+    _, prep = _table(data_config, data_dir)
+    if prep.classes:
+      raise ValueError(
+        f"target_scale: {data_config.path} is a classification table; its labels have no scale"
+      )
+    return prep.y_mean, prep.y_std
   if data_config.name != "uci":
-    raise ValueError(f"target_scale: {data_config.name} targets have no recorded scale (uci only)")
+    raise ValueError(f"target_scale: {data_config.name} targets have no recorded scale (uci, csv, npz only)")
   _, stats = _uci_splits(data_config, data_dir)
   return stats.y_mean, stats.y_std
 
@@ -413,6 +454,8 @@ def split_indices(data_config, split: str) -> set:
     sizes = _SPLIT_SIZES[d.name]
   elif d.name == "uci":
     sizes = {s: len(v["y"]) for s, v in _uci_splits(d, None)[0].items()}
+  elif d.name in TABLES:
+    sizes = {s: len(v["y"]) for s, v in _table(d)[0].splits.items()}
   else:
     sizes = {s: len(v["y"]) for s, v in _SYNTHETIC_LOADERS[d.name](d.seed).items()}
   infos = {s: types.SimpleNamespace(num_examples=n) for s, n in sizes.items()}
@@ -441,12 +484,15 @@ def test_split(data_config) -> str:
 
 
 def data_info(data_config, train: Data) -> DataInfo:
-  """What the model may know of its data, from the training split."""
+  """What the model may know of its data, from the training split (a csv or npz file's classes and
+  preprocessing from the file)."""
+  prep = _table(data_config)[1] if data_config.name in TABLES else None
   return DataInfo(
     input_shape=tuple(train["x"].shape[1:]),
-    num_classes=num_classes(data_config.name),
+    num_classes=len(prep.classes) if prep else num_classes(data_config.name),
     num_train=len(train["x"]),
     binary=data_config.binarize == "static",
+    preprocessing=prep.to_json() if prep else "",
   )
 
 
@@ -467,6 +513,22 @@ def check_task_fields(data_config) -> None:
     if d.binarize or d.flatten or d.permutation_seed >= 0:
       raise ValueError("uci inputs are a table: config.data.binarize, flatten, permutation_seed do not apply")
     _uci_splits(d, None)
+  table_fields = {
+    "path": "",
+    "target": "",
+    "task": "",
+    "features": (),
+    "split_column": "",
+    "test_fraction": 0.2,
+  }
+  if d.name in TABLES:  # the file read and checked now, as uci's
+    if d.binarize or d.permutation_seed >= 0:
+      raise ValueError(f"{d.name}: config.data.binarize and permutation_seed do not apply to your own file")
+    _table(d)
+  else:
+    for field, default in table_fields.items():
+      if (tuple(d[field]) if isinstance(default, tuple) else d[field]) != default:
+        raise ValueError(f"config.data.{field} applies to csv and npz; config.data.name is {d.name!r}")
   classes = tuple(d.classes)
   if classes:
     if len(set(classes)) != len(classes) or len(classes) < 2:

@@ -20,6 +20,7 @@ import numpy as np
 
 from bnnjax import checkpoint, data, predictive as predictive_lib, train
 from bnnjax.config import resolve
+from bnnjax.datasets import tabular
 from bnnjax.evaluation import (
   classification,
   conformal,
@@ -91,20 +92,36 @@ class Run:
       )
     return x
 
-  def predict(self, x, num_samples: int = 32, rng: Rng = 0, batch_size: int = 1000):
+  @property
+  def preprocessing(self) -> Optional[tabular.Preprocessing]:
+    """A csv / npz run's training statistics, input columns and class names (None for other data)."""
+    return tabular.from_json(self.info.preprocessing)
+
+  def predict(self, x, num_samples: int = 32, rng: Rng = 0, batch_size: int = 1000, raw: bool = False):
     """The K-sample predictive of inputs x [B, *input_shape].
 
+    raw=True (csv and npz runs): x are rows in the file's own units (a CSV's input columns in
+    the order `preprocessing.features` lists), standardised with the run's stored training
+    statistics; a regressor's predictive is returned in the target's own units.
     Returns (numpy arrays, leading axis B):
       classifier: ClassificationPredictive(probs [B, C], std [B, C], predictive_entropy,
-        expected_entropy, mutual_information [B]);
+        expected_entropy, mutual_information [B]); class i is preprocessing.classes[i] for a table;
       regressor: RegressionPredictive(mean, std, aleatoric_std, epistemic_std [B]).
     A point estimate draws K = 1 whatever num_samples says.
     """
     self._require(self.task.predictor is not None, "predict", "a classifier or regressor")
     predictive_lib.check_num_samples(num_samples)
-    return batched.predict(
+    prep = self.preprocessing
+    if raw:
+      if prep is None:
+        raise ValueError(
+          f"predict(raw=True): {self.workdir} ({self.config.data.name}) stores no preprocessing"
+        )
+      x = prep.inputs(x)
+    pred = batched.predict(
       self.task.predictor, self.params, self.inputs(x), num_samples, _key(rng), batch_size
     )
+    return prep.outputs(pred) if raw else pred
 
   def test_data(self, data_dir: Optional[str] = None) -> data.Data:
     """The test split exactly as the loop evaluated it (same name, data seed, preprocessing)."""
@@ -401,6 +418,8 @@ class Run:
     pred = batched.predict(self.task.predictor, self.params, x, num_samples, key, batch_size)
     drawn = batched.drawn_samples(self.task.predictor, self.params, x[:1], num_samples)
     out = {"num_samples": drawn, **regression.report(pred, test["y"])}
+    if self.preprocessing is not None:  # a csv / npz target: also in its own units, as the UCI table
+      out["original_units"] = regression.original_units(out["rmse"], out["nll"], self.preprocessing.y_std)
     if self.info.input_shape == (1,):  # a 1-D input: the predictive beyond the data
       train_split = data.load_split(self.config.data, self.config.data.train_split, data_dir)
       x_grid = regression.input_grid(train_split["x"])

@@ -39,6 +39,8 @@ class DataInfo(NamedTuple):
   num_classes: int  # 0 for regression / density estimation
   num_train: int  # N in the per-example ELBO: NLL + beta * KL / N
   binary: bool = False  # inputs are exactly 0 or 1 (config.data.binarize = "static")
+  # JSON text: a csv / npz run's training statistics and class names (bnnjax.datasets.tabular); "" if none
+  preprocessing: str = ""
 
 
 class Predictor(NamedTuple):
