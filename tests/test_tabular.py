@@ -11,7 +11,7 @@ import pytest
 
 import bnnjax
 from bnnjax import config as config_lib, data
-from bnnjax.datasets import tabular
+from bnnjax.datasets import tabular, uci
 
 N = 300  # rows of the linear and the separable tables
 
@@ -138,10 +138,40 @@ def test_npz_images_keep_their_shape_and_the_task_follows_the_dtype(tmp_path):
   np.testing.assert_allclose(train["y"], (evens - evens.mean()) / evens.std(), rtol=1e-6)
 
 
+def uci_split_as_csv(folder, index, path):
+  """Split `index` of a UCI folder as one CSV: its train rows then its test rows (index-file order),
+  columns x0.. and y, and a column "part" saying which."""
+  split = uci.read_split(folder, index)
+  width = split["train"]["x"].shape[1]
+  rows = [
+    [*map(repr, x), repr(y), part]
+    for part in ("train", "test")
+    for x, y in zip(split[part]["x"].tolist(), split[part]["y"].tolist())
+  ]
+  return _write_csv(path, [f"x{i}" for i in range(width)] + ["y", "part"], rows)
+
+
+def test_a_uci_split_written_as_csv_loads_as_the_uci_path_does(uci_data_dir, tmp_path):
+  """The same rows, the same training statistics: the csv path is the uci path for a table."""
+  c = bnnjax.base_config()
+  c.data.name, c.data.uci_name, c.data.data_dir, c.data.split_index = "uci", "concrete", str(uci_data_dir), 3
+  c.data.train_split, c.data.validation_split = "train[:80%]", "train[80%:]"
+  by_uci = config_lib.resolve(c).data
+  path = uci_split_as_csv(data.uci_folder(by_uci), 3, tmp_path / "concrete.csv")
+  by_csv = _config(
+    path, "y", split_column="part", train_split="train[:80%]", validation_split="train[80%:]"
+  ).data
+  for split in ("train[:80%]", "train[80%:]", "test"):
+    a, b = data.load_split(by_uci, split), data.load_split(by_csv, split)
+    np.testing.assert_array_equal(a["x"], b["x"])
+    np.testing.assert_array_equal(a["y"], b["y"])
+  assert data.target_scale(by_uci) == data.target_scale(by_csv)
+
+
 # --- runs that take raw rows ------------------------------------------------------
 
 
-def _fit(config, workdir, steps=300):
+def _fit(config, workdir, steps=200):
   config.model.name = "mlp"
   config = config_lib.resolve(config)
   config.model.hidden_sizes = (32,)
