@@ -14,5 +14,6 @@ Fitted outside the train loop, as functions (no "<method>/<network>" name):
                   small problems, with R-hat and ESS; its samples' predictive (K = S)
     laplace       last-layer Laplace (full GGN) around a trained point run, prior precision
                   given or tuned by the marginal likelihood, GLM predictive (sampled, or
-                  closed form: probit / exact Gaussian): fit_run(run)
+                  closed form: probit / exact Gaussian): fit_run(run); fit_run(run,
+                  structure="diagonal" | "kfac") for every layer (laplace_layers: GLM or MC)
 """

@@ -16,9 +16,10 @@ The prior precision λ is given, or chosen by the Laplace marginal likelihood
     log p(D | λ) ≈ log p(D | θ*) + (P/2) log λ − (λ/2) ‖θ*‖² − ½ log det Λ(λ) + const
 over a log grid (`tune_prior_precision`).
 
-It is fitted after training, not by the train loop: `fit_run(run)` takes a trained point
-run (`bnnjax.load` of "mlp" or "point/<network>") and returns a Run whose predict / evaluate
-use the Laplace predictive.
+It is fitted after training, not by the train loop: `fit_run(run, structure=...)` takes a
+trained point run (`bnnjax.load` of "mlp" or "point/<network>") and returns a Run whose predict /
+evaluate use the Laplace predictive; structure "diagonal" and "kfac" (every layer, GLM or MC
+predictive) are `bnnjax.methods.laplace_layers`.
 """
 
 import dataclasses
@@ -31,7 +32,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from bnnjax import data as data_lib
-from bnnjax.methods import ensemble
+from bnnjax.methods import ensemble, laplace_layers
 from bnnjax.methods.common import targets
 from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Predictor, Task
 
@@ -136,22 +137,17 @@ def _masked_ggn(split: _LastLayer, params, xb, n, classification, noise_std):
 
 def log_marginal_likelihood_terms(ggn_matrix, theta_map, prior_precision) -> jax.Array:
   """The λ-dependent part of the Laplace evidence, for λ of any shape [...]:
-  (P/2) log λ − (λ/2)‖θ*‖² − ½ log det(G + λI)."""
-  eigenvalues = jnp.clip(jnp.linalg.eigvalsh(ggn_matrix), 0.0)
-  lam = jnp.asarray(prior_precision, eigenvalues.dtype)
-  return (
-    0.5 * theta_map.size * jnp.log(lam)
-    - 0.5 * lam * jnp.sum(theta_map**2)
-    - 0.5 * jnp.sum(jnp.log(eigenvalues + lam[..., None]), -1)
-  )
+  (P/2) log λ − (λ/2)‖θ*‖² − ½ log det(G + λI) (`laplace_layers.log_evidence_terms`)."""
+  eigenvalues = jnp.linalg.eigvalsh(ggn_matrix)
+  return laplace_layers.log_evidence_terms(eigenvalues, jnp.sum(theta_map**2), prior_precision)
 
 
 def tune_prior_precision(
   ggn_matrix, theta_map, low: float = 1e-4, high: float = 1e6, num: int = 2001
 ) -> float:
   """λ maximising the Laplace marginal likelihood over a log grid of num points in [low, high]."""
-  grid = jnp.logspace(np.log10(low), np.log10(high), num)
-  return float(grid[jnp.argmax(log_marginal_likelihood_terms(ggn_matrix, theta_map, grid))])
+  eigenvalues = jnp.linalg.eigvalsh(ggn_matrix)
+  return laplace_layers.tune_prior_precision(eigenvalues, jnp.sum(theta_map**2), low, high, num)
 
 
 def fit(
@@ -220,13 +216,15 @@ def output_moments(forward: Callable, posterior: LaplacePosterior, x, centred: b
   return outputs, jnp.sum(half**2, 0).reshape(outputs.shape)
 
 
-PREDICTIVES = ("mc", "closed_form")
+STRUCTURES = ("last_layer", *laplace_layers.STRUCTURES)
+PREDICTIVES = ("mc", "glm", "closed_form")
 
 
 def predictor(forward: Callable, info: DataInfo, noise_std: float = 1.0, predictive: str = "mc") -> Predictor:
   """The GLM predictive of a LaplacePosterior (see the module doc).
 
-  predictive: "mc": K sampled outputs; "closed_form": one output (K = 1), for a classifier
+  predictive: "mc" or "glm" (the same for a last layer): K sampled outputs;
+    "closed_form": one output (K = 1), for a classifier
     the probit approximation softmax(f* / sqrt(1 + π/8 var)) of the centred logits (see
     `output_moments`), for a regressor the exact
     Gaussian N(f*, noise_std² + var).
@@ -269,23 +267,45 @@ def network_of(run) -> Callable:
 
 def fit_run(
   run,
+  structure: str = "last_layer",
   prior_precision: Optional[float] = None,
   noise_std: float = 1.0,
   eval_samples: int = 32,
-  predictive: str = "mc",
+  predictive: str = "glm",
   data_dir=None,
 ):
-  """A trained point run with a last-layer Laplace posterior fitted on its training split.
+  """A trained point run with a Laplace posterior fitted on its training split.
 
-  Returns a bnnjax Run (params: LaplacePosterior; task: its evaluate and predictor) whose
-  predict / evaluate use the Laplace predictive ("mc" or "closed_form", see `predictor`);
-  its config.model.name reads "laplace/<name>".
+  Args:
+    run: a trained point run (`bnnjax.load` of "mlp" or "point/<network>").
+    structure: "last_layer" (full GGN of the last hk.Linear, this module), "diagonal" (every
+      weight) or "kfac" (every dense layer; a network of hk.Linear only): `laplace_layers`.
+    prior_precision: λ > 0, or None to tune it by the marginal likelihood.
+    eval_samples: K of the Task's evaluate (Run.evaluate and predict take their own K).
+    predictive: "glm" (linearised) or "mc" (the network at sampled weights), the same for a
+      last layer; "closed_form" (probit / exact Gaussian) for a last layer only.
+  Returns:
+    A bnnjax Run (params: the posterior; task: its evaluate and predictor) whose predict /
+    evaluate use the Laplace predictive; its config.model.name reads "laplace/<name>" for a
+    last layer, "laplace_diagonal/<name>" or "laplace_kfac/<name>" otherwise.
   """
+  if structure not in STRUCTURES:
+    raise ValueError(f"Laplace structure must be one of {', '.join(STRUCTURES)}, got {structure!r}")
+  if structure == "last_layer" and predictive not in PREDICTIVES:
+    raise ValueError(f"Laplace predictive must be one of {', '.join(PREDICTIVES)}, got {predictive!r}")
+  if structure != "last_layer":
+    laplace_layers.check_predictive(predictive)
   forward = network_of(run)
   train = data_lib.load_split(run.config.data, run.config.data.train_split, data_dir)
   x = run.inputs(train["x"])
-  posterior = fit(forward, run.params, x, train["y"], run.info, prior_precision, noise_std)
-  pred = predictor(forward, run.info, noise_std, predictive)
+  if structure == "last_layer":
+    posterior = fit(forward, run.params, x, train["y"], run.info, prior_precision, noise_std)
+    pred = predictor(forward, run.info, noise_std, "mc" if predictive == "glm" else predictive)
+    name = f"laplace/{run.config.model.name}"
+  else:
+    posterior = laplace_layers.fit(forward, run.params, x, run.info, structure, prior_precision, noise_std)
+    pred = laplace_layers.predictor(forward, run.info, noise_std, predictive)
+    name = f"laplace_{structure}/{run.config.model.name}"
   classification = run.info.num_classes > 0
 
   def evaluate(posterior, rng, batch):
@@ -297,6 +317,6 @@ def fit_run(
     return regression_metrics(outputs[0], targets(batch), outputs[1])
 
   config = run.config.copy_and_resolve_references()
-  config.model.name = f"laplace/{run.config.model.name}"
+  config.model.name = name
   task = Task(run.task.init, run.task.loss, evaluate, predictor=pred)
   return dataclasses.replace(run, config=config, params=posterior, task=task)
