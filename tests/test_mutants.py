@@ -1,0 +1,447 @@
+"""Known-answer tests written to kill the mutants that survived the rest of the suite (issue 19).
+
+Each test pins values that a one-line change of the code would move: closed forms worked
+by hand or with numpy at float64, exact error messages, exact draws. They are small and
+eager (no training), so that `mutmut run` (docs/mutation.md) can afford them per mutant.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bnnjax import distributions, metrics, objectives, posterior, priors
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def _normal_log_pdf(x, m, s):
+  return -0.5 * ((x - m) / s) ** 2 - np.log(s) - 0.5 * LOG_2PI
+
+
+# --- distributions ---------------------------------------------------------------------------------------
+
+
+def test_standard_normal_draws_are_standard_normal_in_the_requested_shape_and_dtype():
+  draws = distributions.standard_normal(jax.random.PRNGKey(0), (200_000,))
+  assert draws.shape == (200_000,) and draws.dtype == jnp.float32
+  x = np.asarray(draws, np.float64)
+  assert abs(x.mean()) < 0.01 and abs(x.std() - 1.0) < 0.01
+  # symmetric tails at the right mass: P(|z| > 1.96) = 0.05, P(z > 1.96) = 0.025
+  assert abs((np.abs(x) > 1.96).mean() - 0.05) < 0.003
+  assert abs((x > 1.96).mean() - 0.025) < 0.002
+  assert np.isfinite(x).all()
+  half = distributions.standard_normal(jax.random.PRNGKey(0), (3, 2), jnp.bfloat16)
+  assert half.shape == (3, 2) and half.dtype == jnp.bfloat16
+
+
+def test_standard_normal_is_a_pure_function_of_the_key():
+  a = distributions.standard_normal(jax.random.PRNGKey(3), (5,))
+  b = distributions.standard_normal(jax.random.PRNGKey(3), (5,))
+  c = distributions.standard_normal(jax.random.PRNGKey(4), (5,))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+
+
+def test_gaussian_log_prob_kl_cross_entropy_and_entropy_against_float64_formulas():
+  x, m, s = 0.7, -0.4, 1.7
+  np.testing.assert_allclose(distributions.gaussian_log_prob(x, m, s), _normal_log_pdf(x, m, s), rtol=1e-6)
+  mq, sq, mp, sp = 0.3, 0.5, -0.2, 1.5
+  kl = np.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5
+  np.testing.assert_allclose(distributions.gaussian_kl(mq, sq, mp, sp), kl, rtol=1e-6)
+  np.testing.assert_allclose(distributions.gaussian_kl(mq, sq, mp, sp, log_std_q=jnp.log(sq)), kl, rtol=1e-6)
+  # the log std passed in is the one used (not recomputed from std_q)
+  np.testing.assert_allclose(
+    distributions.gaussian_kl(mq, sq, mp, sp, log_std_q=np.log(sq) + 1.0), kl - 1.0, rtol=1e-6
+  )
+  cross = 0.5 * LOG_2PI + np.log(sp) + ((mq - mp) ** 2 + sq**2) / (2 * sp**2)
+  np.testing.assert_allclose(distributions.gaussian_cross_entropy(mq, sq, mp, sp), cross, rtol=1e-6)
+  entropy = 0.5 * (1 + LOG_2PI) + np.log(sq)
+  np.testing.assert_allclose(distributions.gaussian_entropy(std=sq), entropy, rtol=1e-6)
+  np.testing.assert_allclose(distributions.gaussian_entropy(log_std=np.log(sq)), entropy, rtol=1e-6)
+  with pytest.raises(ValueError, match=r"^gaussian_entropy takes exactly one of std and log_std$"):
+    distributions.gaussian_entropy()
+  with pytest.raises(ValueError, match=r"^gaussian_entropy takes exactly one of std and log_std$"):
+    distributions.gaussian_entropy(std=1.0, log_std=0.0)
+
+
+def test_bernoulli_and_categorical_log_probs_against_hand_values():
+  logits = jnp.array([0.4, -1.3])
+  p = 1 / (1 + np.exp(-np.array([0.4, -1.3])))
+  x = jnp.array([0.25, 1.0])
+  expected = 0.25 * np.log(p[0]) + 0.75 * np.log(1 - p[0]), np.log(p[1])
+  np.testing.assert_allclose(distributions.bernoulli_log_prob(logits, x), expected, rtol=1e-6)
+  logits = jnp.array([[0.0, 1.0, 2.0], [3.0, 0.0, -1.0]])
+  probs = np.exp(np.asarray(logits, np.float64))
+  probs /= probs.sum(-1, keepdims=True)
+  np.testing.assert_allclose(
+    distributions.categorical_log_prob(logits, jnp.array([2, 1])),
+    [np.log(probs[0, 2]), np.log(probs[1, 1])],
+    rtol=1e-6,
+  )
+
+
+# --- objectives ------------------------------------------------------------------------------------------
+
+
+def test_kl_weight_is_a_product_of_its_factors_and_rises_as_step_over_warmup():
+  assert float(objectives.kl_weight(30, beta=2.0, warmup_steps=40, temperature=0.5)) == pytest.approx(0.75)
+  assert float(objectives.kl_weight(30, beta=3.0, temperature=0.5)) == pytest.approx(1.5)
+  assert float(objectives.kl_weight(1, warmup_steps=1)) == 1.0
+  assert float(objectives.kl_weight(0, warmup_steps=1)) == 0.0
+
+
+def test_predictive_nlls_of_unequal_samples_use_log_k():
+  # Three samples, p(y) = 0.2, 0.5, 0.8 for the one example: -log(0.5).
+  logits = jnp.log(jnp.array([[[0.2, 0.8]], [[0.5, 0.5]], [[0.8, 0.2]]]))
+  np.testing.assert_allclose(
+    objectives.categorical_predictive_nll(logits, jnp.array([0])), [np.log(2)], rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    objectives.categorical_nll(logits, jnp.array([0])), -np.log([0.2, 0.5, 0.8]).mean()
+  )
+  predictions = jnp.array([[0.0], [1.0], [3.0]])
+  mix = np.mean([np.exp(_normal_log_pdf(1.0, m, 0.5)) for m in (0.0, 1.0, 3.0)])
+  np.testing.assert_allclose(
+    objectives.gaussian_predictive_nll(predictions, jnp.array([1.0]), 0.5), [-np.log(mix)], rtol=1e-5
+  )
+
+
+# --- priors ----------------------------------------------------------------------------------------------
+
+
+def test_prior_constructors_return_the_fields_and_reject_bad_values_in_one_line():
+  assert priors.gaussian_prior(2) == priors.GaussianPrior(2.0)
+  assert isinstance(priors.gaussian_prior(2).scale, float)
+  mixture = priors.scale_mixture_prior(0.25, 1, 0.5, kl="bound")
+  assert mixture == priors.ScaleMixturePrior(0.25, 1.0, 0.5, "bound")
+  assert priors.scale_mixture_prior(0.5, 1.0, 2.0).kl == "mc"
+  with pytest.raises(ValueError, match=r"^prior scale must be positive, got 0$"):
+    priors.gaussian_prior(0)
+  with pytest.raises(ValueError, match=r"^mixture weight pi must lie in \(0, 1\), got 1$"):
+    priors.scale_mixture_prior(1, 1.0, 2.0)
+  with pytest.raises(ValueError, match=r"^mixture weight pi must lie in \(0, 1\), got 0$"):
+    priors.scale_mixture_prior(0, 1.0, 2.0)
+  with pytest.raises(ValueError, match=r"^mixture scale1 must be positive, got 0$"):
+    priors.scale_mixture_prior(0.5, 0, 2.0)
+  with pytest.raises(ValueError, match=r"^mixture scale2 must be positive, got -1$"):
+    priors.scale_mixture_prior(0.5, 1.0, -1)
+  with pytest.raises(ValueError, match=r"^mixture kl must be one of mc, bound, got 'exact'$"):
+    priors.scale_mixture_prior(0.5, 1.0, 2.0, kl="exact")
+
+
+def test_layerwise_prior_sorts_its_modules_and_names_a_bad_one():
+  g, m = priors.GaussianPrior(1.0), priors.ScaleMixturePrior(0.5, 1.0, 0.1)
+  assert priors.layerwise_prior({"b": g, "a": m}) == priors.LayerwisePrior((("a", m), ("b", g)))
+  q = priors.PosteriorPrior({"mean": {}, "rho": {}})
+  assert priors.layerwise_prior({"a": q}).by_module == (("a", q),)
+  with pytest.raises(
+    ValueError,
+    match=r"^layerwise prior for 'x' must be a Gaussian, scale-mixture or posterior prior, got float$",
+  ):
+    priors.layerwise_prior({"x": 1.0})
+
+
+def test_prior_log_prob_sums_every_leaf_against_float64_formulas():
+  params = {"a": {"w": jnp.array([0.5, -1.0])}, "b": {"w": jnp.array([[2.0]])}}
+  values = np.array([0.5, -1.0, 2.0])
+  np.testing.assert_allclose(
+    priors.log_prob(params, priors.GaussianPrior(1.5)), _normal_log_pdf(values, 0, 1.5).sum(), rtol=1e-6
+  )
+  mixture = priors.ScaleMixturePrior(0.25, 2.0, 0.3)
+  density = 0.25 * np.exp(_normal_log_pdf(values, 0, 2.0)) + 0.75 * np.exp(_normal_log_pdf(values, 0, 0.3))
+  np.testing.assert_allclose(priors.log_prob(params, mixture), np.log(density).sum(), rtol=1e-6)
+  np.testing.assert_allclose(
+    priors.scale_mixture_log_prob(jnp.asarray(values), mixture), np.log(density), rtol=1e-6
+  )
+  with pytest.raises(ValueError, match=r"^log_prob: unsupported prior PosteriorPrior$"):
+    priors.log_prob(params, priors.PosteriorPrior({}))
+
+
+# --- posterior -------------------------------------------------------------------------------------------
+
+
+def _params():
+  return {"lin": {"w": jnp.array([[0.5, -1.0]]), "b": jnp.array([0.25])}, "out": {"w": jnp.array([[2.0]])}}
+
+
+def test_init_posterior_sets_every_std_exactly_in_both_scales():
+  q = posterior.init_posterior(_params(), 0.3)
+  assert sorted(q) == ["mean", "rho"]
+  np.testing.assert_allclose(q["rho"]["lin"]["w"], np.log(np.expm1(0.3)) * np.ones((1, 2)), rtol=1e-6)
+  np.testing.assert_allclose(posterior.stds(q)["out"]["w"], [[0.3]], rtol=1e-6)
+  q = posterior.init_posterior(_params(), 0.3, bayesian="all", scale="log_std")
+  assert sorted(q) == ["log_std", "mean"]
+  np.testing.assert_allclose(q["log_std"]["lin"]["b"], [np.log(0.3)], rtol=1e-6)
+  assert q["log_std"]["lin"]["b"].dtype == jnp.float32
+  np.testing.assert_allclose(posterior.inverse_softplus(jnp.float32(2.0)), np.log(np.expm1(2.0)), rtol=1e-6)
+
+
+def test_init_posterior_errors_name_the_bad_value():
+  with pytest.raises(ValueError, match=r"^init_std must be positive, got 0.0$"):
+    posterior.init_posterior(_params(), 0.0)
+  with pytest.raises(ValueError, match=r"^unknown posterior scale 'exp'; choose one of softplus, log_std$"):
+    posterior.init_posterior(_params(), 0.1, scale="exp")
+  with pytest.raises(ValueError, match=r"^bayesian must be None, 'all' or a predicate, got 'some'$"):
+    posterior.init_posterior(_params(), 0.1, bayesian="some")
+  with pytest.raises(ValueError, match=r"^bayesian predicate selected no parameters$"):
+    posterior.init_posterior(_params(), 0.1, bayesian=lambda m, n, v: False)
+
+
+def test_scale_keys_and_posterior_recognition():
+  q = posterior.init_posterior(_params(), 0.1, bayesian=lambda m, n, v: m == "lin")
+  assert posterior.is_posterior(q) and posterior.scale_key(q) == "rho"
+  assert not posterior.is_posterior({"mean": {}, "rho": {}, "log_std": {}})
+  assert not posterior.is_posterior({"mean": {}})
+  assert not posterior.is_posterior({"rho": {}})
+  assert not posterior.is_posterior([("mean", {}), ("rho", {})])
+  with pytest.raises(
+    ValueError, match=r"^a posterior holds 'mean' and one of \['rho', 'log_std'\]; got keys \['mean'\]$"
+  ):
+    posterior.scale_key({"mean": {}})
+  assert sorted(posterior.bayesian_means(q)) == ["lin"]
+  assert posterior.mean_params(q) is q["mean"]
+
+
+def _posterior(scale):
+  """Two Bayesian leaves with hand-chosen stds; the "out" module is a point estimate."""
+  std = {"lin": {"w": np.array([[0.5, 2.0]]), "b": np.array([0.25])}}
+  to_param = (lambda s: np.log(np.expm1(s))) if scale == "rho" else np.log
+  return {
+    "mean": _params(),
+    scale: jax.tree_util.tree_map(lambda s: jnp.asarray(to_param(s), jnp.float32), std),
+  }
+
+
+@pytest.mark.parametrize("scale", ["rho", "log_std"])
+def test_stds_log_prob_entropy_and_kl_against_float64_formulas(scale):
+  q = _posterior(scale)
+  m = np.array([0.5, -1.0, 0.25])
+  s = np.array([0.5, 2.0, 0.25])
+  np.testing.assert_allclose(posterior.stds(q)["lin"]["w"], [[0.5, 2.0]], rtol=1e-5)
+  np.testing.assert_allclose(posterior.log_stds(q)["lin"]["b"], [np.log(0.25)], rtol=1e-5)
+  params = {"lin": {"w": jnp.array([[1.0, 0.0]]), "b": jnp.array([0.0])}, "out": {"w": jnp.array([[9.0]])}}
+  x = np.array([1.0, 0.0, 0.0])
+  np.testing.assert_allclose(posterior.log_prob(q, params), _normal_log_pdf(x, m, s).sum(), rtol=1e-5)
+  np.testing.assert_allclose(posterior.entropy(q), (0.5 * (1 + LOG_2PI) + np.log(s)).sum(), rtol=1e-5)
+  sp = 1.5
+  kl = (np.log(sp / s) + (s**2 + m**2) / (2 * sp**2) - 0.5).sum()
+  np.testing.assert_allclose(posterior.kl(q, priors.GaussianPrior(sp)), kl, rtol=1e-5)
+  # a previous posterior as prior: KL to itself is 0, to a shifted copy the mean term only
+  np.testing.assert_allclose(posterior.kl(q, priors.PosteriorPrior(q)), 0.0, atol=1e-6)
+  shifted = {"mean": jax.tree_util.tree_map(lambda w: w + 1.0, q["mean"]), scale: q[scale]}
+  np.testing.assert_allclose(
+    posterior.kl(q, priors.PosteriorPrior(shifted)), (1 / (2 * s**2)).sum(), rtol=1e-5
+  )
+  # the mixture bound: closed form of -H[q] - logsumexp_k(log pi_k - CE(q, N(0, s_k^2)))
+  mix = priors.ScaleMixturePrior(0.3, 1.0, 0.2, "bound")
+  ce = lambda sk: 0.5 * LOG_2PI + np.log(sk) + (m**2 + s**2) / (2 * sk**2)
+  bound = -(0.5 * (1 + LOG_2PI) + np.log(s)) - np.logaddexp(np.log(0.3) - ce(1.0), np.log(0.7) - ce(0.2))
+  np.testing.assert_allclose(posterior.kl(q, mix), bound.sum(), rtol=1e-5)
+
+
+def test_sample_params_is_mean_plus_std_times_the_documented_normals():
+  q = _posterior("log_std")
+  key = jax.random.PRNGKey(5)
+  draw = posterior.sample_params(q, key)
+  means = posterior.bayesian_means(q)
+  leaves, treedef = jax.tree_util.tree_flatten(means)
+  keys = jax.random.split(key, len(leaves))
+  eps = jax.tree_util.tree_unflatten(
+    treedef, [distributions.standard_normal(k, w.shape, w.dtype) for k, w in zip(keys, leaves)]
+  )
+  np.testing.assert_allclose(
+    draw["lin"]["w"], means["lin"]["w"] + np.array([[0.5, 2.0]]) * eps["lin"]["w"], rtol=1e-5
+  )
+  np.testing.assert_allclose(draw["lin"]["b"], means["lin"]["b"] + 0.25 * eps["lin"]["b"], rtol=1e-5)
+  assert draw["out"]["w"] is q["mean"]["out"]["w"]
+  # the Monte Carlo mixture KL is -H[q] - log p(w) at exactly that draw
+  mix = priors.ScaleMixturePrior(0.3, 1.0, 0.2, "mc")
+  w = {"lin": {"w": draw["lin"]["w"], "b": draw["lin"]["b"]}}
+  np.testing.assert_allclose(
+    posterior.kl(q, mix, key), -posterior.entropy(q) - priors.log_prob(w, mix), rtol=1e-5
+  )
+  with pytest.raises(ValueError, match=r"^kl to a scale-mixture prior is a Monte Carlo estimate: pass rng$"):
+    posterior.kl(q, mix)
+  with pytest.raises(ValueError, match=r"^kl: unknown prior float$"):
+    posterior.kl(q, 1.0)
+
+
+def test_layerwise_kl_is_each_modules_kl_with_its_own_key_and_errors_name_the_modules():
+  q = posterior.init_posterior(_params(), 0.4, scale="log_std")
+  only = lambda module: {"mean": {module: q["mean"][module]}, "log_std": {module: q["log_std"][module]}}
+  g, mix = priors.GaussianPrior(1.0), priors.ScaleMixturePrior(0.5, 1.0, 0.1)
+  prior = priors.layerwise_prior({"lin": mix, "out": g})
+  key = jax.random.PRNGKey(2)
+  expected = posterior.kl(only("lin"), mix, jax.random.fold_in(key, 0)) + posterior.kl(only("out"), g)
+  np.testing.assert_allclose(posterior.kl(q, prior, key), expected, rtol=1e-5)
+  prior = priors.layerwise_prior({"lin": priors.PosteriorPrior(q), "out": g})
+  np.testing.assert_allclose(posterior.kl(q, prior), posterior.kl(only("out"), g), rtol=1e-5)
+  with pytest.raises(
+    ValueError,
+    match=r"^layerwise prior covers modules \['lin'\] but the Bayesian modules are \['lin', 'out'\]$",
+  ):
+    posterior.kl(q, priors.layerwise_prior({"lin": g}))
+
+
+def test_another_architecture_is_named_leaf_by_leaf():
+  q = posterior.init_posterior(_params(), 0.4)
+  other = posterior.init_posterior({"lin": {"w": jnp.zeros((2, 2))}}, 0.4)
+  with pytest.raises(
+    ValueError,
+    match=r"^prior posterior comes from another architecture: Bayesian leaves lin/w\(2, 2\) "
+    r"differ from lin/b\(1,\), lin/w\(1, 2\), out/w\(1, 1\)$",
+  ):
+    posterior.check_same_architecture(q, other)
+
+
+# --- metrics ---------------------------------------------------------------------------------------------
+
+
+def test_accuracy_nll_brier_on_a_hand_case():
+  probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.0, 1.0, 0.0], [0.5, 0.25, 0.25]])
+  labels = np.array([0, 1, 0, 0])
+  assert metrics.accuracy(probs, labels) == 0.5
+  tiny = np.finfo(np.float64).tiny
+  expected_nll = -(np.log(0.7) + np.log(0.3) + np.log(tiny) + np.log(0.5)) / 4
+  assert metrics.nll(probs, labels) == pytest.approx(expected_nll, rel=1e-12)
+  brier = ((0.09 + 0.04 + 0.01) + (0.01 + 0.49 + 0.36) + (1 + 1) + (0.25 + 0.0625 + 0.0625)) / 4
+  assert metrics.brier(probs, labels) == pytest.approx(brier, rel=1e-12)
+  out = metrics.classification_metrics(probs, labels)
+  assert out == {
+    "accuracy": 0.5,
+    "nll": pytest.approx(expected_nll),
+    "brier": pytest.approx(brier),
+    "ece": pytest.approx(metrics.ece(probs, labels)),
+  }
+  with pytest.raises(
+    ValueError, match=r"^expected probs \[N, C\] and labels \[N\], got shapes \(4, 3\) and \(3,\)$"
+  ):
+    metrics.accuracy(probs, labels[:3])
+  with pytest.raises(
+    ValueError, match=r"^expected probs \[N, C\] and labels \[N\], got shapes \(3,\) and \(3,\)$"
+  ):
+    metrics.accuracy(np.ones(3), labels[:3])
+
+
+def test_reliability_bins_counts_and_ece_on_a_hand_case():
+  # 4 bins of width 0.25; confidences 0.3 (bin 1), 0.5 (edge: bin 1), 0.9, 0.95 (bin 3); 1.0 in bin 3
+  probs = np.array([[0.3, 0.3, 0.4], [0.5, 0.5, 0.0], [0.9, 0.1, 0.0], [0.05, 0.95, 0.0], [1.0, 0.0, 0.0]])
+  labels = np.array([2, 0, 1, 1, 0])
+  # confidences 0.4, 0.5, 0.9, 0.95, 1.0; correct 1, 1, 0, 1, 1
+  r = metrics.reliability(probs, labels, num_bins=4)
+  np.testing.assert_allclose(r.bin_edges, [0, 0.25, 0.5, 0.75, 1.0])
+  np.testing.assert_array_equal(r.count, [0, 2, 0, 3])
+  np.testing.assert_allclose(r.confidence[[1, 3]], [0.45, (0.9 + 0.95 + 1.0) / 3])
+  np.testing.assert_allclose(r.accuracy[[1, 3]], [1.0, 2 / 3])
+  assert np.isnan(r.confidence[0]) and np.isnan(r.accuracy[2])
+  expected = (2 * 0.55 + 3 * abs(2 / 3 - 2.85 / 3)) / 5
+  assert r.ece == pytest.approx(expected, rel=1e-12)
+  assert metrics.ece(probs, labels, num_bins=4) == pytest.approx(expected, rel=1e-12)
+  # default: 15 bins
+  assert len(metrics.reliability(probs, labels).count) == metrics.NUM_ECE_BINS == 15
+  # a one-hot zero-confidence case cannot happen; a single bin is the accuracy gap
+  assert metrics.ece(probs, labels, num_bins=1) == pytest.approx(abs(0.8 - 3.75 / 5), rel=1e-12)
+  with pytest.raises(ValueError, match=r"^num_bins must be >= 1, got 0$"):
+    metrics.reliability(probs, labels, num_bins=0)
+
+
+def test_ece_interval_is_the_documented_percentile_bootstrap():
+  probs = np.array([[0.3, 0.3, 0.4], [0.5, 0.5, 0.0], [0.9, 0.1, 0.0], [0.05, 0.95, 0.0], [1.0, 0.0, 0.0]])
+  labels = np.array([2, 0, 1, 1, 0])
+  rng = np.random.default_rng(7)
+  eces = []
+  for _ in range(50):
+    i = rng.integers(0, 5, 5)
+    eces.append(metrics.ece(probs[i], labels[i], num_bins=4))
+  expected = np.percentile(eces, 10.0), np.percentile(eces, 90.0)
+  got = metrics.ece_interval(probs, labels, num_resamples=50, level=0.8, seed=7, num_bins=4)
+  np.testing.assert_allclose(got, expected, rtol=1e-12)
+  # defaults: 1000 resamples, level 0.95, seed 0, 15 bins
+  rng = np.random.default_rng(0)
+  eces = [metrics.ece(probs[i], labels[i]) for i in (rng.integers(0, 5, 5) for _ in range(1000))]
+  np.testing.assert_allclose(
+    metrics.ece_interval(probs, labels), (np.percentile(eces, 2.5), np.percentile(eces, 97.5)), rtol=1e-12
+  )
+  with pytest.raises(ValueError, match=r"^need num_resamples >= 1 and level in \(0, 1\), got 0 and 0.9$"):
+    metrics.ece_interval(probs, labels, num_resamples=0, level=0.9)
+  for level in (0.0, 1.0):
+    with pytest.raises(ValueError, match=r"^need num_resamples >= 1"):
+      metrics.ece_interval(probs, labels, num_resamples=1, level=level)
+  assert metrics.ece_interval(probs, labels, num_resamples=1)[0] >= 0.0
+
+
+def test_average_ranks_auroc_aupr_and_fpr_on_hand_cases():
+  np.testing.assert_allclose(metrics.average_ranks([3.0, 1.0, 3.0, 2.0, 3.0]), [4.0, 1.0, 4.0, 2.0, 4.0])
+  np.testing.assert_allclose(metrics.average_ranks([2.0, 2.0, 1.0]), [2.5, 2.5, 1.0])
+  score_in, score_out = [0.1, 0.4, 0.5, 0.5], [0.5, 0.8, 0.3]
+  # pairs out > in: 0.5: 2 wins + 2 ties; 0.8: 4 wins; 0.3: 1 win -> (7 + 1) / 12
+  assert metrics.auroc(score_in, score_out) == pytest.approx(8 / 12, rel=1e-12)
+  # thresholds 0.8 (tp 1, fp 0), 0.5 (tp 2, fp 2), 0.4 (2, 3), 0.3 (3, 3), 0.1 (3, 4)
+  aupr = (1 / 3) * 1.0 + (1 / 3) * 0.5 + (1 / 3) * 0.5
+  assert metrics.aupr(score_in, score_out) == pytest.approx(aupr, rel=1e-12)
+  # tpr 2/3 needs threshold 0.5: in-flagged 2/4; tpr 1 needs 0.3: 3/4
+  assert metrics.fpr_at_tpr(score_in, score_out, 2 / 3) == 0.5
+  assert metrics.fpr_at_tpr(score_in, score_out, 1.0) == 0.75
+  assert metrics.fpr_at_tpr(score_in, score_out, 0.5) == 0.5
+  assert metrics.fpr_at_tpr(score_in, score_out, 0.3) == 0.0
+  out = metrics.ood_metrics(score_in, score_out)
+  assert out == {"auroc": pytest.approx(8 / 12), "aupr": pytest.approx(aupr), "fpr95": 0.75}
+  with pytest.raises(ValueError, match=r"^tpr must be in \(0, 1\], got 0.0$"):
+    metrics.fpr_at_tpr(score_in, score_out, 0.0)
+  with pytest.raises(ValueError, match=r"^tpr must be in \(0, 1\], got 1.5$"):
+    metrics.fpr_at_tpr(score_in, score_out, 1.5)
+  with pytest.raises(ValueError, match=r"^need in- and out-of-distribution scores, got 0 and 3$"):
+    metrics.auroc([], score_out)
+  with pytest.raises(ValueError, match=r"^need in- and out-of-distribution scores, got 4 and 0$"):
+    metrics.auroc(score_in, [])
+  with pytest.raises(ValueError, match=r"^OOD scores must be finite$"):
+    metrics.auroc(score_in, [np.nan])
+  with pytest.raises(ValueError, match=r"^OOD scores must be finite$"):
+    metrics.auroc([np.inf], score_out)
+
+
+def test_rejection_rule_and_ood_report_on_a_hand_case():
+  score_in, score_out = np.array([0.0, 1.0, 2.0, 3.0, 4.0]), np.array([2.0, 3.5, 5.0])
+  rule = metrics.rejection_rule(score_in, score_out, 50.0)
+  assert rule == metrics.Rejection(2.0, 0.4, 2 / 3)
+  assert metrics.rejection_rule(score_in, score_out).threshold == pytest.approx(3.96)
+  assert metrics.rejection_rule(score_in, score_out, 0.0) == metrics.Rejection(0.0, 0.8, 1.0)
+  assert metrics.rejection_rule(score_in, score_out, 100.0) == metrics.Rejection(4.0, 0.0, 1 / 3)
+  for bad in (-1.0, 101.0):
+    with pytest.raises(ValueError, match=rf"^percentile must be in \[0, 100\], got {bad}$"):
+      metrics.rejection_rule(score_in, score_out, bad)
+  report = metrics.ood_report({"a": score_in, "b": score_in}, {"a": score_out, "c": score_out}, 50.0)
+  assert list(report) == ["a"]
+  assert report["a"] == {
+    **metrics.ood_metrics(score_in, score_out),
+    "rejection_threshold": 2.0,
+    "rejected_in": 0.4,
+    "rejected_out": pytest.approx(2 / 3),
+    "mean_in": 2.0,
+    "mean_out": pytest.approx(10.5 / 3),
+  }
+  assert metrics.ood_report({"a": score_in}, {"a": score_out})["a"]["rejection_threshold"] == pytest.approx(
+    3.96
+  )
+
+
+def test_regression_metrics_on_a_hand_case():
+  y, mean, std = np.array([1.0, 2.0, 4.0]), np.array([1.5, 2.0, 3.0]), np.array([0.5, 1.0, 2.0])
+  lower, upper = np.array([1.0, 2.5, 0.0]), np.array([1.0, 3.0, 4.0])
+  assert metrics.interval_coverage(y, lower, upper) == pytest.approx(2 / 3)
+  assert metrics.rmse(y, mean) == pytest.approx(np.sqrt(1.25 / 3), rel=1e-12)
+  nll = -np.mean(_normal_log_pdf(y, mean, std))
+  assert metrics.gaussian_nll(y, mean, std) == pytest.approx(nll, rel=1e-6)
+  assert metrics.regression_metrics(y, mean, std, lower, upper) == {
+    "rmse": pytest.approx(np.sqrt(1.25 / 3)),
+    "nll": pytest.approx(nll, rel=1e-6),
+    "coverage": pytest.approx(2 / 3),
+    "mean_interval_width": pytest.approx(1.5),
+  }
+  with pytest.raises(ValueError, match=r"^predictive std must be positive$"):
+    metrics.gaussian_nll(y, mean, np.array([0.5, 0.0, 1.0]))
+  with pytest.raises(ValueError, match=r"^shapes differ: \{'y': \(3,\), 'mean': \(2,\)\}$"):
+    metrics.rmse(y, mean[:2])
