@@ -9,19 +9,13 @@ One hidden layer of 50 ReLU units, a N(0, 1) prior, local reparameterisation, th
 r"""
 
 from bnnjax import config as config_lib
+from bnnjax.sweep import uci
 
-NUM_SPLITS = 20
 SELECT_NOISE = False  # learned (config.model.learn_noise)
 
 
 def get_config():
-  c = config_lib.base_config()
-  c.data.name = "uci"
-  c.data.uci_name = "concrete"
-  c.model.name = "bayes_mlp"
-  c = config_lib.resolve(c)
-  c.model.hidden_sizes = (50,)
-  c.model.activation = "relu"
+  c = uci.protocol_config("bayes_mlp")
   c.model.estimator = "local"
   c.model.num_samples = 1
   c.model.eval_samples = 1000
@@ -30,14 +24,6 @@ def get_config():
   c.model.init_std = 1e-2
   c.model.noise_std = 0.5  # the initial value of the learned noise std
   c.model.learn_noise = True
-  c.optimizer.lr = 1e-3
-  c.optimizer.schedule = "cosine"
-  c.batch_size = 32
-  c.num_epochs = 400
-  c.steps_per_call = 200  # one compiled call per 200 steps; evaluation and checkpoint at the end only
-  c.eval_every = c.checkpoint_every = c.log_every = 1_000_000
-  c.max_to_keep = 1
-  c.progress_bar = False
   return c
 
 
@@ -47,4 +33,4 @@ def get_grid():
 
 
 def get_sweep():
-  return [{"data.split_index": i} for i in range(NUM_SPLITS)]
+  return uci.split_sweep()

@@ -15,7 +15,7 @@ import os
 from bnnjax.config import load_config_file
 
 _ENSEMBLE = load_config_file(os.path.join(os.path.dirname(__file__), "uci_ensemble.py"))
-NUM_SPLITS, SELECT_NOISE = _ENSEMBLE.NUM_SPLITS, _ENSEMBLE.SELECT_NOISE
+SELECT_NOISE = _ENSEMBLE.SELECT_NOISE
 get_grid, get_sweep = _ENSEMBLE.get_grid, _ENSEMBLE.get_sweep
 
 

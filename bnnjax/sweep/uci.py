@@ -27,6 +27,32 @@ TRAIN_PART, VALIDATION_PART = "train[:80%]", "train[80%:]"
 CHOSEN_FILE, SCORE_FILE = "chosen.json", "score.json"
 
 
+NUM_SPLITS = 20  # the published splits of each table
+
+
+def protocol_config(model_name: str, uci_name: str = "concrete"):
+  """The published protocol's training for `model_name` ("ensemble/mlp", "dropout/mlp",
+  "bayes_mlp", ...): one hidden layer of 50 ReLU units, 400 epochs of Adam with a cosine
+  schedule, batches of 32, in compiled calls of 200 steps, evaluated and checkpointed at the
+  end only. A config file sets its method's own fields on it."""
+  c = config_lib.base_config()
+  c.data.name, c.data.uci_name, c.model.name = "uci", uci_name, model_name
+  c = config_lib.resolve(c)
+  c.model.hidden_sizes, c.model.activation = (50,), "relu"
+  c.optimizer.lr, c.optimizer.schedule = 1e-3, "cosine"
+  c.batch_size, c.num_epochs = 32, 400
+  c.steps_per_call = 200
+  c.eval_every = c.checkpoint_every = c.log_every = 1_000_000
+  c.max_to_keep = 1
+  c.progress_bar = False
+  return c
+
+
+def split_sweep(num_splits: int = NUM_SPLITS) -> List[Dict[str, int]]:
+  """get_sweep()'s points: splits 0 .. num_splits - 1 at a config's own settings."""
+  return [{"data.split_index": i} for i in range(num_splits)]
+
+
 def base_config(config, uci_name: str = "", data_dir: str = "", extra: Optional[Mapping] = None):
   """The config file's config on data set `uci_name` (folder `data_dir` if given), `extra` set."""
   overrides = {"data.name": "uci", **({"data.uci_name": uci_name} if uci_name else {})}
