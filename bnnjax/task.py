@@ -168,9 +168,12 @@ class Method(NamedTuple):
   """How a network's weights become a predictive (point estimate, mean-field VI, ...).
 
   make_task(forward, m, info, restored) -> Task, for any Network's forward.
+  num_outputs(m, info) -> the width of the network it needs (a regression head of two outputs:
+  bnnjax.likelihoods); None: the number of classes, or 1 for regression.
   """
 
   name: str
   default_config: Callable[[], Any]  # () -> dict of the method's fields with defaults
   make_task: Callable[..., Task]
   workdir_fields: Tuple[str, ...] = ()
+  num_outputs: Optional[Callable[..., int]] = None

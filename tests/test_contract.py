@@ -135,6 +135,14 @@ def test_mean_field_on_the_mlp_is_bayes_mlp_and_point_on_it_is_mlp():
   fields = lambda name: set(models.get(name).default_config()) - {"name"}
   assert fields("bayes_mlp") == fields("mean_field/mlp") | {"layer_priors", "bayesian"}
   assert fields("mlp") == fields("point/mlp")
-  assert fields("mlp") == {"hidden_sizes", "activation", "init_from", "prior_workdir", "ewc_lambda"}
+  assert fields("mlp") == {
+    "hidden_sizes",
+    "activation",
+    "init_from",
+    "prior_workdir",
+    "ewc_lambda",
+    "noise_std",
+    "likelihood",
+  }
   for name in ("mean_field/mlp", "bayes_mlp"):
     assert models.get(name).workdir_fields == ("init_from", "prior_workdir")

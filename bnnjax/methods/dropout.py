@@ -11,6 +11,8 @@ Method fields (`DEFAULTS`):
     dropout_rate     p in [0, 1); p = 0 is the deterministic network exactly
     eval_samples     K masks for `evaluate`
     noise_std        regression likelihood N(y; f(x), noise_std^2)
+    likelihood       "gaussian" (noise_std) | "heteroscedastic" (mean and std(x) outputs:
+                     bnnjax.likelihoods)
 """
 
 from typing import Callable
@@ -19,12 +21,13 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from bnnjax import likelihoods
 from bnnjax.methods import ensemble
 from bnnjax.predictive import check_num_samples
 from bnnjax.methods.common import targets
 from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Method, Predictor, Task
 
-DEFAULTS = dict(dropout_rate=0.1, eval_samples=16, noise_std=1.0)
+DEFAULTS = dict(dropout_rate=0.1, eval_samples=16, noise_std=1.0, likelihood=likelihoods.GAUSSIAN)
 
 
 def validate(m) -> None:
@@ -92,6 +95,7 @@ def make_task(forward: Callable, m, info: DataInfo) -> Task:
   """
   validate(m)
   classification = ensemble.check_outputs(info)
+  likelihood = likelihoods.check(m.likelihood, info)
   net = dropout_transform(forward, float(m.dropout_rate))
   noise_std = float(m.noise_std)
 
@@ -101,19 +105,18 @@ def make_task(forward: Callable, m, info: DataInfo) -> Task:
   def loss(params, rng, batch, step):
     del step
     outputs = sample_outputs(net, params, rng, batch["x"], 1)
-    nll = ensemble.member_nlls(outputs, targets(batch), classification, noise_std)[0]
+    nll = ensemble.member_nlls(outputs, targets(batch), classification, noise_std, likelihood)[0]
     return nll, {"nll": nll}
 
   def evaluate(params, rng, batch):
     outputs = sample_outputs(net, params, rng, batch["x"], m.eval_samples)
-    return ensemble.predictive_metrics(outputs, targets(batch), classification, noise_std)
+    return ensemble.predictive_metrics(outputs, targets(batch), classification, noise_std, likelihood)
 
   def sample(params, rng, x, num_samples):
     outputs = sample_outputs(net, params, rng, x, num_samples)
     if classification:
       return outputs
-    means = outputs[..., 0]
-    return means, jnp.full(means.shape, noise_std, means.dtype)
+    return likelihoods.mean_and_std(outputs, likelihood, noise_std)
 
   return Task(init, loss, evaluate, predictor=Predictor(CLASSIFIER if classification else REGRESSOR, sample))
 
@@ -122,4 +125,5 @@ METHOD = Method(
   name="dropout",
   default_config=lambda: dict(DEFAULTS),
   make_task=lambda forward, m, info, restored: make_task(forward, m, info),
+  num_outputs=likelihoods.method_outputs,
 )

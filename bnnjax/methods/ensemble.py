@@ -10,11 +10,13 @@ own point-estimate gradient (members share nothing):
 
 Its predictive is the M members' outputs, K = M whatever is asked: the mean of the members'
 softmaxes for a classifier, the equal-weight Gaussian mixture for a regressor (fixed
-`noise_std`).
+`noise_std`, or each member's own std(x) with the heteroscedastic head).
 
 Method fields (`DEFAULTS`):
     ensemble_size    M >= 1 members
     noise_std        regression likelihood N(y; f(x), noise_std^2)
+    likelihood       "gaussian" (noise_std) | "heteroscedastic" (mean and std(x) outputs:
+                     bnnjax.likelihoods)
 Member 0 is initialised with the run's own key, so an ensemble of one starts (and, trained
 with the same key and data, stays) where the point estimate does.
 """
@@ -25,11 +27,11 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from bnnjax import objectives
+from bnnjax import likelihoods, objectives
 from bnnjax.methods.common import targets
 from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Method, Predictor, Task
 
-DEFAULTS = dict(ensemble_size=5, noise_std=1.0)
+DEFAULTS = dict(ensemble_size=5, noise_std=1.0, likelihood=likelihoods.GAUSSIAN)
 
 
 def validate(m) -> None:
@@ -59,14 +61,20 @@ def stacked_outputs(apply: Callable, params, x) -> jax.Array:
   return jax.vmap(apply, in_axes=(0, None))(params, x)
 
 
-def member_nlls(outputs: jax.Array, y: jax.Array, classification: bool, noise_std) -> jax.Array:
-  """[M] each member's mean NLL over the batch; outputs [M, B, C] (C = 1 for regression)."""
+def member_nlls(
+  outputs: jax.Array, y: jax.Array, classification: bool, noise_std, likelihood: str = likelihoods.GAUSSIAN
+) -> jax.Array:
+  """[M] each member's mean NLL over the batch; outputs [M, B, C] (C = 1 for regression, 2 for
+  the heteroscedastic head)."""
   if classification:
     return jax.vmap(lambda o: objectives.categorical_nll(o[None], y))(outputs)
-  return jax.vmap(lambda o: objectives.gaussian_nll(o[None, :, 0], y, noise_std))(outputs)
+  mean, std = likelihoods.mean_and_std(outputs, likelihood, noise_std)
+  return jax.vmap(lambda mu, sigma: objectives.gaussian_nll(mu[None], y, sigma[None]))(mean, std)
 
 
-def sample_predictor(apply: Callable, classification: bool, noise_std: float) -> Predictor:
+def sample_predictor(
+  apply: Callable, classification: bool, noise_std: float, likelihood: str = likelihoods.GAUSSIAN
+) -> Predictor:
   """The predictive of stacked weights [S, ...] (ensemble members, or posterior samples):
   every one of them is a draw, so K = S whatever is asked.
 
@@ -78,13 +86,14 @@ def sample_predictor(apply: Callable, classification: bool, noise_std: float) ->
     outputs = stacked_outputs(apply, params, x)
     if classification:
       return outputs
-    means = outputs[..., 0]
-    return means, jnp.full(means.shape, noise_std, means.dtype)
+    return likelihoods.mean_and_std(outputs, likelihood, noise_std)
 
   return Predictor(CLASSIFIER if classification else REGRESSOR, sample)
 
 
-def predictive_metrics(outputs: jax.Array, y: jax.Array, classification: bool, noise_std) -> dict:
+def predictive_metrics(
+  outputs: jax.Array, y: jax.Array, classification: bool, noise_std, likelihood: str = likelihoods.GAUSSIAN
+) -> dict:
   """Accuracy and NLL of the equal-weight predictive of S outputs [S, B, C] (RMSE, NLL and
   95% coverage for a regressor): each a mean over the batch."""
   if classification:
@@ -95,7 +104,8 @@ def predictive_metrics(outputs: jax.Array, y: jax.Array, classification: bool, n
     }
   from bnnjax.methods.mean_field import regression_metrics  # pylint: disable=import-outside-toplevel
 
-  return regression_metrics(outputs[..., 0], y, jnp.float32(noise_std))
+  mean, std = likelihoods.mean_and_std(outputs, likelihood, noise_std)
+  return regression_metrics(mean, y, std)
 
 
 def make_task(forward: Callable, m, info: DataInfo) -> Task:
@@ -110,6 +120,7 @@ def make_task(forward: Callable, m, info: DataInfo) -> Task:
   """
   validate(m)
   classification = check_outputs(info)
+  likelihood = likelihoods.check(m.likelihood, info)
   net = hk.without_apply_rng(hk.transform(forward))
   size, noise_std = m.ensemble_size, float(m.noise_std)
 
@@ -125,11 +136,9 @@ def make_task(forward: Callable, m, info: DataInfo) -> Task:
   def loss(params, rng, batch, step):
     del rng, step
     outputs = stacked_outputs(net.apply, params, batch["x"])
-    nlls = member_nlls(outputs, targets(batch), classification, noise_std)
-    metrics = {
-      "nll": nlls.mean(),
-      "ensemble_nll": predictive_metrics(outputs, targets(batch), classification, noise_std)["nll"],
-    }
+    nlls = member_nlls(outputs, targets(batch), classification, noise_std, likelihood)
+    ensemble_nll = predictive_metrics(outputs, targets(batch), classification, noise_std, likelihood)["nll"]
+    metrics = {"nll": nlls.mean(), "ensemble_nll": ensemble_nll}
     return nlls.sum(), metrics
 
   def evaluate(params, rng, batch):
@@ -137,15 +146,17 @@ def make_task(forward: Callable, m, info: DataInfo) -> Task:
     outputs = stacked_outputs(net.apply, params, batch["x"])
     y = targets(batch)
     return {
-      **predictive_metrics(outputs, y, classification, noise_std),
-      "member_nll": member_nlls(outputs, y, classification, noise_std).mean(),
+      **predictive_metrics(outputs, y, classification, noise_std, likelihood),
+      "member_nll": member_nlls(outputs, y, classification, noise_std, likelihood).mean(),
     }
 
-  return Task(init, loss, evaluate, predictor=sample_predictor(net.apply, classification, noise_std))
+  predictor = sample_predictor(net.apply, classification, noise_std, likelihood)
+  return Task(init, loss, evaluate, predictor=predictor)
 
 
 METHOD = Method(
   name="ensemble",
   default_config=lambda: dict(DEFAULTS),
   make_task=lambda forward, m, info, restored: make_task(forward, m, info),
+  num_outputs=likelihoods.method_outputs,
 )

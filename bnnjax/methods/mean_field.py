@@ -23,6 +23,9 @@ Method fields (`DEFAULTS`; a model file adds its network's own):
                                   exp(log_std): the same fit, a faster step)
     kl_beta, kl_warmup_steps, temperature    see bnnjax.objectives.kl_weight
     noise_std, learn_noise        regression likelihood N(y; f(x), noise_std^2)
+    likelihood                    "gaussian" (noise_std, learned where learn_noise) |
+                                  "heteroscedastic": outputs (mean, std(x)) per input
+                                  (bnnjax.likelihoods; learn_noise must be False)
     init_from                     "" or the workdir of a trained run of the same network: its
                                   weights (or posterior means) become the posterior means
     prior_workdir                 with prior = "posterior": a previous mean-field run of the
@@ -38,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from bnnjax import estimators, objectives, posterior as post, priors
+from bnnjax import estimators, likelihoods, objectives, posterior as post, priors
 from bnnjax.methods.common import targets, weights_from
 from bnnjax.predictive import central_interval, check_num_samples, regression_predictive
 from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Method, Predictor, Task
@@ -60,6 +63,7 @@ DEFAULTS = dict(
   temperature=1.0,
   noise_std=1.0,
   learn_noise=False,
+  likelihood=likelihoods.GAUSSIAN,
   init_from="",
   prior_workdir="",
 )
@@ -106,6 +110,12 @@ def validate(m) -> None:
     raise ValueError("config.model.kl_beta and config.model.kl_warmup_steps must be >= 0")
   if m.prior == "posterior" and not m.prior_workdir:
     raise ValueError("config.model.prior='posterior' needs config.model.prior_workdir")
+  likelihoods.check_name(m.likelihood)
+  if m.likelihood == likelihoods.HETEROSCEDASTIC and m.learn_noise:
+    raise ValueError(
+      "config.model.learn_noise=True and config.model.likelihood='heteroscedastic' exclude each other: "
+      "the heteroscedastic head learns its own std(x)"
+    )
 
 
 def validate_mixture(m) -> None:
@@ -197,7 +207,7 @@ def make_task(
   predicate: Optional[Callable] = None,
 ) -> Task:
   """The variational Task of the Haiku function `forward(x) -> outputs [B, C]` ([B, 1] for
-  regression), under the method fields `m` (see the module doc).
+  regression, [B, 2] with the heteroscedastic head), under the method fields `m` (see the module doc).
 
   Args:
     forward: called inside hk.transform with x [B, *info.input_shape].
@@ -212,6 +222,7 @@ def make_task(
     Task(init, loss, evaluate, predictor).
   """
   validate(m)
+  likelihoods.check(m.likelihood, info)
   if info.num_train < 1:
     raise ValueError(f"DataInfo.num_train must be >= 1 for the ELBO's KL / N, got {info.num_train}")
   classification = info.num_classes > 0
@@ -229,10 +240,14 @@ def make_task(
       posterior["mean"]["likelihood"] = {"log_noise_std": jnp.log(jnp.float32(m.noise_std))}
     return posterior
 
+  def mean_and_std(outputs, posterior):  # [K, B, 1 or 2] -> ([K, B], [K, B])
+    return likelihoods.mean_and_std(outputs, m.likelihood, noise_std(posterior, m))
+
   def expected_nll(outputs, batch, posterior):
     if classification:
       return objectives.categorical_nll(outputs, batch["y"])
-    return objectives.gaussian_nll(outputs[..., 0], targets(batch), noise_std(posterior, m))
+    mean, std = mean_and_std(outputs, posterior)
+    return objectives.gaussian_nll(mean, targets(batch), std)
 
   def loss(posterior, rng, batch, step):
     rng_out, rng_kl = jax.random.split(rng)
@@ -260,8 +275,9 @@ def make_task(
         "kl": kl,
         "elbo": elbo,
       }
+    mean, std = mean_and_std(outputs, posterior)
     return {
-      **regression_metrics(outputs[..., 0], targets(batch), noise_std(posterior, m)),
+      **regression_metrics(mean, targets(batch), std),
       "kl": kl,
       "elbo": elbo,
     }
@@ -270,15 +286,16 @@ def make_task(
     outputs = estimators.sample_outputs(net, posterior, rng, x, check_num_samples(num_samples))
     if classification:
       return outputs
-    means = outputs[..., 0]
-    return means, jnp.broadcast_to(noise_std(posterior, m), means.shape)
+    return mean_and_std(outputs, posterior)
 
   predictor = Predictor(CLASSIFIER if classification else REGRESSOR, sample)
   return Task(init, loss, evaluate, predictor=predictor)
 
 
 def regression_metrics(means, targets, sigma):
-  """RMSE of the predictive mean, NLL of the K-sample mixture, coverage of its 95% interval."""
+  """RMSE of the predictive mean, NLL of the K-sample mixture, coverage of its 95% interval.
+
+  means [K, B], targets [B], sigma: the K outputs' noise stds, [K, B] or a scalar."""
   pred = regression_predictive(means, jnp.broadcast_to(sigma, means.shape))
   lower, upper = central_interval(pred.mean, pred.std, 0.95)
   return {
@@ -293,4 +310,5 @@ METHOD = Method(
   default_config=lambda: dict(DEFAULTS),
   make_task=method_task,
   workdir_fields=WORKDIR_FIELDS,
+  num_outputs=likelihoods.method_outputs,
 )

@@ -1,8 +1,12 @@
 """A point estimate of the weights: maximum likelihood, the deterministic baseline.
 
-    loss = − mean_i log softmax(f(x_i; w))[y_i]
+    loss = − mean_i log softmax(f(x_i; w))[y_i]                  (a classifier)
+    loss = − mean_i log N(y_i; mean(x_i; w), std(x_i; w)²)       (a regressor)
 
-Its predictive is a single draw (K = 1): the softmax of the network's logits.
+Its predictive is a single draw (K = 1): the softmax of the network's logits, or one Gaussian.
+A regressor's `likelihood` (bnnjax.likelihoods) is "gaussian", std = `noise_std` fixed, or
+"heteroscedastic", the network's second output giving std(x): its predictive std is then all
+aleatoric (one draw has no epistemic part).
 
 With `prior_workdir` naming a saved diagonal Gaussian N(μ, σ²) over the same weights (a previous
 task's Laplace posterior: elastic weight consolidation, Kirkpatrick et al. 2017), the loss is the
@@ -17,10 +21,10 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from bnnjax import posterior as post
+from bnnjax import likelihoods, objectives, posterior as post
 from bnnjax.distributions import categorical_log_prob
-from bnnjax.methods.common import init_from_weights, network_shapes, weights_from
-from bnnjax.task import CLASSIFIER, DataInfo, Method, Predictor, Task
+from bnnjax.methods.common import init_from_weights, network_shapes, targets, weights_from
+from bnnjax.task import CLASSIFIER, REGRESSOR, DataInfo, Method, Predictor, Task
 
 
 def gaussian_penalty(params, prior, weight: float, num_train: int) -> jax.Array:
@@ -88,15 +92,72 @@ def make_task(
   return Task(init, loss, evaluate, predictor=Predictor(CLASSIFIER, sample))
 
 
-DEFAULTS = dict(init_from="", prior_workdir="", ewc_lambda=1.0)
+def regression_task(
+  forward: Callable,
+  info: DataInfo,
+  likelihood: str = likelihoods.GAUSSIAN,
+  noise_std: float = 1.0,
+  initial_params: Optional[Any] = None,
+  prior: Optional[Any] = None,
+  prior_weight: float = 1.0,
+) -> Task:
+  """A MAP regressor Task of the Haiku function `forward(x) -> outputs [B, 1 or 2]`.
+
+  Args:
+    forward: called inside hk.transform with x [B, *info.input_shape]; [B, 1] outputs (the mean)
+      for likelihood "gaussian", [B, 2] (mean, s) for "heteroscedastic" (bnnjax.likelihoods).
+    info: the data; needs num_classes = 0.
+    likelihood, noise_std: the Gaussian's std is noise_std (fixed), or std(x) from the outputs.
+    initial_params, prior, prior_weight: as make_task.
+  Returns:
+    Task(init, loss, evaluate, predictor); predictor.sample gives (means [1, B], stds [1, B]).
+  """
+  likelihoods.check(likelihood, info)
+  if not noise_std > 0:
+    raise ValueError(f"config.model.noise_std must be positive, got {noise_std!r}")
+  net = hk.without_apply_rng(hk.transform(forward))
+  from bnnjax.methods.mean_field import regression_metrics  # pylint: disable=import-outside-toplevel
+
+  def init(rng, batch):
+    return net.init(rng, batch["x"]) if initial_params is None else initial_params
+
+  def mean_and_std(params, x):  # ([1, B], [1, B]): the predictive of one draw
+    return likelihoods.mean_and_std(net.apply(params, x)[None], likelihood, noise_std)
+
+  def loss(params, rng, batch, step):
+    del rng, step
+    mean, std = mean_and_std(params, batch["x"])
+    nll = objectives.gaussian_nll(mean, targets(batch), std)
+    if prior is None:
+      return nll, {"nll": nll}
+    penalty = gaussian_penalty(params, prior, prior_weight, info.num_train)
+    return nll + penalty, {"nll": nll, "penalty": penalty}
+
+  def evaluate(params, rng, batch):
+    del rng
+    mean, std = mean_and_std(params, batch["x"])
+    return regression_metrics(mean, targets(batch), std)
+
+  def sample(params, rng, x, num_samples):
+    del rng, num_samples  # a point estimate is a predictive with one sample
+    return mean_and_std(params, x)
+
+  return Task(init, loss, evaluate, predictor=Predictor(REGRESSOR, sample))
+
+
+DEFAULTS = dict(
+  init_from="", prior_workdir="", ewc_lambda=1.0, noise_std=1.0, likelihood=likelihoods.GAUSSIAN
+)
 
 
 def method_task(forward: Callable, m, info: DataInfo, restored) -> Task:
   """The point estimate as a Method; m.init_from (restored["init_from"]) starts it from a
   trained run of the same network (its posterior means if that run was Bayesian);
-  m.prior_workdir (restored["prior_workdir"]) names a diagonal Gaussian penalising the weights."""
+  m.prior_workdir (restored["prior_workdir"]) names a diagonal Gaussian penalising the weights.
+  A regression data set (num_classes = 0) makes a regressor of m.likelihood and m.noise_std."""
   if not (m.ewc_lambda >= 0 and m.ewc_lambda < float("inf")):
     raise ValueError(f"config.model.ewc_lambda must be >= 0 and finite, got {m.ewc_lambda!r}")
+  likelihoods.check(m.likelihood, info)
   initial = init_from_weights(forward, m, info, restored)
   prior = None
   if m.prior_workdir:
@@ -106,6 +167,10 @@ def method_task(forward: Callable, m, info: DataInfo, restored) -> Task:
       raise ValueError(f"{where} holds no diagonal Gaussian (no 'mean' and 'rho' or 'log_std' params)")
     weights_from(prior["mean"], network_shapes(forward, info), where)  # the same network, or one line
     prior = jax.tree_util.tree_map(jnp.asarray, prior)
+  if info.num_classes == 0:
+    return regression_task(
+      forward, info, m.likelihood, float(m.noise_std), initial, prior, float(m.ewc_lambda)
+    )
   return make_task(forward, info, initial, prior, float(m.ewc_lambda))
 
 
@@ -114,4 +179,5 @@ METHOD = Method(
   default_config=lambda: dict(DEFAULTS),
   make_task=method_task,
   workdir_fields=("init_from", "prior_workdir"),
+  num_outputs=likelihoods.method_outputs,
 )

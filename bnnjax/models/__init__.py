@@ -64,7 +64,10 @@ def compose(method_name: str, network_name: str, name: str = "") -> Model:
     return ml_collections.ConfigDict({"name": name, **network.default_config(), **method.default_config()})
 
   def make_task(m, info: DataInfo, restored=None):
-    outputs = info.num_classes if info.num_classes > 0 else 1
+    if method.num_outputs is not None:
+      outputs = method.num_outputs(m, info)
+    else:
+      outputs = info.num_classes if info.num_classes > 0 else 1
     return method.make_task(network.build(m, info, outputs), m, info, restored or {})
 
   return Model(name, default_config, make_task, method.workdir_fields)

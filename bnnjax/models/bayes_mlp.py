@@ -18,7 +18,7 @@ config.model fields (the schema is `default_model_config()`):
 
 import ml_collections
 
-from bnnjax import posterior as post, priors
+from bnnjax import likelihoods, posterior as post, priors
 from bnnjax.methods import mean_field
 from bnnjax.models import mlp
 from bnnjax.task import DataInfo, Model, Task
@@ -75,7 +75,7 @@ def layer_prior(m):
 def make_task(m, info: DataInfo, restored=None) -> Task:
   """The mean-field Task of the MLP; `restored` holds the params of init_from / prior_workdir."""
   validate(m)
-  outputs = info.num_classes if info.num_classes > 0 else 1  # regression: one output
+  outputs = likelihoods.num_outputs(m.likelihood, info)  # regression: mean (and std: heteroscedastic)
   return mean_field.method_task(
     mlp.build(m, info, outputs),
     m,
