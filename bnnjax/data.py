@@ -14,6 +14,11 @@ split. Splits follow the tfds syntax ("train", "test", "train[:90%]",
 - toy_regression: 1-D, y = TOY_SLOPE x + TOY_INTERCEPT + N(0, TOY_NOISE_STD^2),
   x uniform on the two clusters TOY_CLUSTERS with a gap between them (where a
   good posterior should grow uncertain). x [N, 1], y [N].
+- heteroscedastic_toy: 1-D, y = hetero_toy_mean(x) + hetero_toy_std(x) N(0, 1): the mean
+  sin(1.5 x) + 0.3 x, noise std 0.05 + 0.15 |x| (it grows with |x|); train x uniform on
+  HETERO_TOY_RANGE minus the gap HETERO_TOY_GAP. "test" holds TOY_SIZES' test rows drawn as the
+  training ones (off the gap) followed by HETERO_TOY_GAP_TEST rows inside the gap, so that
+  "test[:1000]" is off the gap and "test[1000:]" in it. x [N, 1], y [N]; not standardised.
 - moons: sklearn make_moons (noise 0.05), standardised with train statistics.
 - ring: a mixture of RING_MODES Gaussians (std RING_STD) evenly on a circle of
   radius RING_RADIUS. moons and ring are density sets: x [N, 2], y zeros.
@@ -61,6 +66,7 @@ _NUM_CLASSES = {
   "digits": 10,
   "diabetes": 0,
   "toy_regression": 0,
+  "heteroscedastic_toy": 0,
   "moons": 0,
   "labelled_moons": 2,
   "ring": 0,
@@ -76,12 +82,15 @@ _UNIT_INTERVAL_SETS = ("mnist", "fashion_mnist", "kmnist", "digits")  # binarisa
 
 TOY_SLOPE, TOY_INTERCEPT, TOY_NOISE_STD = 2.0, 0.5, 0.1
 TOY_CLUSTERS = ((-2.0, -1.0), (1.0, 2.0))  # the gap is (-1, 1)
+HETERO_TOY_RANGE, HETERO_TOY_GAP = (-4.0, 4.0), (1.0, 2.5)
+HETERO_TOY_GAP_TEST = 200  # test rows inside the gap, after the TOY_SIZES test rows off it
 RING_MODES, RING_RADIUS, RING_STD = 8, 2.0, 0.1
 MOONS_NOISE = 0.05
 LABELLED_MOONS_NOISE = 0.2  # the classes overlap: a classifier's uncertainty has somewhere to show
 # (train, test) sizes of the synthetic sets.
 TOY_SIZES = {
   "toy_regression": (200, 200),
+  "heteroscedastic_toy": (1000, 1000),
   "moons": (2000, 1000),
   "labelled_moons": (200, 1000),  # small enough for full-batch NUTS (bnnjax.methods.hmc)
   "ring": (2000, 1000),
@@ -263,6 +272,29 @@ def _toy_regression(seed: int) -> Dict[str, Data]:
   return _first_rest(x[:, None].astype(np.float32), y.astype(np.float32), num_train)
 
 
+def hetero_toy_mean(x):
+  """heteroscedastic_toy's noise-free target: sin(1.5 x) + 0.3 x."""
+  return np.sin(1.5 * x) + 0.3 * x
+
+
+def hetero_toy_std(x):
+  """heteroscedastic_toy's noise std at x: 0.05 + 0.15 |x|."""
+  return 0.05 + 0.15 * np.abs(x)
+
+
+def _heteroscedastic_toy(seed: int) -> Dict[str, Data]:
+  rng = np.random.default_rng(seed)
+  num_train, num_test = TOY_SIZES["heteroscedastic_toy"]
+  (low, high), (gap_low, gap_high) = HETERO_TOY_RANGE, HETERO_TOY_GAP
+  # Off the gap: uniform on [low, high] with the gap's width cut out of it.
+  u = rng.uniform(low, high - (gap_high - gap_low), num_train + num_test)
+  x = np.concatenate(
+    [np.where(u < gap_low, u, u + (gap_high - gap_low)), rng.uniform(gap_low, gap_high, HETERO_TOY_GAP_TEST)]
+  )
+  y = hetero_toy_mean(x) + hetero_toy_std(x) * rng.standard_normal(len(x))
+  return _first_rest(x[:, None].astype(np.float32), y.astype(np.float32), num_train)
+
+
 def _moons(seed: int) -> Dict[str, Data]:
   from sklearn.datasets import make_moons  # pylint: disable=import-outside-toplevel
 
@@ -299,6 +331,7 @@ _SYNTHETIC_LOADERS = {
   "digits": _digits,
   "diabetes": _diabetes,
   "toy_regression": _toy_regression,
+  "heteroscedastic_toy": _heteroscedastic_toy,
   "moons": _moons,
   "labelled_moons": _labelled_moons,
   "ring": _ring,
