@@ -116,6 +116,30 @@ def regression_bands(
   return _save(fig, path)
 
 
+def uncertainty_split(
+  x_grid, mean, aleatoric_std, epistemic_std, x_train, y_train, path: str, title: str = ""
+) -> str:
+  """1-D regression, the predictive std split in two. Top: the training data, the predictive mean,
+  its central 95% band of the aleatoric std alone and of the total std sqrt(aleatoric² +
+  epistemic²). Bottom: the aleatoric and epistemic stds against x (where they differ, the noise
+  or the model's ignorance dominates). All arrays [N] (x_grid's N, or the training set's)."""
+  x_grid, mean = np.asarray(x_grid), np.asarray(mean)
+  aleatoric_std, epistemic_std = np.asarray(aleatoric_std), np.asarray(epistemic_std)
+  total_std = np.sqrt(aleatoric_std**2 + epistemic_std**2)
+  fig, (top, bottom) = _subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+  for std, alpha, label in ((total_std, 0.15, "95% total"), (aleatoric_std, 0.35, "95% aleatoric")):
+    top.fill_between(x_grid, mean - 1.96 * std, mean + 1.96 * std, color="tab:blue", alpha=alpha, label=label)
+  top.plot(x_grid, mean, color="tab:blue", label="predictive mean")
+  top.scatter(x_train, y_train, s=4, color="black", label="training data")
+  top.set(ylabel="y", title=title)
+  top.legend(loc="upper left", fontsize=8)
+  bottom.plot(x_grid, aleatoric_std, color="tab:orange", label="aleatoric std")
+  bottom.plot(x_grid, epistemic_std, color="tab:green", label="epistemic std")
+  bottom.set(xlabel="x", ylabel="std")
+  bottom.legend(loc="upper left", fontsize=8)
+  return _save(fig, path)
+
+
 def image_grid(images, image_shape, path: str, rows: int, title: str = "") -> str:
   """One PNG of images [rows * cols, ...] with values in [0, 1], rows stacked top to bottom.
 

@@ -440,6 +440,16 @@ class Run:
           os.path.join(plots_dir, "regression_bands.png"),
           title=f"{self.config.model.name} on {self.config.data.name} (K={drawn})",
         )
+        out["bands"]["split_plot"] = plots.uncertainty_split(
+          x_grid,
+          bands.mean,
+          bands.aleatoric_std,
+          bands.epistemic_std,
+          np.asarray(train_split["x"])[:, 0],
+          np.asarray(train_split["y"]),
+          os.path.join(plots_dir, "uncertainty_split.png"),
+          title=f"{self.config.model.name} on {self.config.data.name} (K={drawn})",
+        )
     return out
 
 

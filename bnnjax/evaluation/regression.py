@@ -35,16 +35,22 @@ def epistemic_near_and_far(x_grid, epistemic_std, x_train) -> dict:
   """Mean epistemic std on the grid near the training inputs and far from them.
 
   Near: within 5% of the data's range of a training x; far: beyond 25% (in gaps and beyond
-  the ends). A posterior that knows what it has not seen is less sure far away.
+  the ends); in gaps (where the data has one): between the smallest and largest training x,
+  farther than 5% of the range from every one. A posterior that knows what it has not seen is
+  less sure far away and in the gaps.
   """
-  x_train = np.asarray(x_train).reshape(-1)
+  x_train, x_grid = np.asarray(x_train).reshape(-1), np.asarray(x_grid)
   span = x_train.max() - x_train.min()
-  distance = np.abs(np.asarray(x_grid)[:, None] - x_train[None]).min(axis=1)
+  distance = np.abs(x_grid[:, None] - x_train[None]).min(axis=1)
   epistemic_std = np.asarray(epistemic_std)
-  return {
+  out = {
     "epistemic_std_near_data": float(epistemic_std[distance < 0.05 * span].mean()),
     "epistemic_std_far_from_data": float(epistemic_std[distance > 0.25 * span].mean()),
   }
+  in_gaps = (distance > 0.05 * span) & (x_grid > x_train.min()) & (x_grid < x_train.max())
+  if in_gaps.any():
+    out["epistemic_std_in_gaps"] = float(epistemic_std[in_gaps].mean())
+  return out
 
 
 def original_units(rmse: float, nll: float, target_std: float) -> dict:
