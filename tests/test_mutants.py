@@ -7,12 +7,13 @@ eager (no training), so that `mutmut run` (docs/mutation.md) can afford them per
 
 import math
 
+import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnnjax import distributions, metrics, objectives, posterior, priors
+from bnnjax import distributions, estimators, metrics, objectives, posterior, priors
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -79,6 +80,13 @@ def test_bernoulli_and_categorical_log_probs_against_hand_values():
   np.testing.assert_allclose(
     distributions.categorical_log_prob(logits, jnp.array([2, 1])),
     [np.log(probs[0, 2]), np.log(probs[1, 1])],
+    rtol=1e-6,
+  )
+  # [K, B, C] logits: the label indexes the last axis
+  stacked = jnp.stack([logits, logits[::-1]])
+  np.testing.assert_allclose(
+    distributions.categorical_log_prob(stacked, jnp.array([[2, 1], [0, 0]])),
+    np.log([[probs[0, 2], probs[1, 1]], [probs[1, 0], probs[0, 0]]]),
     rtol=1e-6,
   )
 
@@ -445,3 +453,162 @@ def test_regression_metrics_on_a_hand_case():
     metrics.gaussian_nll(y, mean, np.array([0.5, 0.0, 1.0]))
   with pytest.raises(ValueError, match=r"^shapes differ: \{'y': \(3,\), 'mean': \(2,\)\}$"):
     metrics.rmse(y, mean[:2])
+
+
+# --- estimators ------------------------------------------------------------------------------------------
+
+
+def _first_key(rng):
+  """The first hk.next_rng_key() of an apply called with `rng`."""
+  return hk.transform(lambda: hk.next_rng_key()).apply(None, rng)
+
+
+def _linear_posterior():
+  mean = {"linear": {"w": jnp.array([[0.5, -1.0], [2.0, 0.25], [0.0, 1.5]]), "b": jnp.array([0.1, -0.2])}}
+  log_std = {
+    "linear": {
+      "w": jnp.log(jnp.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])),
+      "b": jnp.log(jnp.array([0.7, 0.8])),
+    }
+  }
+  return {"mean": mean, "log_std": log_std}
+
+
+_X = jnp.array([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]])
+
+
+def test_local_reparameterisation_of_a_dense_layer_is_the_documented_draw():
+  q, rng = _linear_posterior(), jax.random.PRNGKey(11)
+  out = estimators.bayesian_transform(lambda x: hk.Linear(2)(x), "local").apply(q, rng, _X)
+  m, s = q["mean"]["linear"], posterior.stds(q)["linear"]
+  mean = _X @ m["w"] + m["b"]
+  std = jnp.sqrt((_X * _X) @ s["w"] ** 2 + s["b"] ** 2)
+  eps = distributions.standard_normal(_first_key(rng), (2, 2))
+  np.testing.assert_allclose(out, mean + std * eps, rtol=1e-5, atol=1e-6)
+  # no bias: the variance is the weights' alone
+  q_nb = {"mean": {"linear": {"w": m["w"]}}, "log_std": {"linear": {"w": q["log_std"]["linear"]["w"]}}}
+  out = estimators.bayesian_transform(lambda x: hk.Linear(2, with_bias=False)(x), "local").apply(
+    q_nb, rng, _X
+  )
+  np.testing.assert_allclose(out, _X @ m["w"] + jnp.sqrt((_X * _X) @ s["w"] ** 2) * eps, rtol=1e-5, atol=1e-6)
+  # an all-zero input row: the mean, exactly, with a finite gradient of the scale
+  zero = jnp.zeros((1, 3))
+  out = estimators.bayesian_transform(lambda x: hk.Linear(2, with_bias=False)(x), "local").apply(
+    q_nb, rng, zero
+  )
+  np.testing.assert_allclose(out, 0.0, atol=1e-12)
+
+
+def test_flipout_of_a_dense_layer_is_the_documented_draw():
+  q, rng = _linear_posterior(), jax.random.PRNGKey(12)
+  out = estimators.bayesian_transform(lambda x: hk.Linear(2)(x), "flipout").apply(q, rng, _X)
+  m, s = q["mean"]["linear"], posterior.stds(q)["linear"]
+  k_w, k_in, k_out, k_b = jax.random.split(_first_key(rng), 4)
+  delta_w = s["w"] * distributions.standard_normal(k_w, (3, 2))
+  sign_in = jax.random.rademacher(k_in, (2, 3), jnp.float32)
+  sign_out = jax.random.rademacher(k_out, (2, 2), jnp.float32)
+  expected = _X @ m["w"] + m["b"] + ((_X * sign_in) @ delta_w) * sign_out
+  expected = expected + s["b"] * distributions.standard_normal(k_b, (2,))
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_reparam_runs_the_network_at_one_posterior_draw():
+  q, rng = _linear_posterior(), jax.random.PRNGKey(13)
+  net = estimators.bayesian_transform(lambda x: hk.Linear(2)(x), "reparam")
+  w = posterior.sample_params(q, rng)["linear"]
+  np.testing.assert_allclose(net.apply(q, rng, _X), _X @ w["w"] + w["b"], rtol=1e-5)
+  params = net.init(jax.random.PRNGKey(0), _X)
+  assert params["linear"]["w"].shape == (3, 2)
+  for estimator in ("local", "flipout"):
+    params = estimators.bayesian_transform(lambda x: hk.Linear(2)(x), estimator).init(
+      jax.random.PRNGKey(0), _X
+    )
+    assert jax.tree_util.tree_map(jnp.shape, params) == {"linear": {"w": (3, 2), "b": (2,)}}
+
+
+def _conv_posterior(mask=None):
+  w = jnp.arange(2 * 2 * 2 * 3, dtype=jnp.float32).reshape(2, 2, 2, 3) / 10 - 1.0
+  mean = {"conv2_d": {"w": w, "b": jnp.array([0.1, -0.2, 0.3])}}
+  std_w = 0.05 + jnp.arange(24, dtype=jnp.float32).reshape(2, 2, 2, 3) / 50
+  log_std = {"conv2_d": {"w": jnp.log(std_w), "b": jnp.log(jnp.array([0.2, 0.3, 0.4]))}}
+  return {"mean": mean, "log_std": log_std}
+
+
+def _conv(x, w):
+  return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+_XC = jnp.linspace(-1.0, 1.0, 2 * 3 * 3 * 2).reshape(2, 3, 3, 2)
+_MASK = jnp.array([1.0, 0.0, 1.0, 1.0]).reshape(2, 2, 1, 1) * jnp.ones((2, 2, 2, 3))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_local_reparameterisation_of_a_convolution_is_the_documented_draw(masked):
+  q, rng = _conv_posterior(), jax.random.PRNGKey(14)
+  mask = _MASK if masked else None
+  net = estimators.bayesian_transform(lambda x: hk.Conv2D(3, 2, mask=mask)(x), "local")
+  m, s = q["mean"]["conv2_d"], posterior.stds(q)["conv2_d"]
+  mk = 1.0 if mask is None else mask
+  mean = _conv(_XC, m["w"] * mk) + m["b"]
+  std = jnp.sqrt(_conv(_XC**2, s["w"] ** 2 * mk) + s["b"] ** 2)
+  eps = distributions.standard_normal(_first_key(rng), (2, 3, 3, 3))
+  np.testing.assert_allclose(net.apply(q, rng, _XC), mean + std * eps, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_flipout_of_a_convolution_is_the_documented_draw_batched_and_unbatched(masked):
+  q, rng = _conv_posterior(), jax.random.PRNGKey(15)
+  mask = _MASK if masked else None
+  net = estimators.bayesian_transform(lambda x: hk.Conv2D(3, 2, mask=mask)(x), "flipout")
+  m, s = q["mean"]["conv2_d"], posterior.stds(q)["conv2_d"]
+  mk = 1.0 if mask is None else mask
+  k_w, k_in, k_out, k_b = jax.random.split(_first_key(rng), 4)
+  delta_w = s["w"] * distributions.standard_normal(k_w, (2, 2, 2, 3))
+  eps_b = s["b"] * distributions.standard_normal(k_b, (3,))
+  for x in (_XC, _XC[0]):
+    xb = x if x.ndim == 4 else x[None]
+    n = xb.shape[0]
+    sign_in = jax.random.rademacher(k_in, (n, 1, 1, 2), jnp.float32)
+    sign_out = jax.random.rademacher(k_out, (n, 1, 1, 3), jnp.float32)
+    expected = _conv(xb, m["w"] * mk) + m["b"] + _conv(xb * sign_in, delta_w * mk) * sign_out + eps_b
+    expected = expected if x.ndim == 4 else expected[0]
+    np.testing.assert_allclose(net.apply(q, rng, x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_estimator_names_and_unhandled_layers_are_one_line_errors():
+  with pytest.raises(ValueError, match=r"^unknown estimator 'exact'; choose one of reparam, local, flipout$"):
+    estimators.check_estimator("exact")
+  for name in estimators.ESTIMATORS:
+    estimators.check_estimator(name)
+
+  def forward(x):
+    x = hk.Linear(3, name="dense")(x)
+    return hk.LayerNorm(-1, True, True, name="norm")(x)
+
+  params = hk.transform(forward).init(jax.random.PRNGKey(0), _X)
+  q = posterior.init_posterior(params, 0.1)
+  for estimator in ("local", "flipout"):
+    with pytest.raises(
+      ValueError,
+      match=rf"^estimator '{estimator}' handles hk.Linear and hk.ConvND \(hk.Conv2D\) layers only; "
+      r"Bayesian layer norm \(LayerNorm\) is neither; use estimator 'reparam'$",
+    ):
+      estimators.bayesian_transform(forward, estimator).apply(q, jax.random.PRNGKey(0), _X)
+  # a Bayesian module the network never calls is named as such
+  q = {"mean": params, "rho": {**q["rho"], "ghost": {"w": jnp.zeros(1)}}}
+  with pytest.raises(ValueError, match=r"Bayesian layer ghost \(no module\), norm \(LayerNorm\) is neither"):
+    estimators.bayesian_transform(forward, "local").apply(q, jax.random.PRNGKey(0), _X)
+
+
+def test_sample_outputs_is_apply_vmapped_over_split_keys():
+  q, rng = _linear_posterior(), jax.random.PRNGKey(16)
+  net = estimators.bayesian_transform(lambda x: hk.Linear(2)(x), "local")
+  out = estimators.sample_outputs(net, q, rng, _X, 3)
+  assert out.shape == (3, 2, 2)
+  # one draw per split key, batched by vmap (which draws the batch as one larger draw)
+  expected = jax.vmap(net.apply, in_axes=(None, 0, None))(q, jax.random.split(rng, 3), _X)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(out[0], out[1])
+  assert estimators.sample_outputs(net, q, rng, _X, 1).shape == (1, 2, 2)
+  with pytest.raises(ValueError, match=r"^num_samples must be >= 1, got 0$"):
+    estimators.sample_outputs(net, q, rng, _X, 0)
