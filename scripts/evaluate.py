@@ -15,11 +15,17 @@ Classifiers under shift and after the fact (fitted on config.data.validation_spl
   python scripts/evaluate.py --workdir=runs/bayes --shift=rotate,corrupt:fog --recalibrate \
       --conformal_alpha=0.1,0.05 --plot_with=runs/mlp,runs/ensemble
 
+A trained point run with a Laplace posterior fitted on its training split first (written to
+<workdir>/laplace_<structure>/eval.json; bnnjax.methods.laplace.fit_run):
+
+  python scripts/evaluate.py --workdir=runs/mlp_digits --laplace=kfac --laplace_predictive=glm
+
 --shift: accuracy, NLL, Brier, ECE and AURC per intensity (shift_<family>.png); --plot_with:
 runs already evaluated with the same --shift (their eval.json) drawn on one figure beside this
 one (shift_<family>_runs.png); with --replot, only that figure, from the eval.json of all of them.
 """
 
+import dataclasses
 import json
 
 import os
@@ -50,6 +56,11 @@ _PLOT_WITH = flags.DEFINE_list("plot_with", [], "Evaluated runs whose --shift cu
 _REPLOT = flags.DEFINE_bool(
   "replot", False, "Only draw the --shift figures of --workdir and --plot_with from their eval.json."
 )
+_LAPLACE = flags.DEFINE_enum(
+  "laplace", "", ["", "last_layer", "diagonal", "kfac"], "Point runs: evaluate this Laplace posterior."
+)
+_LAPLACE_PREDICTIVE = flags.DEFINE_string("laplace_predictive", "glm", "--laplace: glm, mc or closed_form.")
+_LAPLACE_PRIOR = flags.DEFINE_float("laplace_prior_precision", 0.0, "--laplace: λ > 0, or 0 to tune it.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -124,6 +135,16 @@ def main(argv):
   try:
     others = _other_curves(_PLOT_WITH.value, _SHIFT.value)
     run = bnnjax.load(_WORKDIR.value)
+    if _LAPLACE.value:
+      from bnnjax.methods import laplace  # pylint: disable=import-outside-toplevel
+
+      prior = _LAPLACE_PRIOR.value or None
+      run = laplace.fit_run(
+        run, _LAPLACE.value, prior, predictive=_LAPLACE_PREDICTIVE.value, data_dir=_DATA_DIR.value or None
+      )
+      run = dataclasses.replace(run, workdir=os.path.join(_WORKDIR.value, f"laplace_{_LAPLACE.value}"))
+      os.makedirs(run.workdir, exist_ok=True)
+      print(f"{run.config.model.name}: prior precision {float(run.params.prior_precision):.4g}")
     compare = bnnjax.load(_COMPARE.value) if _COMPARE.value else None
     result = run.evaluate(
       _OOD.value,
@@ -147,7 +168,7 @@ def main(argv):
   print(report.summary(result))
   if _summary_lines(result):
     print(_summary_lines(result))
-  print(f"wrote {os.path.join(_WORKDIR.value, 'eval.json')}")
+  print(f"wrote {os.path.join(run.workdir, 'eval.json')}")
 
 
 if __name__ == "__main__":
