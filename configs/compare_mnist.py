@@ -13,7 +13,8 @@ epochs each, evaluation only at the end on the 10k test images. Rows:
   sgmcmc/mlp           cyclical SGHMC, N(0, 1) prior, T = 1, 2 cycles, 6 samples
 Every layer is Bayesian in the Bayesian rows. SWAG needs a trained run to start from
 (configs/swag_mnist.py with init_from = the mlp row's workdir); Laplace is fitted after
-training (bnnjax.methods.laplace.fit_run on the mlp row).
+training on the mlp row: `scripts/evaluate.py --workdir=<mlp row> --laplace=last_layer|diagonal|kfac`
+(bnnjax.methods.laplace.fit_run).
 """
 
 from bnnjax import models
