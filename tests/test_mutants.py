@@ -6,6 +6,7 @@ eager (no training), so that `mutmut run` (docs/mutation.md) can afford them per
 """
 
 import math
+import re
 
 import haiku as hk
 import jax
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnnjax import distributions, estimators, metrics, objectives, posterior, priors
+from bnnjax import data, distributions, estimators, metrics, objectives, posterior, predictive, priors
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -612,3 +613,153 @@ def test_sample_outputs_is_apply_vmapped_over_split_keys():
   assert estimators.sample_outputs(net, q, rng, _X, 1).shape == (1, 2, 2)
   with pytest.raises(ValueError, match=r"^num_samples must be >= 1, got 0$"):
     estimators.sample_outputs(net, q, rng, _X, 0)
+
+
+# --- predictive ------------------------------------------------------------------------------------------
+
+
+def test_check_num_samples_accepts_positive_ints_only():
+  assert predictive.check_num_samples(1) == 1 and predictive.check_num_samples(7) == 7
+  for bad in (0, -2, True, 2.0, "3"):
+    with pytest.raises(
+      ValueError, match=rf"^num_samples \(K\) must be an integer >= 1, got {re.escape(repr(bad))}$"
+    ):
+      predictive.check_num_samples(bad)
+
+
+def test_sample_predictions_stacks_one_output_per_split_key():
+  rng = jax.random.PRNGKey(4)
+  out = predictive.sample_predictions(lambda key, x: x + jax.random.uniform(key), rng, jnp.arange(2.0), 3)
+  u = jax.vmap(jax.random.uniform)(jax.random.split(rng, 3))
+  np.testing.assert_allclose(out, jnp.arange(2.0)[None] + u[:, None], rtol=1e-6)
+
+
+def test_map_batches_calls_fn_per_batch_with_its_index_and_pads_the_last_one():
+  x = np.arange(10.0).reshape(5, 2)
+  calls = []
+
+  def fn(i, batch):
+    calls.append((i, batch.shape))
+    return {"sum": batch.sum(-1), "index": np.full(len(batch), i)}
+
+  out = predictive.map_batches(fn, x, 2)
+  assert calls == [(0, (2, 2)), (1, (2, 2)), (2, (1, 2))]
+  np.testing.assert_array_equal(out["sum"], [1, 5, 9, 13, 17])
+  np.testing.assert_array_equal(out["index"], [0, 0, 1, 1, 2])
+  calls.clear()
+  seen = []
+  out = predictive.map_batches(lambda i, b: seen.append(b.copy()) or b[:, 0], x, 3, pad=True)
+  np.testing.assert_array_equal(out, [0, 2, 4, 6, 8])
+  np.testing.assert_array_equal(seen[1], [[6, 7], [8, 9], [8, 9]])
+  out = predictive.map_batches(lambda i, b: b[:, 1], x, 5, pad=True)
+  np.testing.assert_array_equal(out, [1, 3, 5, 7, 9])
+  out = predictive.map_batches(lambda i, b: b[:, 1], x, 7)
+  np.testing.assert_array_equal(out, [1, 3, 5, 7, 9])
+  with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):
+    predictive.map_batches(fn, x, 0)
+  with pytest.raises(ValueError, match=r"^map_batches needs at least one input row$"):
+    predictive.map_batches(fn, x[:0], 2)
+
+
+def _entropy(p):
+  p = np.asarray(p, np.float64)
+  return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+
+
+def test_classification_predictive_and_scores_on_a_hand_case():
+  probs_k = np.array([[[0.7, 0.2, 0.1], [0.2, 0.2, 0.6]], [[0.1, 0.7, 0.2], [0.4, 0.4, 0.2]]])  # [K, B, C]
+  pred = predictive.classification_predictive(jnp.log(jnp.asarray(probs_k, jnp.float32)))
+  mean = probs_k.mean(0)
+  np.testing.assert_allclose(pred.probs, mean, rtol=1e-5)
+  np.testing.assert_allclose(pred.std, probs_k.std(0), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(pred.predictive_entropy, _entropy(mean), rtol=1e-5)
+  np.testing.assert_allclose(pred.expected_entropy, _entropy(probs_k).mean(0), rtol=1e-5)
+  np.testing.assert_allclose(pred.mutual_information, _entropy(mean) - _entropy(probs_k).mean(0), rtol=1e-4)
+  # three samples: the mean divides by K = 3
+  pred3 = predictive.classification_predictive(jnp.log(jnp.asarray(np.concatenate([probs_k, probs_k[:1]]))))
+  np.testing.assert_allclose(pred3.probs, (2 * probs_k[0] + probs_k[1]) / 3, rtol=1e-5)
+  # a zero probability contributes 0 to the entropy
+  pred0 = predictive.classification_predictive(jnp.array([[[0.0, -jnp.inf]]]).at[..., 1].set(-1e4))
+  np.testing.assert_allclose(pred0.predictive_entropy, [0.0], atol=1e-6)
+  scores = predictive.uncertainty_scores(pred, 2)
+  assert sorted(scores) == ["class_std", "mutual_information", "one_minus_max_prob", "predictive_entropy"]
+  np.testing.assert_allclose(scores["one_minus_max_prob"], [0.55, 0.6], rtol=1e-5)
+  np.testing.assert_allclose(scores["predictive_entropy"], pred.predictive_entropy)
+  np.testing.assert_allclose(scores["mutual_information"], pred.mutual_information)
+  # predicted classes 1 (0.45) and 2 (0.4): std over samples of that class's probability
+  np.testing.assert_allclose(scores["class_std"], [0.25, 0.2], rtol=1e-4)
+  one = predictive.uncertainty_scores(pred, 1)
+  assert sorted(one) == ["one_minus_max_prob", "softmax_entropy"]
+  np.testing.assert_allclose(one["softmax_entropy"], pred.predictive_entropy)
+  with pytest.raises(ValueError, match=r"^expected sampled logits \[K, B, C\], got shape \(2, 3\)$"):
+    predictive.classification_predictive(jnp.zeros((2, 3)))
+
+
+def test_mutual_information_is_clipped_at_zero_not_negative():
+  logits = jnp.tile(jnp.array([[[0.3, -1.2, 2.0]]]), (4, 1, 1))
+  mi = predictive.classification_predictive(logits).mutual_information
+  assert float(mi[0]) == 0.0
+
+
+def test_regression_predictive_and_central_interval_on_a_hand_case():
+  means = jnp.array([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]])
+  noise = jnp.array([[1.0, 2.0], [2.0, 2.0], [2.0, 2.0]])
+  pred = predictive.regression_predictive(means, noise)
+  np.testing.assert_allclose(pred.mean, [2.0, 0.0])
+  np.testing.assert_allclose(pred.aleatoric_std, [np.sqrt(3.0), 2.0], rtol=1e-6)
+  np.testing.assert_allclose(pred.epistemic_std, [np.sqrt(2 / 3), 0.0], rtol=1e-6)
+  np.testing.assert_allclose(pred.std, [np.sqrt(3 + 2 / 3), 2.0], rtol=1e-6)
+  with pytest.raises(ValueError, match=r"^means \(3, 2\) and noise_stds \(3,\) must have one shape$"):
+    predictive.regression_predictive(means, noise[:, 0])
+  lo, hi = predictive.central_interval(jnp.array([1.0]), jnp.array([2.0]), 0.8)
+  z = 1.2815515655446004
+  np.testing.assert_allclose([lo[0], hi[0]], [1 - 2 * z, 1 + 2 * z], rtol=1e-5)
+  lo, hi = predictive.central_interval(jnp.array([0.0]), jnp.array([1.0]))
+  np.testing.assert_allclose([lo[0], hi[0]], [-1.959964, 1.959964], rtol=1e-5)
+  for bad in (0.0, 1.0):
+    with pytest.raises(ValueError, match=rf"^interval level must be in \(0, 1\), got {bad}$"):
+      predictive.central_interval(0.0, 1.0, bad)
+
+
+# --- the batch order in data -----------------------------------------------------------------------------
+
+
+def test_steps_per_epoch_drops_the_remainder_and_names_a_bad_batch_size():
+  assert data.steps_per_epoch(10, 3) == 3 and data.steps_per_epoch(10, 10) == 1
+  assert data.steps_per_epoch(10, np.int64(5)) == 2
+  for bad in (0, -1, 2.0, None):
+    with pytest.raises(
+      ValueError, match=rf"^batch_size must be a positive integer, got {re.escape(repr(bad))}$"
+    ):
+      data.steps_per_epoch(10, bad)
+  with pytest.raises(ValueError, match=r"^batch_size 11 exceeds the 10 examples of the split$"):
+    data.steps_per_epoch(10, 11)
+
+
+def test_batch_at_walks_the_documented_permutation_of_each_epoch():
+  split = {"x": jnp.arange(20.0).reshape(10, 2), "y": jnp.arange(10) * 10}
+  assert data.num_examples(split) == 10
+  orders = [
+    np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(3), e), 10)) for e in range(2)
+  ]
+  np.testing.assert_array_equal(data.epoch_order(3, 1, 10), orders[1])
+  assert sorted(orders[0]) == list(range(10)) and not np.array_equal(orders[0], orders[1])
+  # 3 steps per epoch of 3 (one example dropped); step 4 is epoch 1, position 1
+  for step, (e, pos) in {0: (0, 0), 2: (0, 2), 3: (1, 0), 4: (1, 1)}.items():
+    batch = data.batch_at(split, 3, step, 3)
+    idx = orders[e][3 * pos : 3 * pos + 3]
+    np.testing.assert_array_equal(batch["y"], idx * 10)
+    np.testing.assert_array_equal(batch["x"], np.arange(20.0).reshape(10, 2)[idx])
+  given = data.batch_at(split, 3, 4, 3, order=jnp.arange(10)[::-1])
+  np.testing.assert_array_equal(given["y"], [60, 50, 40])
+
+
+def test_eval_batches_cover_the_split_once_in_order():
+  split = {"x": np.arange(7), "y": np.arange(7) + 10}
+  batches = list(data.eval_batches(split, 3))
+  assert [list(b["x"]) for b in batches] == [[0, 1, 2], [3, 4, 5], [6]]
+  assert [list(b["y"]) for b in batches] == [[10, 11, 12], [13, 14, 15], [16]]
+  assert [list(b["x"]) for b in data.eval_batches(split, np.int32(7))] == [list(range(7))]
+  for bad in (0, 1.5):
+    with pytest.raises(ValueError, match=rf"^batch_size must be a positive integer, got {bad!r}$"):
+      list(data.eval_batches(split, bad))
