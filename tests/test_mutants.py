@@ -11,10 +11,12 @@ import re
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from bnnjax import data, distributions, estimators, metrics, objectives, posterior, predictive, priors
+from bnnjax.methods import swag
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -763,3 +765,106 @@ def test_eval_batches_cover_the_split_once_in_order():
   for bad in (0, 1.5):
     with pytest.raises(ValueError, match=rf"^batch_size must be a positive integer, got {bad!r}$"):
       list(data.eval_batches(split, bad))
+
+
+# --- swag ------------------------------------------------------------------------------------------------
+
+
+def test_swag_empty_moments_and_add_snapshot_by_hand():
+  moments = swag.empty_moments({"w": jnp.ones((2,))}, 0)
+  assert moments["deviations"]["w"].shape == (1, 2) and int(moments["count"]) == 0
+  assert moments["count"].dtype == jnp.int32 and moments["mean"]["w"].shape == (2,)
+  np.testing.assert_array_equal(moments["sq_mean"]["w"], [0.0, 0.0])
+  moments = swag.empty_moments({"w": jnp.ones((2,))}, 2)
+  skipped = swag.add_snapshot(moments, {"w": jnp.array([5.0, 5.0])}, jnp.asarray(False))
+  assert int(skipped["count"]) == 0
+  np.testing.assert_array_equal(skipped["mean"]["w"], [0.0, 0.0])
+  np.testing.assert_array_equal(skipped["deviations"]["w"], np.zeros((2, 2)))
+  m1 = swag.add_snapshot(moments, {"w": jnp.array([1.0, 2.0])}, jnp.asarray(True))
+  m2 = swag.add_snapshot(m1, {"w": jnp.array([3.0, -2.0])}, jnp.asarray(True))
+  m3 = swag.add_snapshot(m2, {"w": jnp.array([5.0, 3.0])}, jnp.asarray(True))
+  assert int(m3["count"]) == 3
+  np.testing.assert_allclose(m2["mean"]["w"], [2.0, 0.0])
+  np.testing.assert_allclose(m2["sq_mean"]["w"], [5.0, 4.0])
+  np.testing.assert_allclose(m3["mean"]["w"], [3.0, 1.0])
+  # slot 0: snapshot 1 (w - mean after it = 0), slot 1: snapshot 2 ([1, -2]); snapshot 3 overwrites slot 0
+  np.testing.assert_allclose(m2["deviations"]["w"], [[0.0, 0.0], [1.0, -2.0]])
+  np.testing.assert_allclose(m3["deviations"]["w"], [[2.0, 2.0], [1.0, -2.0]])
+
+
+@pytest.mark.parametrize("rank", [0, 3])
+def test_swag_draw_is_the_documented_formula_on_hand_moments(rank):
+  moments = {
+    "mean": {"a": jnp.array([1.0, -1.0]), "b": jnp.array([2.0])},
+    "sq_mean": {"a": jnp.array([5.0, 1.0]), "b": jnp.array([3.0])},  # variances 4, 0 (clipped), -1 -> 0
+    "deviations": {
+      "a": jnp.array([[1.0, 0.0], [0.0, 2.0], [7.0, 7.0]]),
+      "b": jnp.array([[1.0], [1.0], [9.0]]),
+    },
+    "count": jnp.asarray(2, jnp.int32),
+  }
+  if not rank:
+    moments["deviations"] = {"a": jnp.zeros((1, 2)), "b": jnp.zeros((1, 1))}
+  weights = {"a": jnp.zeros(2), "b": jnp.zeros(1)}
+  rng = jax.random.PRNGKey(8)
+  draw = swag.sample_weights(moments, weights, rng, rank)
+  keys = jax.random.split(rng, 3)
+  diag = np.sqrt(0.5) if rank else 1.0
+  z_a = jax.random.normal(keys[0], (2,))
+  expected_a = np.array([1.0, -1.0]) + diag * np.array([2.0, 0.0]) * z_a
+  expected_b = np.array([2.0])
+  if rank:
+    z2 = jax.random.normal(keys[-1], (3,)) * np.array([1.0, 1.0, 0.0])  # two columns so far
+    expected_a = expected_a + (z2[0] * np.array([1.0, 0.0]) + z2[1] * np.array([0.0, 2.0])) / np.sqrt(2.0)
+    expected_b = expected_b + (z2[0] + z2[1]) / np.sqrt(2.0)
+  np.testing.assert_allclose(draw["a"], expected_a, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(draw["b"], expected_b, rtol=1e-5, atol=1e-6)
+  # three columns: the low-rank part is scaled by 1 / sqrt(2 (3 - 1))
+  if rank:
+    draw3 = swag.sample_weights({**moments, "count": jnp.asarray(3, jnp.int32)}, weights, rng, rank)
+    z2 = jax.random.normal(keys[-1], (3,))
+    low = (z2[0] * np.array([1.0, 0.0]) + z2[1] * np.array([0.0, 2.0]) + z2[2] * np.array([7.0, 7.0])) / 2.0
+    np.testing.assert_allclose(
+      draw3["a"], np.array([1.0, -1.0]) + diag * np.array([2.0, 0.0]) * z_a + low, rtol=1e-5
+    )
+  # one snapshot: the low-rank scale's denominator is floored at 1, the one column kept
+  if rank:
+    draw1 = swag.sample_weights({**moments, "count": jnp.asarray(1, jnp.int32)}, weights, rng, rank)
+    z2 = jax.random.normal(keys[-1], (3,))
+    one = (
+      np.array([1.0, -1.0]) + diag * np.array([2.0, 0.0]) * z_a + z2[0] * np.array([1.0, 0.0]) / np.sqrt(2.0)
+    )
+    np.testing.assert_allclose(draw1["a"], one, rtol=1e-5, atol=1e-6)
+
+
+def test_swag_config_errors_are_exact_one_liners():
+  ok = dict(swag.DEFAULTS)
+  assert ok == dict(rank=10, collect_every=100, eval_samples=16, init_from="")
+  swag.validate(ml_collections.ConfigDict({**ok, "rank": 0}))
+  swag.validate(ml_collections.ConfigDict({**ok, "rank": 20, "collect_every": 1, "eval_samples": 1}))
+  cases = [
+    ("rank", 21, r"config.model.rank must be an integer in \[0, 20\] \(0: diagonal\), got 21"),
+    ("rank", -1, r"config.model.rank must be an integer in \[0, 20\] \(0: diagonal\), got -1"),
+    ("rank", True, r"config.model.rank must be an integer in \[0, 20\] \(0: diagonal\), got True"),
+    ("rank", 2.0, r"config.model.rank must be an integer in \[0, 20\] \(0: diagonal\), got 2.0"),
+    ("collect_every", 0, r"config.model.collect_every must be an integer >= 1, got 0"),
+    ("collect_every", True, r"config.model.collect_every must be an integer >= 1, got True"),
+    ("collect_every", 1.0, r"config.model.collect_every must be an integer >= 1, got 1.0"),
+    ("eval_samples", 0, r"config.model.eval_samples must be an integer >= 1, got 0"),
+  ]
+  for field, value, message in cases:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+      swag.validate(ml_collections.ConfigDict({**ok, field: value}))
+  m = ml_collections.ConfigDict({**ok, "rank": 5, "collect_every": 100})
+  swag.check_snapshots(m, 500)
+  with pytest.raises(
+    ValueError,
+    match=r"^config.model.rank=5 needs at least 5 snapshots, but 499 steps with collect_every=100 take 4$",
+  ):
+    swag.check_snapshots(m, 499)
+  m.rank = 1
+  swag.check_snapshots(m, 200)
+  with pytest.raises(ValueError, match=r"^config.model.rank=1 needs at least 2 snapshots, but 199 steps"):
+    swag.check_snapshots(m, 199)
+  m.rank = 0
+  swag.check_snapshots(m, 1)
