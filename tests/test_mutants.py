@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bnnjax import data, distributions, estimators, metrics, objectives, posterior, predictive, priors
-from bnnjax.methods import swag
+from bnnjax.methods import sgmcmc, swag
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -868,3 +868,115 @@ def test_swag_config_errors_are_exact_one_liners():
     swag.check_snapshots(m, 199)
   m.rank = 0
   swag.check_snapshots(m, 1)
+
+
+# --- sgmcmc ----------------------------------------------------------------------------------------------
+
+
+def _sgmcmc_config(**fields):
+  return ml_collections.ConfigDict({**sgmcmc.DEFAULTS, **fields})
+
+
+def test_sgmcmc_config_errors_are_exact_one_liners():
+  assert sgmcmc.DEFAULTS["sampler"] == "sgld" and sgmcmc.DEFAULTS["schedule"] == "cyclical"
+  sgmcmc.validate(_sgmcmc_config())
+  sgmcmc.validate(
+    _sgmcmc_config(sampler="sghmc", schedule="constant", temperature=0.0, momentum=0.0, exploration=0.0)
+  )
+  cases = [
+    ("sampler", "hmc", r"config.model.sampler: unknown 'hmc'; choose one of sgld, sghmc"),
+    ("schedule", "linear", r"config.model.schedule: unknown 'linear'; choose one of cyclical, constant"),
+    ("step_size", 0.0, r"config.model.step_size must be positive and finite, got 0.0"),
+    ("step_size", math.inf, r"config.model.step_size must be positive and finite, got inf"),
+    ("prior_std", -1.0, r"config.model.prior_std must be positive and finite, got -1.0"),
+    ("noise_std", math.nan, r"config.model.noise_std must be positive and finite, got nan"),
+    ("temperature", -0.5, r"config.model.temperature must be >= 0 and finite, got -0.5"),
+    ("temperature", math.inf, r"config.model.temperature must be >= 0 and finite, got inf"),
+    ("momentum", 1.0, r"config.model.momentum must lie in \[0, 1\), got 1.0"),
+    ("momentum", -0.1, r"config.model.momentum must lie in \[0, 1\), got -0.1"),
+    ("exploration", 1.0, r"config.model.exploration must lie in \[0, 1\), got 1.0"),
+    ("exploration", -0.1, r"config.model.exploration must lie in \[0, 1\), got -0.1"),
+    ("num_cycles", 0, r"config.model.num_cycles must be an integer >= 1, got 0"),
+    ("num_cycles", True, r"config.model.num_cycles must be an integer >= 1, got True"),
+    ("samples_per_cycle", 2.0, r"config.model.samples_per_cycle must be an integer >= 1, got 2.0"),
+  ]
+  for field, value, message in cases:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+      sgmcmc.validate(_sgmcmc_config(**{field: value}))
+
+
+def test_sgmcmc_schedule_step_sizes_and_slots_by_hand():
+  m = _sgmcmc_config(num_cycles=2, exploration=0.5, samples_per_cycle=2, step_size=0.4, temperature=0.7)
+  layout = sgmcmc.schedule(m, 21)  # cycles of 10 steps, sampling from position 5, a sample every 2 steps
+  assert layout == sgmcmc.Schedule(10, 5, 2, 4)
+  assert sgmcmc.schedule(_sgmcmc_config(num_cycles=1, exploration=0.3, samples_per_cycle=3), 10) == (
+    10,
+    3,
+    2,
+    3,
+  )
+  with pytest.raises(
+    ValueError,
+    match=r"^config.model: 7 steps in num_cycles=2 cycles leave 2 sampling steps per cycle, "
+    r"fewer than samples_per_cycle=3$",
+  ):
+    sgmcmc.schedule(_sgmcmc_config(num_cycles=2, exploration=0.4, samples_per_cycle=3), 7)
+  with pytest.raises(ValueError, match=r"leave 0 sampling steps per cycle, fewer than samples_per_cycle=1$"):
+    sgmcmc.schedule(_sgmcmc_config(num_cycles=4, exploration=0.5, samples_per_cycle=1), 3)
+  for t, position in ((0, 0), (4, 4), (5, 5), (13, 3), (19, 9)):
+    eta, temperature = sgmcmc.step_size_and_temperature(m, layout, jnp.asarray(t))
+    assert eta.dtype == jnp.float32
+    assert float(eta) == pytest.approx(0.2 * (np.cos(np.pi * position / 10) + 1), rel=1e-5)
+    assert float(temperature) == pytest.approx(0.7 if position >= 5 else 0.0)
+  constant = _sgmcmc_config(**{**m.to_dict(), "schedule": "constant"})
+  assert float(sgmcmc.step_size_and_temperature(constant, layout, jnp.asarray(13))[0]) == pytest.approx(0.4)
+  # kept: the last step of each cycle (slot 1, 3) and two before it (slot 0, 2); nothing in cycle 3
+  slots = [int(sgmcmc.sample_slot(m, layout, jnp.asarray(s))) for s in range(1, 22)]
+  assert slots == [-1] * 7 + [0, -1, 1] + [-1] * 7 + [2, -1, 3] + [-1]
+  # a sampling phase starting late: a slot needs position >= sampling_start
+  late = _sgmcmc_config(num_cycles=1, exploration=0.8, samples_per_cycle=1)
+  lay = sgmcmc.schedule(late, 10)
+  assert [int(sgmcmc.sample_slot(late, lay, jnp.asarray(s))) for s in range(1, 11)] == [-1] * 9 + [0]
+
+
+def test_kept_samples_fill_the_unwritten_slots_with_the_current_weights():
+  collected = {"samples": {"w": jnp.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])}, "count": jnp.asarray(2)}
+  out = sgmcmc.kept_samples(collected, {"w": jnp.array([9.0, 8.0])})
+  np.testing.assert_array_equal(out["w"], [[1.0, 1.0], [2.0, 2.0], [9.0, 8.0]])
+
+
+def test_langevin_steps_are_gradient_steps_without_noise_and_add_the_documented_noise_with_it():
+  n = 50
+  g = jnp.linspace(-1.0, 1.0, 20_000)
+  w = jnp.zeros(20_000)
+  # position 0 of a cycle: exploration, no noise; the cyclical step size is eta there
+  m = _sgmcmc_config(
+    sampler="sgld", step_size=0.1, num_cycles=1, exploration=0.5, samples_per_cycle=1, temperature=2.0
+  )
+  tx = sgmcmc.langevin(m, n, 100)
+  state = tx.init(w)
+  assert int(state.count) == 0
+  updates, state = tx.update(g, state, w)
+  np.testing.assert_allclose(updates, -0.1 * g, rtol=1e-5, atol=1e-7)
+  assert int(state.count) == 1
+  # in the sampling phase (constant step): w - eta g + sqrt(2 eta T / N) xi
+  m = _sgmcmc_config(**{**m.to_dict(), "schedule": "constant", "exploration": 0.0})
+  tx = sgmcmc.langevin(m, n, 100)
+  updates, _ = tx.update(g, tx.init(w), w)
+  noise = np.asarray(updates + 0.1 * g, np.float64)
+  assert abs(noise.mean()) < 0.05 * np.sqrt(2 * 0.1 * 2.0 / n)
+  assert noise.std() == pytest.approx(np.sqrt(2 * 0.1 * 2.0 / n), rel=0.03)
+  # SGHMC without noise (exploration): w <- w + eps v, then v <- (1 - alpha eps) v - eps N g; v starts at 0
+  m = _sgmcmc_config(
+    sampler="sghmc", momentum=0.8, step_size=0.1, schedule="constant", num_cycles=1, exploration=0.9
+  )
+  tx = sgmcmc.langevin(m, n, 100)
+  state = tx.init(w)
+  eps = np.sqrt(0.1 / n)
+  alpha = 0.2 / eps
+  v1 = -eps * n * np.asarray(g)
+  v2 = (1 - alpha * eps) * v1 - eps * n * np.asarray(g)
+  for expected in (np.zeros(20_000), eps * v1, eps * v2):
+    updates, state = tx.update(g, state, w)
+    np.testing.assert_allclose(updates, expected, rtol=1e-4, atol=1e-7)
+    w = w + updates
