@@ -44,11 +44,16 @@ PREDICTIVES = ("mc", "glm")
 
 
 class DiagonalPosterior(NamedTuple):
-  """params: the MAP (Haiku params); precision: diag(GGN) + λ, shaped like params; prior_precision: λ."""
+  """params: the MAP (Haiku params); ggn: diag(GGN), shaped like params; prior_precision: λ."""
 
   params: Any
-  precision: Any
+  ggn: Any
   prior_precision: jax.Array
+
+  @property
+  def precision(self):
+    """diag(GGN) + λ, shaped like params."""
+    return jax.tree_util.tree_map(lambda d: d + self.prior_precision, self.ggn)
 
 
 class KronFactors(NamedTuple):
@@ -114,8 +119,7 @@ def curvature_eigenvalues(posterior) -> jax.Array:
     return jnp.concatenate(
       [jnp.outer(f.a_eigenvalues, f.g_eigenvalues).ravel() for f in posterior.factors.values()]
     )
-  lam = posterior.prior_precision
-  return jnp.concatenate([(p - lam).ravel() for p in jax.tree_util.tree_leaves(posterior.precision)])
+  return jnp.concatenate([d.ravel() for d in jax.tree_util.tree_leaves(posterior.ggn)])
 
 
 def _sq_norm(params) -> jax.Array:
@@ -271,12 +275,7 @@ def fit(
     posterior = DiagonalPosterior(params, diag, jnp.float32(0.0))
   if prior_precision is None:
     prior_precision = tune_prior_precision(curvature_eigenvalues(posterior), _sq_norm(params))
-  lam = jnp.float32(prior_precision)
-  if structure == "kfac":
-    return posterior._replace(prior_precision=lam)
-  return posterior._replace(
-    precision=jax.tree_util.tree_map(lambda d: d + lam, posterior.precision), prior_precision=lam
-  )
+  return posterior._replace(prior_precision=jnp.float32(prior_precision))
 
 
 # ---------------------------------------------------------------- sampling and the predictive
