@@ -5,8 +5,11 @@ by hand or with numpy at float64, exact error messages, exact draws. They are sm
 eager (no training), so that `mutmut run` (docs/mutation.md) can afford them per mutant.
 """
 
+import hashlib
+import json
 import math
 import re
+from typing import NamedTuple
 
 import haiku as hk
 import jax
@@ -15,7 +18,17 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bnnjax import data, distributions, estimators, metrics, objectives, posterior, predictive, priors
+from bnnjax import (
+  checkpoint,
+  data,
+  distributions,
+  estimators,
+  metrics,
+  objectives,
+  posterior,
+  predictive,
+  priors,
+)
 from bnnjax.methods import sgmcmc, swag
 
 LOG_2PI = math.log(2 * math.pi)
@@ -126,6 +139,7 @@ def test_predictive_nlls_of_unequal_samples_use_log_k():
 def test_prior_constructors_return_the_fields_and_reject_bad_values_in_one_line():
   assert priors.gaussian_prior(2) == priors.GaussianPrior(2.0)
   assert isinstance(priors.gaussian_prior(2).scale, float)
+  assert priors.gaussian_prior(0.5) == priors.GaussianPrior(0.5)
   mixture = priors.scale_mixture_prior(0.25, 1, 0.5, kl="bound")
   assert mixture == priors.ScaleMixturePrior(0.25, 1.0, 0.5, "bound")
   assert priors.scale_mixture_prior(0.5, 1.0, 2.0).kl == "mc"
@@ -980,3 +994,80 @@ def test_langevin_steps_are_gradient_steps_without_noise_and_add_the_documented_
     updates, state = tx.update(g, state, w)
     np.testing.assert_allclose(updates, expected, rtol=1e-4, atol=1e-7)
     w = w + updates
+
+
+# --- checkpoint: checksums, compatibility, one-line reasons ----------------------------------------------
+
+
+class _Pair(NamedTuple):
+  first: object
+  second: object
+
+
+def test_checksums_are_sha256_of_each_arrays_bytes_under_its_path():
+  state = {
+    "params": {"lin": {"w": jnp.arange(3.0)}},
+    "step": np.int32(4),
+    "pair": _Pair(jnp.ones(2), [jnp.zeros(1)]),
+  }
+  sums = checkpoint.checksums(state)
+  sha = lambda a: hashlib.sha256(np.ascontiguousarray(np.asarray(a)).tobytes()).hexdigest()
+  assert sums == {
+    "pair/first": sha(np.ones(2, np.float32)),
+    "pair/second/0": sha(np.zeros(1, np.float32)),
+    "params/lin/w": sha(np.arange(3.0, dtype=np.float32)),
+    "step": sha(np.int32(4)),
+  }
+  key = jax.random.key(3)
+  assert checkpoint.checksums({"rng": key}) == {"rng": sha(jax.random.key_data(key))}
+  checkpoint.verify(state, {checkpoint.CHECKSUMS: sums}, "step 4")
+  checkpoint.verify(state, None, "step 4")
+  checkpoint.verify(state, {}, "step 4")
+  flipped = {**state, "params": {"lin": {"w": jnp.array([0.0, 1.0, 2.5])}}}
+  with pytest.raises(
+    checkpoint.CorruptCheckpoint,
+    match=r"^checksum mismatch in params/lin/w: step 4 does not hold what was saved$",
+  ):
+    checkpoint.verify(flipped, {checkpoint.CHECKSUMS: sums}, "step 4")
+  with pytest.raises(checkpoint.CorruptCheckpoint, match=r"^checksum mismatch in extra: "):
+    checkpoint.verify({**state, "extra": np.zeros(1)}, {checkpoint.CHECKSUMS: sums}, "step 4")
+
+
+def test_check_compatible_names_the_first_parameter_that_differs():
+  saved = {"a": {"w": np.zeros((2, 3))}, "b": {"w": np.zeros(4)}}
+  checkpoint.check_compatible(saved, {"a": {"w": jnp.ones((2, 3))}, "b": {"w": jnp.ones(4)}}, "/run")
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=r"^checkpoint /run holds another model: parameter \['a'\]\['w'\] has shape \(2, 3\) there, "
+    r"this config expects \(3, 2\)$",
+  ):
+    checkpoint.check_compatible(saved, {"a": {"w": np.zeros((3, 2))}, "b": {"w": np.zeros(4)}}, "/run")
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=r"parameter \['c'\]\['w'\] has shape missing there, this config expects \(1,\)$",
+  ):
+    checkpoint.check_compatible(saved, {**saved, "c": {"w": np.zeros(1)}}, "/run")
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=r"parameter \['b'\]\['w'\] has shape \(4,\) there, this config expects missing$",
+  ):
+    checkpoint.check_compatible(saved, {"a": saved["a"]}, "/run")
+
+
+def test_reason_is_one_short_line_and_the_holder_record_is_read_back(tmp_path):
+  assert checkpoint._reason(ValueError("a\n  b\tc")) == "ValueError: a b c"
+  assert checkpoint._reason(OSError("x" * 200)) == "OSError: " + "x" * 160 + " ..."
+  assert checkpoint._reason(OSError("x" * 160)) == "OSError: " + "x" * 160
+  assert checkpoint._reason(KeyError("y" * 12), limit=10) == "KeyError: 'yyyyyyyyy ..."
+  path = str(tmp_path / "run.lock")
+  checkpoint._write_json_atomic(path + ".json", {"host": "h", "pid": 7, "started": "t0"})
+  assert json.loads((tmp_path / "run.lock.json").read_text()) == {"host": "h", "pid": 7, "started": "t0"}
+  assert "  " in (tmp_path / "run.lock.json").read_text()  # indented
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["run.lock.json"]
+  assert checkpoint._holder(path) == "host h, pid 7, since t0"
+  (tmp_path / "run.lock.json").write_text("{")
+  assert checkpoint._holder(path) == f"holder unknown: {path}.json unreadable"
+  assert checkpoint.config_to_json(ml_collections.ConfigDict({"a": (1, 2), "b": {"c": "d"}})) == {
+    "a": [1, 2],
+    "b": {"c": "d"},
+  }
