@@ -98,19 +98,24 @@ def _dense(layer, phi):
 def batch_ggn(layer, phi, classification: bool, noise_std: float, weight=None) -> jax.Array:
   """[P, P] Σ_i weight_i J_iᵀ H_i J_i over features phi [B, H], θ = ravel(layer).
 
-  weight [B] (default ones) masks padded rows out.
+  The outputs are linear in θ, whose ravel order (b, then w) is the rows of [b; w] [H + 1, C]
+  flattened: J_i = φ̃_iᵀ ⊗ I_C with φ̃_i = [1, φ_i] ([φ_i] without a bias), so that
+  J_iᵀ H_i J_i = (φ̃_i φ̃_iᵀ) ⊗ H_i, summed without forming J. weight [B] (default ones) masks
+  padded rows out.
   """
-  flat, unravel = ravel_pytree(layer)
-  jac = jax.vmap(jax.jacfwd(lambda t, p: _dense(unravel(t), p[None])[0]), (None, 0))(flat, phi)
   outputs = _dense(layer, phi)  # [B, C]
+  num_outputs = outputs.shape[-1]
   if classification:
     probs = jax.nn.softmax(outputs, -1)
     hessian = jax.vmap(jnp.diag)(probs) - probs[:, :, None] * probs[:, None, :]
   else:
-    eye = jnp.eye(outputs.shape[-1], dtype=outputs.dtype) / noise_std**2
+    eye = jnp.eye(num_outputs, dtype=outputs.dtype) / noise_std**2
     hessian = jnp.broadcast_to(eye, (len(phi), *eye.shape))
   weight = jnp.ones(len(phi), phi.dtype) if weight is None else weight
-  return jnp.einsum("bcp,bcq->pq", jac * weight[:, None, None], jnp.einsum("bcd,bdq->bcq", hessian, jac))
+  features = jnp.concatenate([jnp.ones((len(phi), 1), phi.dtype), phi], 1) if "b" in layer else phi
+  blocks = jnp.einsum("bh,bk,bcd->hckd", features * weight[:, None], features, hessian)
+  size = features.shape[1] * num_outputs
+  return blocks.reshape(size, size)
 
 
 def ggn(
