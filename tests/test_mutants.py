@@ -491,7 +491,8 @@ def _linear_posterior():
   return {"mean": mean, "log_std": log_std}
 
 
-_X = jnp.array([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]])
+# numpy, not jnp: a module-level JAX array would start XLA in mutmut's fork server (its forks then hang)
+_X = np.array([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]], np.float32)
 
 
 def test_local_reparameterisation_of_a_dense_layer_is_the_documented_draw():
@@ -555,8 +556,8 @@ def _conv(x, w):
   return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-_XC = jnp.linspace(-1.0, 1.0, 2 * 3 * 3 * 2).reshape(2, 3, 3, 2)
-_MASK = jnp.array([1.0, 0.0, 1.0, 1.0]).reshape(2, 2, 1, 1) * jnp.ones((2, 2, 2, 3))
+_XC = np.linspace(-1.0, 1.0, 2 * 3 * 3 * 2, dtype=np.float32).reshape(2, 3, 3, 2)
+_MASK = np.array([1.0, 0.0, 1.0, 1.0], np.float32).reshape(2, 2, 1, 1) * np.ones((2, 2, 2, 3), np.float32)
 
 
 @pytest.mark.parametrize("masked", [False, True])
