@@ -115,6 +115,8 @@ def test_kl_weight_is_a_product_of_its_factors_and_rises_as_step_over_warmup():
   assert float(objectives.kl_weight(30, beta=3.0, temperature=0.5)) == pytest.approx(1.5)
   assert float(objectives.kl_weight(1, warmup_steps=1)) == 1.0
   assert float(objectives.kl_weight(0, warmup_steps=1)) == 0.0
+  # no warm-up at step 0: the full weight (a warm-up of 0 steps must not divide 0 by 0)
+  assert float(objectives.kl_weight(0, beta=2.0)) == 2.0
 
 
 def test_predictive_nlls_of_unequal_samples_use_log_k():
@@ -125,6 +127,11 @@ def test_predictive_nlls_of_unequal_samples_use_log_k():
   )
   np.testing.assert_allclose(
     objectives.categorical_nll(logits, jnp.array([0])), -np.log([0.2, 0.5, 0.8]).mean()
+  )
+  # two examples: one predictive NLL each, each the log of its own mixture
+  two = jnp.log(jnp.array([[[0.2, 0.8], [0.6, 0.4]], [[0.4, 0.6], [0.1, 0.9]]]))
+  np.testing.assert_allclose(
+    objectives.categorical_predictive_nll(two, jnp.array([1, 0])), -np.log([0.7, 0.35]), rtol=1e-6
   )
   predictions = jnp.array([[0.0], [1.0], [3.0]])
   mix = np.mean([np.exp(_normal_log_pdf(1.0, m, 0.5)) for m in (0.0, 1.0, 3.0)])
@@ -170,8 +177,8 @@ def test_layerwise_prior_sorts_its_modules_and_names_a_bad_one():
 
 
 def test_prior_log_prob_sums_every_leaf_against_float64_formulas():
-  params = {"a": {"w": jnp.array([0.5, -1.0])}, "b": {"w": jnp.array([[2.0]])}}
-  values = np.array([0.5, -1.0, 2.0])
+  params = {"a": {"w": jnp.array([0.5, -1.0])}, "b": {"w": jnp.array([[3.0]])}}
+  values = np.array([0.5, -1.0, 3.0])
   np.testing.assert_allclose(
     priors.log_prob(params, priors.GaussianPrior(1.5)), _normal_log_pdf(values, 0, 1.5).sum(), rtol=1e-6
   )
