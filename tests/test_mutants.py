@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import scipy.special
 
 from bnnjax import (
   checkpoint,
@@ -52,6 +53,19 @@ def test_standard_normal_draws_are_standard_normal_in_the_requested_shape_and_dt
   assert np.isfinite(x).all()
   half = distributions.standard_normal(jax.random.PRNGKey(0), (3, 2), jnp.bfloat16)
   assert half.shape == (3, 2) and half.dtype == jnp.bfloat16
+
+
+def test_standard_normal_is_threefry_bits_through_the_documented_transform():
+  key = jax.random.PRNGKey(9)
+  state = jax.random.bits(key, (4,), jnp.uint32)
+  _, bits = jax.lax.rng_bit_generator(
+    state, (3, 4), dtype=jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY
+  )
+  unit = ((np.asarray(bits) >> 9) | np.uint32(0x3F800000)).view(np.float32) - np.float32(1.0)
+  lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+  uniform = np.maximum(lo, unit * (1 - lo) + lo).astype(np.float64)
+  expected = np.sqrt(2.0) * scipy.special.erfinv(uniform)
+  np.testing.assert_allclose(distributions.standard_normal(key, (3, 4)), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_standard_normal_is_a_pure_function_of_the_key():
