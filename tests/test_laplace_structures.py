@@ -88,23 +88,44 @@ def test_the_evidence_maximiser_is_the_closed_form_one_for_equal_eigenvalues():
   assert laplace.tune_prior_precision(ggn, jnp.full(p, np.sqrt(s / p))) == pytest.approx(tuned, rel=1e-6)
 
 
-def test_diagonal_laplace_is_the_diagonal_of_the_brute_force_ggn_plus_the_prior_precision():
-  x, params = tiny_problem()
+def conv_net(x):
+  x = hk.Conv2D(2, 3, name="conv")(x)
+  return hk.Linear(3, name="head")(hk.Flatten()(x))
+
+
+def brute_force_ggn(net, params, x):
+  """[P, P] Σ_i J_iᵀ H_i J_i of a softmax classifier over ravel_pytree(params), by jax.jacobian."""
   flat, unravel = ravel_pytree(params)
-  apply = hk.without_apply_rng(hk.transform(tiny_net)).apply
+  apply = hk.without_apply_rng(hk.transform(net)).apply
 
-  @jax.jit
-  def ggn_of(x):
-    jac = jax.vmap(jax.jacobian(lambda t, x1: apply(unravel(t), x1[None])[0]), (None, 0))(flat, x)
-    hessians = jax.vmap(lambda x1: jacobian_and_hessian(params, x1)[1])(x)
-    return jnp.einsum("bcp,bcd,bdq->pq", jac, hessians, jac)
+  def one(x1):
+    jac = jax.jacobian(lambda t: apply(unravel(t), x1[None])[0])(flat)
+    probs = jax.nn.softmax(apply(params, x1[None])[0])
+    return jac.T @ (jnp.diag(probs) - jnp.outer(probs, probs)) @ jac
 
-  ggn = ggn_of(x)
-  posterior = laplace_layers.fit(tiny_net, params, x, TINY, "diagonal", prior_precision=0.7)
+  return jax.jit(lambda x: jnp.sum(jax.vmap(one)(x), 0))(x)
+
+
+def test_diagonal_laplace_is_the_diagonal_of_the_brute_force_ggn_plus_the_prior_precision():
+  x, params = tiny_problem()  # dense layers only: the factors' pass
+  ggn = brute_force_ggn(tiny_net, params, x)
+  posterior = laplace_layers.fit(tiny_net, params, x, TINY, "diagonal", prior_precision=0.7, batch_size=4)
   np.testing.assert_allclose(ravel_pytree(posterior.precision)[0], np.diag(ggn) + 0.7, rtol=1e-4, atol=1e-6)
   tuned = laplace_layers.fit(tiny_net, params, x, TINY, "diagonal")  # λ by the marginal likelihood
-  expected = laplace_layers.tune_prior_precision(np.diag(ggn), float(jnp.sum(flat**2)))
+  expected = laplace_layers.tune_prior_precision(np.diag(ggn), float(_sq_norm(params)))
   assert float(tuned.prior_precision) == pytest.approx(expected, rel=1e-6)
+  # A convolution: bnnjax.methods.fisher's per-example gradients, the same exact diagonal.
+  images = jnp.asarray(np.random.default_rng(2).normal(size=(5, 4, 4, 1)), jnp.float32)
+  conv_params = hk.transform(conv_net).init(jax.random.PRNGKey(0), images)
+  conv = laplace_layers.fit(
+    conv_net, conv_params, images, DataInfo((4, 4, 1), 3, 5), "diagonal", prior_precision=0.7
+  )
+  expected = np.diag(brute_force_ggn(conv_net, conv_params, images)) + 0.7
+  np.testing.assert_allclose(ravel_pytree(conv.precision)[0], expected, rtol=1e-4, atol=1e-6)
+
+
+def _sq_norm(params):
+  return sum(jnp.sum(p**2) for p in jax.tree_util.tree_leaves(params))
 
 
 @pytest.mark.parametrize("copies", [1, 2])
@@ -180,8 +201,7 @@ def test_fit_run_diagonal_and_kfac_on_a_digits_point_run():
   )
   eigenvalues = laplace_layers.curvature_eigenvalues(kfac.params)
   assert eigenvalues.size == 64 * 16 + 16 + 16 * 10 + 10  # every weight of both layers
-  sq_norm = sum(float(jnp.sum(p**2)) for p in jax.tree_util.tree_leaves(point))
-  expected = laplace_layers.tune_prior_precision(eigenvalues, sq_norm)
+  expected = laplace_layers.tune_prior_precision(eigenvalues, float(_sq_norm(point)))
   assert float(kfac.params.prior_precision) == pytest.approx(expected, rel=1e-6)
   diagonal = laplace.fit_run(run, structure="diagonal", prior_precision=1.0, predictive="mc")
   assert diagonal.config.model.name == "laplace_diagonal/mlp"
@@ -199,10 +219,6 @@ def test_bad_structures_and_networks_are_one_line_errors():
   with pytest.raises(ValueError, match="predictive for a diagonal or KFAC posterior must be one of mc, glm"):
     laplace.fit_run(None, structure="kfac", predictive="closed_form")
 
-  def conv_net(x):
-    x = hk.Conv2D(2, 3, name="conv")(x)
-    return hk.Linear(3, name="head")(hk.Flatten()(x))
-
   def conv_only(x):
     return hk.Flatten()(hk.Conv2D(3, 4, padding="VALID")(x))
 
@@ -215,7 +231,3 @@ def test_bad_structures_and_networks_are_one_line_errors():
     params = hk.transform(net).init(jax.random.PRNGKey(0), x)
     with pytest.raises(ValueError, match=message):
       laplace_layers.fit(net, params, x, info, "kfac")
-  # The diagonal covers a convolution: the GGN diagonal is generic.
-  params = hk.transform(conv_net).init(jax.random.PRNGKey(0), x)
-  posterior = laplace_layers.fit(conv_net, params, x, info, "diagonal", prior_precision=1.0)
-  assert posterior.precision["conv"]["w"].shape == params["conv"]["w"].shape
