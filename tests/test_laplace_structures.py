@@ -231,3 +231,13 @@ def test_bad_structures_and_networks_are_one_line_errors():
     params = hk.transform(net).init(jax.random.PRNGKey(0), x)
     with pytest.raises(ValueError, match=message):
       laplace_layers.fit(net, params, x, info, "kfac")
+
+  def shared(x):  # one hk.Linear called twice
+    layer = hk.Linear(3, name="shared")
+    return layer(jax.nn.relu(layer(hk.Flatten()(x)[:, :3])))
+
+  params = hk.transform(shared).init(jax.random.PRNGKey(0), x)
+  with pytest.raises(ValueError, match="needs each hk.Linear called once; 'shared' is called again"):
+    laplace_layers.fit(shared, params, x, info, "kfac")
+  with pytest.raises(ValueError, match="prior_precision must be positive"):
+    laplace_layers.fit(tiny_net, tiny_problem()[1], tiny_problem()[0], TINY, "kfac", prior_precision=0.0)

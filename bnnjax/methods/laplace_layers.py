@@ -133,9 +133,13 @@ def _sq_norm(params) -> jax.Array:
 # ---------------------------------------------------------------- KFAC factors
 
 
+AGAIN = " (called again)"
+
+
 def _tapped(forward: Callable) -> hk.Transformed:
   """apply(params, x, taps) -> (outputs, {dense layer: its input [B, in]}), taps[layer] [B, out]
-  added to each hk.Linear's output (taps None: nothing added)."""
+  added to each hk.Linear's output (taps None: nothing added); a layer called again is recorded
+  as "<name> (called again)" (not a layer KFAC or the diagonal's dense pass can take)."""
 
   def tapped(x, taps):
     inputs = {}
@@ -144,9 +148,7 @@ def _tapped(forward: Callable) -> hk.Transformed:
       out = next_fun(*args, **kwargs)
       if context.method_name == "__call__" and isinstance(context.module, hk.Linear):
         name = context.module.module_name
-        if name in inputs:
-          raise ValueError(f"KFAC Laplace needs each hk.Linear called once; {name!r} is called again")
-        inputs[name] = args[0]
+        inputs[name + AGAIN if name in inputs else name] = args[0]
         if taps is not None:
           out = out + taps[name]
       return out
@@ -177,6 +179,11 @@ def dense_layers(forward: Callable, params, input_shape) -> Dict[str, tuple]:
   inputs = _linear_inputs(forward, params, input_shape)
   if not inputs:
     raise ValueError("KFAC Laplace needs dense layers (hk.Linear); this network has none")
+  again = [name for name in inputs if name.endswith(AGAIN)]
+  if again:
+    raise ValueError(
+      f"KFAC Laplace needs each hk.Linear called once; {again[0][: -len(AGAIN)]!r} is called again"
+    )
   others = sorted(set(params) - set(inputs))
   if others:
     raise ValueError(
