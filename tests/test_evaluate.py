@@ -257,7 +257,7 @@ def test_toy_regression_is_less_sure_away_from_its_data(tmp_path):
   )
   train.fit(config, str(tmp_path))
   bands = evaluate(str(tmp_path), num_samples=32)["regression"]["bands"]
-  assert os.path.isfile(bands["plot"])
+  assert os.path.isfile(bands["plot"]) and os.path.isfile(bands["split_plot"])
   assert bands["epistemic_std_far_from_data"] > 2 * bands["epistemic_std_near_data"]
 
 
