@@ -460,6 +460,9 @@ def test_rejection_rule_and_ood_report_on_a_hand_case():
   assert metrics.rejection_rule(score_in, score_out).threshold == pytest.approx(3.96)
   assert metrics.rejection_rule(score_in, score_out, 0.0) == metrics.Rejection(0.0, 0.8, 1.0)
   assert metrics.rejection_rule(score_in, score_out, 100.0) == metrics.Rejection(4.0, 0.0, 1 / 3)
+  # float32 scores are thresholded in float64: the midpoint of 0.1f and 0.2f, not its float32 rounding
+  low = np.array([0.1, 0.2], np.float32)
+  assert metrics.rejection_rule(low, low, 50.0).threshold == (float(low[0]) + float(low[1])) / 2
   for bad in (-1.0, 101.0):
     with pytest.raises(ValueError, match=rf"^percentile must be in \[0, 100\], got {bad}$"):
       metrics.rejection_rule(score_in, score_out, bad)
