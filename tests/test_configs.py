@@ -30,6 +30,7 @@ SHAPES = {
   "ring": ((2,), 0, 10000),
   "diabetes": ((10,), 0, 353),
   "toy_regression": ((1,), 0, 1000),
+  "heteroscedastic_toy": ((1,), 0, 1000),
   "uci": ((8,), 0, 927),  # concrete
 }
 

@@ -2,6 +2,7 @@
 aleatoric / epistemic split and the heteroscedastic_toy data set: known answers."""
 
 import math
+import os
 
 import haiku as hk
 import jax
@@ -20,6 +21,7 @@ from bnnjax.task import DataInfo
 
 INFO = DataInfo(input_shape=(1,), num_classes=0, num_train=100)
 LOG_2PI = math.log(2 * math.pi)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def linear(width):
@@ -188,3 +190,15 @@ def test_the_config_field_builds_a_two_output_network():
   posterior = jax.eval_shape(task.init, jax.random.PRNGKey(0), {"x": jnp.zeros((1, 1)), "y": jnp.zeros((1,))})
   last = f"mlp/~/linear_{len(config.model.hidden_sizes)}"
   assert posterior["mean"][last]["b"].shape == (2,)
+
+
+@pytest.mark.parametrize("method", ["point", "mean_field", "ensemble", "dropout"])
+def test_every_method_of_the_config_predicts_a_std_per_input(method):
+  module = bnnjax.config.load_config_file(os.path.join(REPO, "configs", "heteroscedastic_toy.py"))
+  config = bnnjax.config.resolve(module.get_config(method))
+  task = train.build_task(config, INFO)
+  batch = {"x": jnp.array([[-3.0], [0.0], [3.0]]), "y": jnp.zeros(3)}
+  params = task.init(jax.random.PRNGKey(0), batch)
+  means, stds = task.predictor.sample(params, jax.random.PRNGKey(1), batch["x"], 2)
+  assert means.shape == stds.shape and means.shape[1] == 3
+  assert np.all(stds > likelihoods.MIN_STD) and np.ptp(np.asarray(stds)[0]) > 1e-4  # not one noise_std
