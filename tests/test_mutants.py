@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from typing import NamedTuple
 
 import haiku as hk
@@ -307,6 +308,16 @@ def test_sample_params_is_mean_plus_std_times_the_documented_normals():
   )
   np.testing.assert_allclose(draw["lin"]["b"], means["lin"]["b"] + 0.25 * eps["lin"]["b"], rtol=1e-5)
   assert draw["out"]["w"] is q["mean"]["out"]["w"]
+  # every Bayesian leaf gets its own key (three leaves), and keeps its dtype
+  q3 = posterior.init_posterior(
+    {"a": {"w": jnp.zeros(2, jnp.bfloat16)}, "b": {"w": jnp.zeros(3)}, "c": {"w": jnp.zeros(1)}},
+    1.0,
+    scale="log_std",
+  )
+  draw3 = posterior.sample_params(q3, key)
+  assert draw3["a"]["w"].dtype == jnp.bfloat16 and draw3["b"]["w"].dtype == jnp.float32
+  k3 = jax.random.split(key, 3)
+  np.testing.assert_allclose(draw3["c"]["w"], distributions.standard_normal(k3[2], (1,)), rtol=1e-6)
   # the Monte Carlo mixture KL is -H[q] - log p(w) at exactly that draw
   mix = priors.ScaleMixturePrior(0.3, 1.0, 0.2, "mc")
   w = {"lin": {"w": draw["lin"]["w"], "b": draw["lin"]["b"]}}
@@ -396,6 +407,12 @@ def test_reliability_bins_counts_and_ece_on_a_hand_case():
   assert metrics.ece(probs, labels, num_bins=1) == pytest.approx(abs(0.8 - 3.75 / 5), rel=1e-12)
   with pytest.raises(ValueError, match=r"^num_bins must be >= 1, got 0$"):
     metrics.reliability(probs, labels, num_bins=0)
+  # a confidence of 1/4 sits on the first interior edge: bin 0; empty bins give NaN quietly
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    r = metrics.reliability(np.full((1, 4), 0.25), np.array([3]), num_bins=4)
+  np.testing.assert_array_equal(r.count, [1, 0, 0, 0])
+  assert r.ece == pytest.approx(0.25)
 
 
 def test_ece_interval_is_the_documented_percentile_bootstrap():
@@ -414,6 +431,20 @@ def test_ece_interval_is_the_documented_percentile_bootstrap():
   eces = [metrics.ece(probs[i], labels[i]) for i in (rng.integers(0, 5, 5) for _ in range(1000))]
   np.testing.assert_allclose(
     metrics.ece_interval(probs, labels), (np.percentile(eces, 2.5), np.percentile(eces, 97.5)), rtol=1e-12
+  )
+  # many distinct confidences over 5 classes, some in the first bin: every bin boundary matters
+  rng = np.random.default_rng(1)
+  many = rng.dirichlet(np.full(5, 0.7), size=60)
+  many_labels = rng.integers(0, 5, 60)
+  many[:3] = 0.2  # confidence 0.2: the first of 4 bins
+  rng = np.random.default_rng(3)
+  eces = [
+    metrics.ece(many[i], many_labels[i], num_bins=4) for i in (rng.integers(0, 60, 60) for _ in range(40))
+  ]
+  np.testing.assert_allclose(
+    metrics.ece_interval(many, many_labels, num_resamples=40, level=0.5, seed=3, num_bins=4),
+    (np.percentile(eces, 25.0), np.percentile(eces, 75.0)),
+    rtol=1e-12,
   )
   with pytest.raises(ValueError, match=r"^need num_resamples >= 1 and level in \(0, 1\), got 0 and 0.9$"):
     metrics.ece_interval(probs, labels, num_resamples=0, level=0.9)
