@@ -370,6 +370,11 @@ def test_accuracy_nll_brier_on_a_hand_case():
   assert metrics.nll(probs, labels) == pytest.approx(expected_nll, rel=1e-12)
   brier = ((0.09 + 0.04 + 0.01) + (0.01 + 0.49 + 0.36) + (1 + 1) + (0.25 + 0.0625 + 0.0625)) / 4
   assert metrics.brier(probs, labels) == pytest.approx(brier, rel=1e-12)
+  # float32 probabilities are scored in float64
+  p32 = np.array([[0.1, 0.9], [0.3, 0.7], [0.55, 0.45]], np.float32)
+  p64, y2 = p32.astype(np.float64), np.array([1, 0, 1])
+  exact = np.mean(np.sum((p64 - np.eye(2)[y2]) ** 2, -1))
+  assert metrics.brier(p32, y2) == pytest.approx(exact, rel=1e-14)
   out = metrics.classification_metrics(probs, labels)
   assert out == {
     "accuracy": 0.5,
@@ -525,6 +530,10 @@ def test_regression_metrics_on_a_hand_case():
     "coverage": pytest.approx(2 / 3),
     "mean_interval_width": pytest.approx(1.5),
   }
+  # float32 inputs are computed in float64
+  y32, mean32 = np.array([0.1, 0.7, 0.3], np.float32), np.array([0.2, 0.25, 0.9], np.float32)
+  exact = np.sqrt(np.mean((y32.astype(np.float64) - mean32.astype(np.float64)) ** 2))
+  assert metrics.rmse(y32, mean32) == pytest.approx(exact, rel=1e-14)
   with pytest.raises(ValueError, match=r"^predictive std must be positive$"):
     metrics.gaussian_nll(y, mean, np.array([0.5, 0.0, 1.0]))
   with pytest.raises(ValueError, match=r"^shapes differ: \{'y': \(3,\), 'mean': \(2,\)\}$"):
