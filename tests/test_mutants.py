@@ -421,7 +421,7 @@ def test_reliability_bins_counts_and_ece_on_a_hand_case():
   # the documented convention: a confidence of 0 (no distribution, but harmless) falls in bin 0
   zero = np.zeros((2, 3))
   np.testing.assert_array_equal(metrics.reliability(zero, np.array([0, 1]), num_bins=4).count, [2, 0, 0, 0])
-  assert metrics.ece_interval(zero, np.array([0, 1]), num_resamples=3, num_bins=4) == (0.5, 0.5)
+  assert metrics.ece_interval(zero, np.array([1, 2]), num_resamples=3, num_bins=4) == (0.0, 0.0)
 
 
 def test_ece_interval_is_the_documented_percentile_bootstrap():
