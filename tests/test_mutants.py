@@ -744,6 +744,13 @@ def test_map_batches_calls_fn_per_batch_with_its_index_and_pads_the_last_one():
   np.testing.assert_array_equal(out, [1, 3, 5, 7, 9])
   out = predictive.map_batches(lambda i, b: b[:, 1], x, 7)
   np.testing.assert_array_equal(out, [1, 3, 5, 7, 9])
+  # batches of one row; 2-D outputs stay 2-D; a last batch of one row padded by three copies of it
+  np.testing.assert_array_equal(predictive.map_batches(lambda i, b: b, x, 1), x)
+  seen.clear()
+  np.testing.assert_array_equal(
+    predictive.map_batches(lambda i, b: seen.append(b.copy()) or b, x, 4, pad=True), x
+  )
+  np.testing.assert_array_equal(seen[1], [[8, 9]] * 4)
   with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):
     predictive.map_batches(fn, x, 0)
   with pytest.raises(ValueError, match=r"^map_batches needs at least one input row$"):
@@ -815,6 +822,7 @@ def test_regression_predictive_and_central_interval_on_a_hand_case():
 
 def test_steps_per_epoch_drops_the_remainder_and_names_a_bad_batch_size():
   assert data.steps_per_epoch(10, 3) == 3 and data.steps_per_epoch(10, 10) == 1
+  assert data.steps_per_epoch(10, 1) == 10
   assert data.steps_per_epoch(10, np.int64(5)) == 2
   for bad in (0, -1, 2.0, None):
     with pytest.raises(
@@ -849,6 +857,7 @@ def test_eval_batches_cover_the_split_once_in_order():
   assert [list(b["x"]) for b in batches] == [[0, 1, 2], [3, 4, 5], [6]]
   assert [list(b["y"]) for b in batches] == [[10, 11, 12], [13, 14, 15], [16]]
   assert [list(b["x"]) for b in data.eval_batches(split, np.int32(7))] == [list(range(7))]
+  assert [list(b["y"]) for b in data.eval_batches(split, 1)] == [[10 + i] for i in range(7)]
   for bad in (0, 1.5):
     with pytest.raises(ValueError, match=rf"^batch_size must be a positive integer, got {bad!r}$"):
       list(data.eval_batches(split, bad))
