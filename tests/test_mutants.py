@@ -1153,3 +1153,21 @@ def test_reason_is_one_short_line_and_the_holder_record_is_read_back(tmp_path):
     "a": [1, 2],
     "b": {"c": "d"},
   }
+
+
+def test_conv_estimators_keep_a_bfloat16_layer_in_bfloat16_and_an_all_zero_patch_exact():
+  q = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), _conv_posterior())
+  x = jnp.asarray(_XC, jnp.bfloat16)
+  for estimator in ("local", "flipout"):
+    net = estimators.bayesian_transform(lambda x: hk.Conv2D(3, 2)(x), estimator)
+    out = net.apply(q, jax.random.PRNGKey(1), x)
+    assert out.dtype == jnp.bfloat16 and out.shape == (2, 3, 3, 3)
+  # no bias, zero input: the variance is 0 and the draw the mean, 0 (not NaN)
+  q = _conv_posterior()
+  q = {
+    "mean": {"conv2_d": {"w": q["mean"]["conv2_d"]["w"]}},
+    "log_std": {"conv2_d": {"w": q["log_std"]["conv2_d"]["w"]}},
+  }
+  net = estimators.bayesian_transform(lambda x: hk.Conv2D(3, 2, with_bias=False)(x), "local")
+  out = net.apply(q, jax.random.PRNGKey(1), np.zeros((1, 3, 3, 2), np.float32))
+  assert np.isfinite(out).all() and np.abs(out).max() < 1e-13  # the 1e-30 variance floor: std 1e-15
