@@ -41,6 +41,14 @@ def gaussian_penalty(params, prior, weight: float, num_train: int) -> jax.Array:
   return weight * 0.5 * sum(jax.tree_util.tree_leaves(terms)) / num_train
 
 
+def penalised(nll, params, prior, weight: float, num_train: int):
+  """(loss, metrics): the NLL, plus `gaussian_penalty` when there is a prior (EWC, a MAP prior)."""
+  if prior is None:
+    return nll, {"nll": nll}
+  penalty = gaussian_penalty(params, prior, weight, num_train)
+  return nll + penalty, {"nll": nll, "penalty": penalty}
+
+
 def make_task(
   forward: Callable,
   info: DataInfo,
@@ -72,10 +80,7 @@ def make_task(
   def loss(params, rng, batch, step):
     del rng, step
     nll = -jnp.mean(categorical_log_prob(net.apply(params, batch["x"]), batch["y"]))
-    if prior is None:
-      return nll, {"nll": nll}
-    penalty = gaussian_penalty(params, prior, prior_weight, info.num_train)
-    return nll + penalty, {"nll": nll, "penalty": penalty}
+    return penalised(nll, params, prior, prior_weight, info.num_train)
 
   def evaluate(params, rng, batch):
     del rng
@@ -128,10 +133,7 @@ def regression_task(
     del rng, step
     mean, std = mean_and_std(params, batch["x"])
     nll = objectives.gaussian_nll(mean, targets(batch), std)
-    if prior is None:
-      return nll, {"nll": nll}
-    penalty = gaussian_penalty(params, prior, prior_weight, info.num_train)
-    return nll + penalty, {"nll": nll, "penalty": penalty}
+    return penalised(nll, params, prior, prior_weight, info.num_train)
 
   def evaluate(params, rng, batch):
     del rng

@@ -136,9 +136,7 @@ def validate(m, info: DataInfo) -> None:
 def build(m, info: DataInfo, num_outputs: int):
   """LeNet-5 of the config's fields as a Haiku function x [B, H, W, C] -> [B, num_outputs]."""
   validate(m, info)
-  fields = {key: m[key] for key in NETWORK_DEFAULTS}
-  fields["conv_channels"] = tuple(fields["conv_channels"])
-  fields["hidden_sizes"] = tuple(fields["hidden_sizes"])
+  fields = mlp.network_fields(m, NETWORK_DEFAULTS)
   return lambda x: LeNet5(num_outputs, **fields)(x)
 
 

@@ -36,6 +36,12 @@ def check_hidden_sizes(sizes) -> tuple:
   return sizes
 
 
+def network_fields(m, defaults) -> dict:
+  """A network's fields of config.model (the keys of `defaults`), sequences as tuples (the
+  Haiku modules' arguments; a config holds lists after a JSON round trip)."""
+  return {key: tuple(m[key]) if isinstance(defaults[key], tuple) else m[key] for key in defaults}
+
+
 def mlp(hidden_sizes: Sequence[int], num_outputs: int, activation_name: str = "relu"):
   """A plain Haiku MLP that flattens its input [B, ...] to outputs [B, num_outputs].
 
