@@ -110,12 +110,7 @@ class LeNet5(hk.Module):
       if i < len(self.conv_channels) - 1:
         x = hk.max_pool(x, window_shape=(1, 2, 2, 1), strides=(1, 2, 2, 1), padding=self.padding)
     x = hk.Flatten()(x)
-    sizes = (*self.hidden_sizes, self.num_outputs)
-    for i, size in enumerate(sizes):
-      x = hk.Linear(size, name=f"linear_{i}")(x)
-      if i < len(sizes) - 1:
-        x = self.act(x)
-    return x
+    return mlp.dense_head(x, self.hidden_sizes, self.num_outputs, self.act)
 
 
 def validate(m, info: DataInfo) -> None:

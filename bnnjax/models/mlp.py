@@ -36,6 +36,17 @@ def check_hidden_sizes(sizes) -> tuple:
   return sizes
 
 
+def dense_head(x: jax.Array, hidden_sizes: Sequence[int], num_outputs: int, act) -> jax.Array:
+  """hk.Linear layers linear_0 ... linear_n (the last of num_outputs) with `act` between them,
+  named inside the calling module: a conv net's features [B, D] -> outputs [B, num_outputs]."""
+  sizes = (*hidden_sizes, num_outputs)
+  for i, size in enumerate(sizes):
+    x = hk.Linear(size, name=f"linear_{i}")(x)
+    if i < len(sizes) - 1:
+      x = act(x)
+  return x
+
+
 def network_fields(m, defaults) -> dict:
   """A network's fields of config.model (the keys of `defaults`), sequences as tuples (the
   Haiku modules' arguments; a config holds lists after a JSON round trip)."""

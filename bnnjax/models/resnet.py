@@ -91,12 +91,7 @@ class ResNet(hk.Module):
         stride = 2 if s > 0 and b == 0 else 1
         x = Block(channels, stride, self.act, name=f"stage_{s}_block_{b}")(x)
     x = jnp.mean(x, axis=(1, 2))  # global average pooling: [B, c_last]
-    sizes = (*self.hidden_sizes, self.num_outputs)
-    for i, size in enumerate(sizes):
-      x = hk.Linear(size, name=f"linear_{i}")(x)
-      if i < len(sizes) - 1:
-        x = self.act(x)
-    return x
+    return mlp.dense_head(x, self.hidden_sizes, self.num_outputs, self.act)
 
 
 def validate(m, info: DataInfo) -> None:
