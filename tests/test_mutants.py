@@ -1171,3 +1171,23 @@ def test_conv_estimators_keep_a_bfloat16_layer_in_bfloat16_and_an_all_zero_patch
   net = estimators.bayesian_transform(lambda x: hk.Conv2D(3, 2, with_bias=False)(x), "local")
   out = net.apply(q, jax.random.PRNGKey(1), np.zeros((1, 3, 3, 2), np.float32))
   assert np.isfinite(out).all() and np.abs(out).max() < 1e-13  # the 1e-30 variance floor: std 1e-15
+
+
+def test_dense_estimators_keep_a_bfloat16_layer_in_bfloat16():
+  q = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), _linear_posterior())
+  x = jnp.asarray(_X, jnp.bfloat16)
+  for estimator in ("local", "flipout"):
+    net = estimators.bayesian_transform(lambda x: hk.Linear(2)(x), estimator)
+    out = net.apply(q, jax.random.PRNGKey(1), x)
+    assert out.dtype == jnp.bfloat16 and out.shape == (2, 2), (estimator, out.dtype)
+
+
+def test_local_reparameterisation_of_an_unbatched_convolution_is_the_documented_draw():
+  q, rng = _conv_posterior(), jax.random.PRNGKey(14)
+  net = estimators.bayesian_transform(lambda x: hk.Conv2D(3, 2)(x), "local")
+  m, s = q["mean"]["conv2_d"], posterior.stds(q)["conv2_d"]
+  x = _XC[0]
+  mean = _conv(x[None], m["w"])[0] + m["b"]
+  std = jnp.sqrt(_conv(x[None] ** 2, s["w"] ** 2)[0] + s["b"] ** 2)
+  eps = distributions.standard_normal(_first_key(rng), (3, 3, 3))
+  np.testing.assert_allclose(net.apply(q, rng, x), mean + std * eps, rtol=1e-4, atol=1e-5)
