@@ -1191,3 +1191,27 @@ def test_local_reparameterisation_of_an_unbatched_convolution_is_the_documented_
   std = jnp.sqrt(_conv(x[None] ** 2, s["w"] ** 2)[0] + s["b"] ** 2)
   eps = distributions.standard_normal(_first_key(rng), (3, 3, 3))
   np.testing.assert_allclose(net.apply(q, rng, x), mean + std * eps, rtol=1e-4, atol=1e-5)
+
+
+def test_swag_keeps_the_last_rank_deviations_in_their_slots():
+  """Rank 3, four snapshots: slot (count - 1) mod 3, so the fourth overwrites the first."""
+  snapshots = [np.array(w, np.float32) for w in ([1.0, 2.0], [3.0, -1.0], [0.0, 4.0], [2.0, 2.0])]
+  moments = swag.empty_moments({"l": {"w": jnp.zeros(2)}}, 3)
+  for w in snapshots:
+    moments = swag.add_snapshot(moments, {"l": {"w": jnp.asarray(w)}}, jnp.asarray(True))
+  means = [np.mean(snapshots[: k + 1], axis=0) for k in range(4)]
+  expected = np.stack([snapshots[3] - means[3], snapshots[1] - means[1], snapshots[2] - means[2]])
+  np.testing.assert_allclose(moments["deviations"]["l"]["w"], expected, rtol=1e-6)
+  assert int(moments["count"]) == 4
+  np.testing.assert_allclose(moments["mean"]["l"]["w"], means[3], rtol=1e-6)
+
+
+def test_swag_draws_its_weights_before_a_snapshot_and_draws_at_rank_one():
+  weights = {"l": {"w": jnp.asarray([0.5, -2.0])}}
+  empty = swag.empty_moments(weights, 1)
+  drawn = swag.sample_weights(empty, weights, jax.random.PRNGKey(0), 1)
+  np.testing.assert_array_equal(drawn["l"]["w"], weights["l"]["w"])  # count 0: the weights themselves
+  moments = swag.add_snapshot(empty, {"l": {"w": jnp.asarray([1.0, 1.0])}}, jnp.asarray(True))
+  moments = swag.add_snapshot(moments, {"l": {"w": jnp.asarray([3.0, -1.0])}}, jnp.asarray(True))
+  drawn = swag.sample_weights(moments, weights, jax.random.PRNGKey(0), 1)["l"]["w"]
+  assert drawn.shape == (2,) and np.isfinite(drawn).all() and not np.allclose(drawn, weights["l"]["w"])
