@@ -12,7 +12,7 @@ Exact (every class, not a sampled label nor the empirical Fisher of the observed
 the sum over N rows).
 """
 
-from typing import Callable
+from typing import Callable, Iterator, Tuple
 
 import haiku as hk
 import jax
@@ -29,6 +29,17 @@ def _example_fisher(apply: Callable, params, x1, classification: bool, noise_std
     return jax.tree_util.tree_map(lambda g: jnp.tensordot(probs, g * g, axes=1), grads)
   grad = jax.grad(lambda p: apply(p, x1)[0, 0])(params)
   return jax.tree_util.tree_map(lambda g: g * g / noise_std**2, grad)
+
+
+def padded_chunks(x, chunk_size: int) -> Iterator[Tuple[jax.Array, jax.Array]]:
+  """(xb [chunk_size, ...], weight [chunk_size]) over the rows of x: the last chunk padded with
+  copies of its last row (one compilation for every chunk), weight 1 on real rows, 0 on padding."""
+  for start in range(0, len(x), chunk_size):
+    xb = np.asarray(x[start : start + chunk_size])
+    n = len(xb)
+    if n < chunk_size:
+      xb = np.concatenate([xb, np.repeat(xb[-1:], chunk_size - n, 0)])
+    yield jnp.asarray(xb), jnp.asarray((np.arange(chunk_size) < n).astype(np.float32))
 
 
 def diagonal_fisher(
@@ -53,11 +64,6 @@ def diagonal_fisher(
     return jax.tree_util.tree_map(lambda f: jnp.tensordot(weight, f, axes=1), per_example)
 
   total = jax.tree_util.tree_map(jnp.zeros_like, params)
-  for start in range(0, len(x), chunk_size):
-    xb = x[start : start + chunk_size]
-    n = len(xb)
-    if n < chunk_size:  # pad the last chunk: one compilation
-      xb = np.concatenate([xb, np.repeat(xb[-1:], chunk_size - n, 0)])
-    weight = (np.arange(chunk_size) < n).astype(np.float32)
-    total = jax.tree_util.tree_map(jnp.add, total, chunk_sum(jnp.asarray(xb), jnp.asarray(weight)))
+  for xb, weight in padded_chunks(x, chunk_size):
+    total = jax.tree_util.tree_map(jnp.add, total, chunk_sum(xb, weight))
   return total

@@ -246,13 +246,8 @@ def layer_curvature(
   batch_size = min(batch_size, len(x))
   step = jax.jit(lambda p, xb, w: _batch_curvature(apply, p, xb, w, layers, classification, noise_std, kfac))
   total = None
-  for start in range(0, len(x), batch_size):
-    xb = x[start : start + batch_size]
-    n = len(xb)
-    if n < batch_size:  # pad the last batch: one compilation
-      xb = np.concatenate([xb, np.repeat(xb[-1:], batch_size - n, 0)])
-    weight = (np.arange(batch_size) < n).astype(np.float32)
-    sums = step(params, jnp.asarray(xb), jnp.asarray(weight))
+  for xb, weight in fisher.padded_chunks(x, batch_size):
+    sums = step(params, xb, weight)
     total = sums if total is None else jax.tree_util.tree_map(jnp.add, total, sums)
   if kfac:
     return {name: (a / len(x), g) for name, (a, g) in total.items()}
