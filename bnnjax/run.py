@@ -430,25 +430,27 @@ class Run:
       if plots_dir:
         from bnnjax import plots  # pylint: disable=import-outside-toplevel
 
+        data_x, data_y = np.asarray(train_split["x"])[:, 0], np.asarray(train_split["y"])
+        title = f"{self.config.model.name} on {self.config.data.name} (K={drawn})"
         out["bands"]["plot"] = plots.regression_bands(
           x_grid,
           bands.mean,
           bands.epistemic_std,
           bands.std,
-          np.asarray(train_split["x"])[:, 0],
-          np.asarray(train_split["y"]),
+          data_x,
+          data_y,
           os.path.join(plots_dir, "regression_bands.png"),
-          title=f"{self.config.model.name} on {self.config.data.name} (K={drawn})",
+          title=title,
         )
         out["bands"]["split_plot"] = plots.uncertainty_split(
           x_grid,
           bands.mean,
           bands.aleatoric_std,
           bands.epistemic_std,
-          np.asarray(train_split["x"])[:, 0],
-          np.asarray(train_split["y"]),
+          data_x,
+          data_y,
           os.path.join(plots_dir, "uncertainty_split.png"),
-          title=f"{self.config.model.name} on {self.config.data.name} (K={drawn})",
+          title=title,
         )
     return out
 
