@@ -29,9 +29,9 @@ def _built_in_parts() -> None:
   if NETWORKS and METHODS:
     return
   from bnnjax.methods import dropout, ensemble, mean_field, point, sgmcmc, swag  # pylint: disable=import-outside-toplevel
-  from bnnjax.models import lenet, mlp, resnet  # pylint: disable=import-outside-toplevel
+  from bnnjax.models import lenet, mlp, multihead, resnet  # pylint: disable=import-outside-toplevel
 
-  for network in (mlp.NETWORK, lenet.NETWORK, resnet.NETWORK):
+  for network in (mlp.NETWORK, lenet.NETWORK, resnet.NETWORK, multihead.NETWORK):
     NETWORKS.setdefault(network.name, network)
     _BUILT_IN_PARTS.add(network.name)
   for method in (
