@@ -35,6 +35,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Tasks of a continual-learning sequence (bnnjax.continual), applied by data.load_split:
   c.data.classes = ()  # keep only these labels (split MNIST); () = all
   c.data.permutation_seed = -1  # >= 0: the inputs' values in a fixed order drawn from it
+  # > 0: that many rows of the training split (bnnjax.coresets, of coreset_kind "random" or "k_center")
+  # are a coreset, left out of training; coreset_only: train on them alone (VCL's refinement).
+  c.data.coreset_size = 0
+  c.data.coreset_kind = "random"
+  c.data.coreset_only = False
   # name = "uci" (bnnjax.datasets.uci): the data set's folder name under <data_dir>/uci/ ("" when
   # data_dir is the data set's own folder), and which of its fixed train/test splits.
   c.data.uci_name = ""

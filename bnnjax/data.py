@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bnnjax import coresets
 from bnnjax import datasets as idx_datasets
 from bnnjax.datasets import tabular, uci
 from bnnjax.task import DataInfo
@@ -375,6 +376,8 @@ def load_split(data_config, split: str, data_dir: Optional[os.PathLike] = None) 
       d.name, split, data_dir or d.data_dir or None, flatten=d.flatten, binarize=d.binarize, seed=d.seed
     )
   data = keep_classes(data, tuple(d.classes))
+  if d.coreset_size > 0 and split == d.train_split:  # a continual task's coreset: its rest, or it alone
+    data = coresets.split_data(data, d)
   return permute_inputs(data, d.permutation_seed)
 
 
@@ -540,7 +543,7 @@ def load_splits(data_config, data_dir: Optional[os.PathLike] = None):
 
 
 def check_task_fields(data_config) -> None:
-  """One-line ValueErrors for config.data.classes and permutation_seed."""
+  """One-line ValueErrors for config.data.classes, permutation_seed and the coreset fields."""
   d = data_config
   if d.name == "uci":  # the folder and split read and checked now: a bad file fails before any run starts
     if d.binarize or d.flatten or d.permutation_seed >= 0:
@@ -570,6 +573,11 @@ def check_task_fields(data_config) -> None:
       raise ValueError(
         f"config.data.classes {classes} are not all classes of {d.name} (0..{num_classes(d.name) - 1})"
       )
+  if d.coreset_kind not in coresets.KINDS or d.coreset_size < 0 or (d.coreset_only and d.coreset_size < 1):
+    raise ValueError(
+      f"config.data.coreset_size must be >= 0 (>= 1 with coreset_only) and coreset_kind one of "
+      f"{', '.join(coresets.KINDS)}, got {d.coreset_size!r} and {d.coreset_kind!r}"
+    )
 
 
 def load_ood(spec: str, data_config, input_shape, data_dir: Optional[os.PathLike] = None) -> np.ndarray:
