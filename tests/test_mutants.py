@@ -7,8 +7,11 @@ eager (no training), so that `mutmut run` (docs/mutation.md) can afford them per
 
 import hashlib
 import json
+import logging
 import math
+import os
 import re
+import time
 import warnings
 from typing import NamedTuple
 
@@ -32,6 +35,7 @@ from bnnjax import (
   priors,
 )
 from bnnjax.methods import sgmcmc, swag
+from bnnjax.task import DataInfo
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -1153,6 +1157,152 @@ def test_reason_is_one_short_line_and_the_holder_record_is_read_back(tmp_path):
     "a": [1, 2],
     "b": {"c": "d"},
   }
+
+
+class _State(NamedTuple):
+  params: object
+  rng: object
+  step: object
+
+
+_INFO = {"input_shape": [3], "num_classes": 2, "num_train": 5, "binary": False, "preprocessing": ""}
+_META = {"config": {"lr": 0.5, "sizes": [2, 1]}, "data_info": _INFO}
+_CORRUPT = "CorruptCheckpoint: checksum mismatch in params/lin/w: {} does not hold what was saved"
+
+
+def _saved_state(step):
+  rng = jnp.asarray(np.array([0, step], np.uint32))
+  return _State({"lin": {"w": jnp.asarray(np.arange(3.0, dtype=np.float32) + step)}}, rng, jnp.int32(step))
+
+
+def _assert_state(got, step):
+  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(_saved_state(step))):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)
+
+
+def _saved_run(workdir, steps, broken=()):
+  """A manager of <workdir>/checkpoints holding `steps` (the default max_to_keep), the `broken`
+  ones with a wrong checksum of params/lin/w in their meta."""
+  manager = checkpoint.make_manager(workdir)
+  for step in steps:
+    checkpoint.save(manager, step, _saved_state(step), _META)
+  for step in broken:
+    path = os.path.join(workdir, checkpoint.CHECKPOINT_DIR, str(step), "meta", "metadata")
+    with open(path, encoding="utf-8") as f:
+      meta = json.load(f)
+    meta[checkpoint.CHECKSUMS]["params/lin/w"] = "0" * 64
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(meta, f)
+  return manager
+
+
+def test_checkpoints_keep_the_last_three_steps_and_restore_the_newest_with_its_meta(tmp_path):
+  workdir = str(tmp_path / "run")
+  directory = os.path.join(workdir, "checkpoints")
+  with pytest.raises(
+    checkpoint.CheckpointError, match=f"^no checkpoints in {workdir} \\(looked for {directory}\\)$"
+  ):
+    checkpoint.restore_run(workdir)
+  manager = _saved_run(workdir, ())
+  assert os.listdir(workdir) == ["checkpoints"]  # created before any save
+  with pytest.raises(checkpoint.CheckpointError, match=f"^no checkpoints in {directory}$"):
+    checkpoint.restore_run(workdir)
+  assert checkpoint.restore(manager, _saved_state(0)) is None
+  manager = _saved_run(workdir, (1, 2, 3, 4))
+  assert manager.all_steps() == [2, 3, 4]  # max_to_keep 3
+  with open(os.path.join(directory, "4", "meta", "metadata"), encoding="utf-8") as f:
+    assert json.load(f) == {**_META, checkpoint.CHECKSUMS: checkpoint.checksums(_saved_state(4))}
+  state, step = checkpoint.restore(manager, _saved_state(0))
+  assert step == 4
+  _assert_state(state, 4)
+  run = checkpoint.restore_run(workdir)
+  assert run.step == 4 and run.config == ml_collections.ConfigDict(_META["config"])
+  assert run.info == DataInfo((3,), 2, 5, False, "") and isinstance(run.info.input_shape, tuple)
+  np.testing.assert_array_equal(run.params["lin"]["w"], [4.0, 5.0, 6.0])
+  assert run.params["lin"]["w"].dtype == jnp.float32
+  params, config = checkpoint.restore_params(workdir, 2)
+  np.testing.assert_array_equal(params["lin"]["w"], [2.0, 3.0, 4.0])
+  assert config.lr == 0.5
+  other = _State({"lin": {"w": jnp.zeros(4)}}, _saved_state(0).rng, jnp.int32(0))
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=f"^checkpoint {directory}/4 holds another model: parameter \\['lin'\\]\\['w'\\] has shape \\(3,\\)",
+  ):
+    checkpoint.restore(manager, other)
+
+
+def test_a_failed_save_names_the_step_kept_or_none(tmp_path, monkeypatch):
+  workdir = str(tmp_path / "run")
+  directory = os.path.join(workdir, "checkpoints")
+  manager = _saved_run(workdir, ())
+  monkeypatch.setattr(manager, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "disk\nfull")))
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=f"^saving checkpoint step 7 in {directory} failed \\(OSError: \\[Errno 28\\] disk full\\); "
+    "the last good checkpoint: none was saved$",
+  ):
+    checkpoint.save(manager, 7, _saved_state(7), {})
+  monkeypatch.undo()
+  checkpoint.save(manager, 2, _saved_state(2), _META)
+  monkeypatch.setattr(manager, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("gone")))
+  with pytest.raises(
+    checkpoint.CheckpointError, match=r"\(OSError: gone\); the last good checkpoint: step 2 is kept$"
+  ):
+    checkpoint.save(manager, 5, _saved_state(5), _META)
+
+
+def test_restore_run_skips_steps_that_fail_their_checksums_and_moves_nothing(tmp_path, caplog):
+  workdir = str(tmp_path / "run")
+  directory = os.path.join(workdir, "checkpoints")
+  _saved_run(workdir, (2, 3, 4), broken=(3, 4))
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    run = checkpoint.restore_run(workdir)
+  assert run.step == 2
+  np.testing.assert_array_equal(run.params["lin"]["w"], [2.0, 3.0, 4.0])
+  assert [r.getMessage() for r in caplog.records] == [
+    f"using checkpoint step 2 of {directory}, not the newest: "
+    f"step 4: {_CORRUPT.format(directory + '/4')}; step 3: {_CORRUPT.format(directory + '/3')}"
+  ]
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=f"^no readable checkpoint in {directory}: step 3: {re.escape(_CORRUPT.format(directory + '/3'))}$",
+  ):
+    checkpoint.restore_run(workdir, 3)
+  assert sorted(os.listdir(directory)) == ["2", "3", "4"]
+
+
+def test_restore_sets_unreadable_steps_aside_one_line_each_and_resumes_from_the_newest_readable(
+  tmp_path, caplog
+):
+  workdir = str(tmp_path / "run")
+  directory = os.path.join(workdir, "checkpoints")
+  manager = _saved_run(workdir, (2, 3, 4), broken=(3, 4))
+  caplog.clear()
+  start = int(time.time())
+  with caplog.at_level(logging.WARNING):
+    state, step = checkpoint.restore(manager, _saved_state(0))
+  assert step == 2
+  _assert_state(state, 2)
+  aside = os.path.join(workdir, "unreadable_checkpoints")
+  names = sorted(os.listdir(aside))
+  assert [n.split("-")[0] for n in names] == ["3", "4"]
+  assert all(start <= int(n.split("-")[1]) <= time.time() for n in names)
+  assert [r.getMessage() for r in caplog.records] == [
+    f"checkpoint step 4 is unreadable ({_CORRUPT.format(directory + '/4')}); moved to {aside}",
+    f"checkpoint step 3 is unreadable ({_CORRUPT.format(directory + '/3')}); moved to {aside}",
+    f"resuming from checkpoint step 2 in {directory}, the newest readable one",
+  ]
+  assert manager.all_steps() == [2] and os.listdir(directory) == ["2"]
+  # the last step broken too: an error naming it, and it stays in place
+  _saved_run(workdir, (), broken=(2,))
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=f"^no readable checkpoint in {directory}: step 2: {re.escape(_CORRUPT.format(directory + '/2'))}$",
+  ):
+    checkpoint.restore(manager, _saved_state(0))
+  assert os.listdir(directory) == ["2"]
 
 
 def test_conv_estimators_keep_a_bfloat16_layer_in_bfloat16_and_an_all_zero_patch_exact():
