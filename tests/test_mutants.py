@@ -1104,6 +1104,7 @@ def test_checksums_are_sha256_of_each_arrays_bytes_under_its_path():
     "params/lin/w": sha(np.arange(3.0, dtype=np.float32)),
     "step": sha(np.int32(4)),
   }
+  assert checkpoint._path_name(("params", 2, None)) == "params/2/None"  # keys of no jax key type
   key = jax.random.key(3)
   assert checkpoint.checksums({"rng": key}) == {"rng": sha(jax.random.key_data(key))}
   checkpoint.verify(state, {checkpoint.CHECKSUMS: sums}, "step 4")
@@ -1122,6 +1123,10 @@ def test_checksums_are_sha256_of_each_arrays_bytes_under_its_path():
 def test_check_compatible_names_the_first_parameter_that_differs():
   saved = {"a": {"w": np.zeros((2, 3))}, "b": {"w": np.zeros(4)}}
   checkpoint.check_compatible(saved, {"a": {"w": jnp.ones((2, 3))}, "b": {"w": jnp.ones(4)}}, "/run")
+  listed = {"a": [np.zeros(2), np.zeros((1, 3))]}  # a list of leaves is a container, not a leaf
+  checkpoint.check_compatible(listed, {"a": [jnp.ones(2), jnp.ones((1, 3))]}, "/run")
+  with pytest.raises(checkpoint.CheckpointError, match=r"parameter \['a'\]\[1\] has shape \(1, 3\) there"):
+    checkpoint.check_compatible(listed, {"a": [jnp.ones(2), jnp.ones(3)]}, "/run")
   with pytest.raises(
     checkpoint.CheckpointError,
     match=r"^checkpoint /run holds another model: parameter \['a'\]\['w'\] has shape \(2, 3\) there, "
@@ -1148,7 +1153,9 @@ def test_reason_is_one_short_line_and_the_holder_record_is_read_back(tmp_path):
   path = str(tmp_path / "run.lock")
   checkpoint._write_json_atomic(path + ".json", {"host": "h", "pid": 7, "started": "t0"})
   assert json.loads((tmp_path / "run.lock.json").read_text()) == {"host": "h", "pid": 7, "started": "t0"}
-  assert "  " in (tmp_path / "run.lock.json").read_text()  # indented
+  assert (tmp_path / "run.lock.json").read_text() == json.dumps(
+    {"host": "h", "pid": 7, "started": "t0"}, indent=2
+  )
   assert sorted(p.name for p in tmp_path.iterdir()) == ["run.lock.json"]
   assert checkpoint._holder(path) == "host h, pid 7, since t0"
   (tmp_path / "run.lock.json").write_text("{")
