@@ -18,19 +18,37 @@ Fine-tuning (the baseline that forgets) only carries the weights over. Each task
 ordinary run in <workdir>/task_<t>, so each is checkpointed and resumes exactly; finished
 tasks are not trained again.
 
-A task is a dict of config.data overrides, e.g. {"data.permutation_seed": 3} (permuted MNIST)
-or {"data.classes": (2, 3)} (split MNIST); `permuted_tasks` and `split_tasks` build them.
+A task is a dict of config overrides, e.g. {"data.permutation_seed": 3} (permuted MNIST)
+or {"data.classes": (2, 3)} (split MNIST); `permuted_tasks` and `split_tasks` build them. A
+multi-head sequence (split MNIST's, `split_tasks(..., multi_head=True)`) also sets
+{"model.head": t}: task t trains head t of a network with one head per task
+(bnnjax.models.multihead: "mean_field/multihead" for VCL, "point/multihead" for EWC and
+fine-tuning), and a task is always evaluated through its own head (a task's "model.*" overrides
+apply to every run that predicts it). Under VCL a head not yet trained has the KL to its prior
+as its only loss term, so by its task its prior is whatever that left of the config's prior (means
+near 0, stds between init_std and prior_scale).
+
+Coresets (VCL with config.data.coreset_size > 0, bnnjax.coresets): each task's coreset rows are
+left out of its training; the propagated posterior q_t (trained without them) is the next task's
+prior, and only a copy of it is refined on the coresets before predicting, each refinement an
+ordinary run of `coreset_steps` steps with q_t as its prior and its means as the start:
+  - multi-head (as VCL's code): task j ≤ t is predicted by q_t refined on task j's coreset
+    through head j, in <workdir>/task_<t>_coreset_<j>;
+  - single head: q_t refined on the coresets of tasks 1..t in turn (the prior of each refinement
+    the posterior of the one before: sequential Bayesian updates on the union of the coresets),
+    the last refinement predicting every task.
 """
 
 import json
 import os
+import time
 from typing import Dict, List, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnnjax import checkpoint, data, models, train
+from bnnjax import checkpoint, data, metrics, models, train
 from bnnjax.config import resolve, with_overrides
 from bnnjax.methods import fisher
 
@@ -46,9 +64,13 @@ def permuted_tasks(num_tasks: int, seed: int = 0) -> List[dict]:
   return [{"data.permutation_seed": -1}] + [{"data.permutation_seed": seed + t} for t in range(1, num_tasks)]
 
 
-def split_tasks(class_groups: Sequence[Sequence[int]]) -> List[dict]:
-  """Split MNIST: one task per group of classes, e.g. ((0, 1), (2, 3), ...)."""
-  return [{"data.classes": tuple(int(c) for c in group)} for group in class_groups]
+def split_tasks(class_groups: Sequence[Sequence[int]], multi_head: bool = False) -> List[dict]:
+  """Split MNIST: one task per group of classes, e.g. ((0, 1), (2, 3), ...); with multi_head, task
+  t also selects head t (config.model.head; config.model.head_classes must list the same groups)."""
+  return [
+    {"data.classes": tuple(int(c) for c in group), **({"model.head": t} if multi_head else {})}
+    for t, group in enumerate(class_groups)
+  ]
 
 
 def check_tasks(tasks: Sequence[dict]) -> None:
@@ -91,6 +113,55 @@ def task_dir(workdir: str, t: int) -> str:
 
 def fisher_dir(workdir: str, t: int) -> str:
   return os.path.join(workdir, f"task_{t + 1:02d}_fisher")
+
+
+def coreset_dir(workdir: str, t: int, j: int) -> str:
+  """The refinement, after task t, on task j's coreset (0-based t and j)."""
+  return os.path.join(workdir, f"task_{t + 1:02d}_coreset_{j + 1:02d}")
+
+
+def refine_config(task_config_j, start: str, steps: int):
+  """The run refining the posterior in `start` on task j's coreset: its data (the coreset rows
+  alone) and model overrides (its head), `start` as prior and initial means, `steps` steps of
+  full batches (at most config.batch_size rows)."""
+  c = task_config_j
+  return with_overrides(
+    c,
+    {
+      "data.coreset_only": True,
+      "model.init_from": start,
+      "model.prior": "posterior",
+      "model.prior_workdir": start,
+      "num_steps": steps,
+      "batch_size": min(c.batch_size, c.data.coreset_size),
+      "eval_every": steps,
+      "checkpoint_every": steps,
+      "log_every": steps,
+      "steps_per_call": 1,
+    },
+  )
+
+
+def _check_task(config, task: dict, t: int) -> None:
+  """One-line ValueErrors: a head whose classes are not the task's, a coreset not smaller than the
+  task's training split."""
+  if "model.head" in task:
+    head_classes = tuple(tuple(g) for g in config.model.head_classes)
+    if tuple(config.data.classes) != head_classes[task["model.head"]]:
+      raise ValueError(
+        f"task {t + 1} trains on classes {tuple(config.data.classes)} but its head "
+        f"{task['model.head']} has config.model.head_classes[{task['model.head']}] = "
+        f"{head_classes[task['model.head']]}"
+      )
+  size = config.data.coreset_size
+  if size > 0:
+    rows = len(
+      data.load_split(with_overrides(config, {"data.coreset_size": 0}).data, config.data.train_split)["y"]
+    )
+    if size >= rows:
+      raise ValueError(
+        f"config.data.coreset_size={size} is not smaller than task {t + 1}'s {rows} training rows"
+      )
 
 
 def save_ewc_penalty(run, config, workdir: str, t: int, rows: int = FISHER_EXAMPLES) -> None:
@@ -141,15 +212,22 @@ def _check_same_sequence(workdir: str, record: dict) -> None:
 
 
 class Result(NamedTuple):
-  """accuracy[i][j]: test accuracy on task j after training task i (every j, seen or not)."""
+  """accuracy[i][j]: test accuracy on task j after training task i (every j, seen or not); nll and
+  ece the same for the predictive NLL and the expected calibration error (bnnjax.metrics)."""
 
   method: str
   accuracy: np.ndarray  # [T, T]
   nll: np.ndarray  # [T, T]
+  ece: np.ndarray  # [T, T]
+
+  @staticmethod
+  def seen_mean(matrix: np.ndarray) -> np.ndarray:
+    """[T] the mean of matrix[i, :i + 1] (the tasks seen so far) after each task i."""
+    return np.array([matrix[i, : i + 1].mean() for i in range(len(matrix))])
 
   def average_accuracy(self) -> np.ndarray:
     """[T] mean accuracy over the tasks seen so far, after each task."""
-    return np.array([self.accuracy[i, : i + 1].mean() for i in range(len(self.accuracy))])
+    return self.seen_mean(self.accuracy)
 
   def backward_transfer(self) -> float:
     """mean_j<T (R[T, j] - R[j, j]): negative when learning later tasks forgets earlier ones."""
@@ -166,6 +244,7 @@ def fit_sequence(
   method: str = "vcl",
   num_samples: int = 16,
   eval_split: str = "test",
+  coreset_steps: int = 100,
 ) -> Result:
   """Trains every task in turn (resuming where a previous call stopped) and evaluates each
   trained run on every task's test split.
@@ -179,6 +258,7 @@ def fit_sequence(
     num_samples: K of the predictive used for the accuracy matrix.
     eval_split: "test", or "validation" (config.data.validation_split: to choose λ or β
       without looking at the test split).
+    coreset_steps: the steps of each coreset refinement (VCL with config.data.coreset_size > 0).
   Returns:
     The Result; continual.json in workdir holds it too.
   """
@@ -188,43 +268,89 @@ def fit_sequence(
     raise ValueError(f"unknown continual method {method!r}; choose one of {', '.join(METHODS)}")
   check_tasks(tasks)
   config = resolve(config)
+  if config.data.coreset_size > 0 and method != "vcl":
+    raise ValueError(f"a coreset refines a VCL posterior; --method={method} takes config.data.coreset_size=0")
+  if coreset_steps < 1:
+    raise ValueError(f"coreset_steps must be >= 1, got {coreset_steps}")
   configs = [task_config(config, tasks, t, method, workdir) for t in range(len(tasks))]
-  _check_same_sequence(
-    workdir, {"method": method, "tasks": [_plain(t) for t in tasks], "model": config.model.name}
-  )
+  for t, task_config_t in enumerate(configs):
+    _check_task(task_config_t, tasks[t], t)
+  record = {"method": method, "tasks": [_plain(t) for t in tasks], "model": config.model.name}
+  if config.data.coreset_size > 0:
+    record["coreset"] = f"{config.data.coreset_kind}:{config.data.coreset_size}:{coreset_steps}"
+  _check_same_sequence(workdir, record)
   if eval_split not in ("test", "validation"):
     raise ValueError(f"eval_split must be 'test' or 'validation', got {eval_split!r}")
   pick = data.test_split if eval_split == "test" else data.validation_split
   tests = [data.load_split(c.data, pick(c.data)) for c in configs]
   size = len(tasks)
-  accuracy, nll = np.zeros((size, size)), np.zeros((size, size))
+  accuracy, nll, ece = np.zeros((size, size)), np.zeros((size, size)), np.zeros((size, size))
+  start = time.time()
   for i, task_config_i in enumerate(configs):
     train.fit(task_config_i, task_dir(workdir, i))
     run = run_lib.load(task_dir(workdir, i))
     if method == "ewc" and i < size - 1 and not os.path.isdir(fisher_dir(workdir, i)):
       save_ewc_penalty(run, task_config_i, workdir, i)
+    predicting = _predicting_runs(run, configs, tasks, i, workdir, coreset_steps)
     for j, test in enumerate(tests):
-      pred = run.predict(test["x"], num_samples=num_samples, rng=j)
-      accuracy[i, j] = float(np.mean(pred.probs.argmax(-1) == test["y"]))
-      p_true = np.take_along_axis(pred.probs, test["y"][:, None].astype(int), -1)[:, 0]
-      nll[i, j] = float(-np.mean(np.log(np.maximum(p_true, 1e-12))))
-  result = Result(method, accuracy, nll)
-  _write(workdir, result)
+      pred = predicting[j].predict(test["x"], num_samples=num_samples, rng=j)
+      scores = metrics.classification_metrics(pred.probs, test["y"])
+      accuracy[i, j], nll[i, j], ece[i, j] = scores["accuracy"], scores["nll"], scores["ece"]
+  result = Result(method, accuracy, nll, ece)
+  _write(workdir, result, time.time() - start)
   return result
+
+
+def _with_task_model(run, task: dict):
+  """The run predicting through the task's model overrides (its head), the same params."""
+  from bnnjax import run as run_lib  # pylint: disable=import-outside-toplevel
+
+  overrides = {k: v for k, v in task.items() if k.startswith("model.")}
+  if all(run.config.model[k.partition(".")[2]] == v for k, v in overrides.items()):
+    return run
+  config = with_overrides(run.config, overrides)
+  return run_lib.Run(run.workdir, config, run.params, run.info, train.build_task(config, run.info), run.step)
+
+
+def _predicting_runs(run, configs, tasks, i: int, workdir: str, steps: int) -> list:
+  """The run predicting each task after task i: task i's run through the task's head, or with a
+  coreset its refinements (see the module doc), trained here where not finished yet."""
+  from bnnjax import run as run_lib  # pylint: disable=import-outside-toplevel
+
+  predicting = [_with_task_model(run, task) for task in tasks]
+  if configs[i].data.coreset_size == 0:
+    return predicting
+  multi_head = any("model.head" in task for task in tasks)
+  start = task_dir(workdir, i)
+  for j in range(i + 1):
+    train.fit(refine_config(configs[j], start, steps), coreset_dir(workdir, i, j))
+    if multi_head:
+      predicting[j] = run_lib.load(coreset_dir(workdir, i, j))
+    else:
+      start = coreset_dir(workdir, i, j)
+  if not multi_head:
+    refined = run_lib.load(start)
+    predicting = [refined] * len(tasks)
+  return predicting
 
 
 def _plain(task: dict) -> Dict[str, object]:
   return {k: list(v) if isinstance(v, tuple) else v for k, v in task.items()}
 
 
-def _write(workdir: str, result: Result) -> None:
+def _write(workdir: str, result: Result, seconds: float) -> None:
   report = {
     "method": result.method,
     "accuracy": result.accuracy.tolist(),
     "nll": result.nll.tolist(),
+    "ece": result.ece.tolist(),
     "average_accuracy": result.average_accuracy().tolist(),
+    "average_nll": Result.seen_mean(result.nll).tolist(),
+    "average_ece": Result.seen_mean(result.ece).tolist(),
     "backward_transfer": result.backward_transfer(),
-    "convention": "accuracy[i][j]: test accuracy on task j after training task i",
+    "seconds": seconds,  # this call's wall time (training what was not finished, and evaluating)
+    "convention": "accuracy[i][j]: test accuracy on task j after training task i; average_*[i]: "
+    "the mean over tasks 0..i",
   }
   with open(os.path.join(workdir, "continual.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2)
