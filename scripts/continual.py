@@ -1,6 +1,8 @@
 r"""Trains a continual-learning sequence (permuted or split MNIST) and prints its accuracy matrix.
 
   python scripts/continual.py --config=configs/vcl_permuted_mnist.py --workdir=runs/vcl
+  python scripts/continual.py --config=configs/vcl_split_mnist.py --workdir=runs/split_coreset \
+      --config.data.coreset_size=40          # split MNIST, multi-head, VCL + a random coreset of 40
   python scripts/continual.py --config=configs/vcl_permuted_mnist.py --workdir=runs/finetune \
       --method=finetune --model=mlp --config.optimizer.lr_multipliers=   # plain fine-tuning of an MLP
   python scripts/continual.py --config=configs/vcl_permuted_mnist.py --workdir=runs/ewc \
@@ -40,6 +42,9 @@ _EWC_LAMBDA = flags.DEFINE_float("ewc_lambda", None, "λ of --method=ewc (config
 _EVAL_SPLIT = flags.DEFINE_enum(
   "eval_split", "test", ["test", "validation"], "The split of the accuracy matrix (validation: to choose λ)."
 )
+_CORESET_STEPS = flags.DEFINE_integer(
+  "coreset_steps", 100, "Steps of each coreset refinement (VCL with --config.data.coreset_size > 0)."
+)
 _COMPARE = flags.DEFINE_list("compare", [], "Other sequences' workdirs whose curves join the figure.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -55,7 +60,7 @@ def main(argv):
       overrides["model.ewc_lambda"] = _EWC_LAMBDA.value
     config = config_lib.with_overrides(_CONFIG.value, overrides)
     result = continual.fit_sequence(
-      config, tasks, _WORKDIR.value, _METHOD.value, _NUM_SAMPLES.value, _EVAL_SPLIT.value
+      config, tasks, _WORKDIR.value, _METHOD.value, _NUM_SAMPLES.value, _EVAL_SPLIT.value, _CORESET_STEPS.value
     )
     curves = {f"{result.method} ({_WORKDIR.value})": result.average_accuracy().tolist()}
     for other in _COMPARE.value:
@@ -67,6 +72,8 @@ def main(argv):
   print(f"{result.method}: accuracy[i][j] = test accuracy on task j after training task i")
   print(np.array2string(result.accuracy, precision=3, max_line_width=200))
   print("average accuracy after each task:", np.round(result.average_accuracy(), 4).tolist())
+  print("mean NLL over the tasks seen, after each task:", np.round(result.seen_mean(result.nll), 4).tolist())
+  print("mean ECE over the tasks seen, after each task:", np.round(result.seen_mean(result.ece), 4).tolist())
   print(f"backward transfer: {result.backward_transfer():.4f}")
   print("wrote", plots.average_accuracy_curves(curves, os.path.join(_WORKDIR.value, "average_accuracy.png")))
 
