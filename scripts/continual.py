@@ -60,7 +60,13 @@ def main(argv):
       overrides["model.ewc_lambda"] = _EWC_LAMBDA.value
     config = config_lib.with_overrides(_CONFIG.value, overrides)
     result = continual.fit_sequence(
-      config, tasks, _WORKDIR.value, _METHOD.value, _NUM_SAMPLES.value, _EVAL_SPLIT.value, _CORESET_STEPS.value
+      config,
+      tasks,
+      _WORKDIR.value,
+      _METHOD.value,
+      _NUM_SAMPLES.value,
+      _EVAL_SPLIT.value,
+      _CORESET_STEPS.value,
     )
     curves = {f"{result.method} ({_WORKDIR.value})": result.average_accuracy().tolist()}
     for other in _COMPARE.value:
