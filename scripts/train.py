@@ -7,7 +7,9 @@ Running it again on the same --workdir continues from the latest checkpoint.
 """
 
 import logging as std_logging
+import os
 import re
+import sys
 
 from absl import app, flags, logging
 import jax
@@ -50,6 +52,21 @@ def _unknown_field(message: str, argv) -> str:
   return ""
 
 
+def _exit_after(line: str) -> None:
+  """Prints the run's one error line and exits with status 1.
+
+  A failed save leaves orbax's writes behind: collected at exit, they log asyncio tracebacks,
+  and TensorStore's callbacks print "Event loop is closed" as the interpreter shuts down,
+  after the line that says what failed. Nothing of the run is left to report, so stderr is
+  closed to them once the line is out.
+  """
+  std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
+  print(line, file=sys.stderr, flush=True)
+  os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+  sys.stderr = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
+  sys.exit(1)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -62,10 +79,7 @@ def main(argv):
   try:
     bnnjax.fit(config, _WORKDIR.value)
   except (ValueError, OSError, FloatingPointError) as e:  # OSError: a full disk, a lost mount
-    # A failed save leaves orbax's writes behind; collected at exit, they would each log a
-    # traceback after the one line that says what failed.
-    std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
-    raise SystemExit(f"error: {e}") from None
+    _exit_after(f"error: {e}")
   print(f"done: metrics in {_WORKDIR.value}/metrics.jsonl, checkpoints in {_WORKDIR.value}/checkpoints")
 
 

@@ -408,6 +408,32 @@ def test_cli_bad_flag_is_one_line(tmp_path):
   assert "Traceback" not in result.stderr
 
 
+def test_cli_error_line_is_the_last_thing_on_stderr(tmp_path):
+  """What a failed save's leftover threads print while the interpreter shuts down (TensorStore's
+  "Event loop is closed") comes after the error line: stand-in, an atexit hook writing to fd 2."""
+  script = os.path.join(REPO, "scripts", "train.py")
+  noisy_run = (
+    "import atexit, os, runpy, sys; atexit.register(os.write, 2, b'RuntimeError: Event loop is closed'); "
+    f"sys.argv = [{script!r}] + sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+  )
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-c",
+      noisy_run,
+      "--config=configs/mlp_digits.py",
+      f"--workdir={tmp_path}",
+      "--config.optimizer.lr=-0.1",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=300,
+  )
+  assert result.returncode == 1
+  assert result.stderr.strip() == "error: config.optimizer.lr must be positive, got -0.1"
+
+
 @pytest.mark.slow
 def test_mlp_learns_mnist_in_one_epoch(shared_data_dir, tmp_path):
   config = bnnjax.base_config()
