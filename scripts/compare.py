@@ -96,6 +96,14 @@ def main(argv):
     if structure not in laplace.STRUCTURES:
       raise SystemExit(f"error: --laplace: {structure!r} is not one of {', '.join(laplace.STRUCTURES)}")
   runs, rows = {}, {}
+  for workdir in _RUNS.value:
+    run = bnnjax.load(workdir)
+    figures = _evaluate(run, _training_seconds(workdir))
+    method = run.config.model.name
+    runs[workdir] = {"method": method, "seed": run.config.seed, **figures}
+    rows.setdefault(method, []).append(figures)
+    print(f"{workdir}: accuracy {figures['accuracy']:.4f}  NLL {figures['nll']:.4f}")
+    _write(sweep, runs, rows)
   for name in sorted(os.listdir(sweep)):
     workdir = os.path.join(sweep, name)
     result = results.read_result(workdir)
@@ -105,17 +113,18 @@ def main(argv):
     runs[name] = {"method": _method(result), "seed": result["seed"], **figures}
     rows.setdefault(_method(result), []).append(figures)
     print(f"{name}: accuracy {figures['accuracy']:.4f}  NLL {figures['nll']:.4f}")
+    _write(sweep, runs, rows)
     if _LAPLACE.value and _is_point_estimate(result):
       _laplace_rows(workdir, name, result, runs, rows)
-  for workdir in _RUNS.value:
-    run = bnnjax.load(workdir)
-    figures = _evaluate(run, _training_seconds(workdir))
-    method = run.config.model.name
-    runs[workdir] = {"method": method, "seed": run.config.seed, **figures}
-    rows.setdefault(method, []).append(figures)
-    print(f"{workdir}: accuracy {figures['accuracy']:.4f}  NLL {figures['nll']:.4f}")
+      _write(sweep, runs, rows)
   if not runs:
     raise SystemExit(f"error: no finished runs in {sweep}")
+  print("\n".join(_write(sweep, runs, rows)))
+
+
+def _write(sweep: str, runs: dict, rows: dict) -> list:
+  """compare.json and compare.md of the rows so far (rewritten after each run: a long
+  comparison stopped part way keeps what it measured); returns the table's lines."""
   table = comparison.summarise(rows)
   lines = comparison.markdown(table, _OOD.value)
   with open(os.path.join(sweep, "compare.json"), "w", encoding="utf-8") as f:
@@ -123,7 +132,7 @@ def main(argv):
     json.dump(summary, f, indent=2)
   with open(os.path.join(sweep, "compare.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  return lines
 
 
 if __name__ == "__main__":
