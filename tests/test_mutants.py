@@ -1082,6 +1082,112 @@ def test_langevin_steps_are_gradient_steps_without_noise_and_add_the_documented_
     w = w + updates
 
 
+_XS = np.array([[1.0, 0.0], [0.5, -1.0], [-2.0, 1.5]], np.float32)
+_YS = np.array([1.0, -0.5, 2.0], np.float32)
+
+
+def _sg_linear(outputs):
+  return lambda x: hk.Linear(outputs, name="linear")(x)
+
+
+def _sg_weights(scale, outputs):
+  w = scale * np.arange(1.0, 2 * outputs + 1, dtype=np.float32).reshape(2, outputs) / 4
+  return {"linear": {"w": jnp.asarray(w), "b": jnp.full((outputs,), 0.5 * scale, jnp.float32)}}
+
+
+def test_sgmcmc_task_regression_loss_slots_predictive_and_sampler_by_hand():
+  m = _sgmcmc_config(num_cycles=1, exploration=0.5, samples_per_cycle=2, prior_std=2.0, noise_std=0.5)
+  info = DataInfo((2,), 0, 10)
+  task = sgmcmc.make_task(_sg_linear(1), m, info)
+  batch = {"x": jnp.asarray(_XS), "y": jnp.asarray(_YS[:, None])}
+  rng = jax.random.PRNGKey(3)
+  params = task.init(rng, batch)
+  collect = jax.jit(task.trajectory.collect, static_argnums=(2, 3))
+  fresh = hk.without_apply_rng(hk.transform(_sg_linear(1))).init(rng, batch["x"])
+  np.testing.assert_array_equal(params["weights"]["linear"]["w"], fresh["linear"]["w"])
+  assert params["collected"]["samples"]["linear"]["w"].shape == (2, 2, 1)
+  assert params["collected"]["samples"]["linear"]["b"].dtype == jnp.float32
+  np.testing.assert_array_equal(params["collected"]["samples"]["linear"]["b"], np.zeros((2, 1)))
+  assert params["collected"]["count"].dtype == jnp.int32 and int(params["collected"]["count"]) == 0
+  w1, w2, w3 = (_sg_weights(s, 1) for s in (1.0, 2.0, -1.0))
+  started = sgmcmc.make_task(_sg_linear(1), m, info, initial_weights=w1).init(rng, batch)["weights"]
+  np.testing.assert_array_equal(started["linear"]["w"], w1["linear"]["w"])
+  # loss: mean Gaussian NLL (std 0.5) + |w|² / (2 prior_std² N)
+  w = np.asarray(w1["linear"]["w"], np.float64)
+  mean = _XS @ w[:, 0] + 0.5
+  nll = -np.mean(_normal_log_pdf(_YS, mean, 0.5))
+  loss, aux = jax.jit(task.loss)({**params, "weights": w1}, None, batch, 0)
+  assert float(aux["nll"]) == pytest.approx(nll, rel=1e-5)
+  assert float(loss) == pytest.approx(nll + 0.5 * (np.sum(w**2) + 0.25) / 4.0 / 10, rel=1e-5)
+  # 8 steps: sampling from position 4, slots after steps 6 (slot 0) and 8 (slot 1)
+  collected = params["collected"]
+  collected = collect(collected, w1, 6, 8)
+  assert int(collected["count"]) == 1
+  collected = collect(collected, w2, 7, 8)  # not kept
+  assert int(collected["count"]) == 1
+  np.testing.assert_array_equal(collected["samples"]["linear"]["w"][0], w1["linear"]["w"])
+  np.testing.assert_array_equal(collected["samples"]["linear"]["w"][1], np.zeros((2, 1)))
+  # the predictive: slot 0 and, not yet filled, slot 1 holding the current weights
+  means, stds = jax.jit(task.predictor.sample, static_argnums=3)(
+    {"weights": w3, "collected": collected}, rng, batch["x"], 5
+  )
+  assert task.predictor.kind == "regressor"
+  w3_mean = _XS @ np.asarray(w3["linear"]["w"])[:, 0] - 0.5
+  np.testing.assert_allclose(means, np.stack([mean, w3_mean]), rtol=1e-6)
+  np.testing.assert_array_equal(stds, np.full((2, 3), 0.5, np.float32))
+  collected = collect(collected, w2, 8, 8)
+  assert int(collected["count"]) == 2
+  np.testing.assert_array_equal(collected["samples"]["linear"]["b"], [[0.5], [1.0]])
+  metrics_ = jax.jit(task.evaluate)({"weights": w3, "collected": collected}, rng, batch)
+  w2_mean = _XS @ np.asarray(w2["linear"]["w"])[:, 0] + 1.0
+  both = np.stack([mean, w2_mean])
+  assert float(metrics_["rmse"]) == pytest.approx(np.sqrt(np.mean((both.mean(0) - _YS) ** 2)), rel=1e-5)
+  mixture = scipy.special.logsumexp(_normal_log_pdf(_YS, both, 0.5), axis=0) - np.log(2)
+  assert float(metrics_["nll"]) == pytest.approx(-np.mean(mixture), rel=1e-5)
+  # the sampler: langevin(m, N = 10, total steps); its first step explores (no noise): - eta g
+  tx = task.trajectory.optimizer(8)
+  updates, _ = tx.update(w2, tx.init(w1), w1)
+  jax.tree_util.tree_map(lambda u, g: np.testing.assert_allclose(u, -0.05 * g, rtol=1e-6), updates, w2)
+
+
+def test_sgmcmc_task_of_a_classifier_and_its_method_start_from_a_trained_run():
+  m = _sgmcmc_config(num_cycles=2, exploration=0.0, samples_per_cycle=1, prior_std=0.5)
+  info = DataInfo((2,), 3, 6)
+  labels = np.array([0, 2, 1])
+  batch = {"x": jnp.asarray(_XS), "y": jnp.asarray(labels)}
+  w1, w2 = _sg_weights(1.0, 3), _sg_weights(-0.5, 3)
+  task = sgmcmc.METHOD.make_task(
+    _sg_linear(3), ml_collections.ConfigDict({**m, "init_from": "/run"}), info, {"init_from": w1}
+  )
+  params = task.init(jax.random.PRNGKey(0), batch)
+  collect = jax.jit(task.trajectory.collect, static_argnums=(2, 3))
+  np.testing.assert_array_equal(params["weights"]["linear"]["w"], w1["linear"]["w"])
+  fresh = sgmcmc.METHOD.make_task(_sg_linear(3), m, info, {}).init(jax.random.PRNGKey(0), batch)["weights"]
+  assert not np.array_equal(fresh["linear"]["w"], w1["linear"]["w"])
+  logits = [_XS @ np.asarray(w["linear"]["w"], np.float64) + np.asarray(w["linear"]["b"]) for w in (w1, w2)]
+  log_probs = [scipy.special.log_softmax(z, axis=1) for z in logits]
+  nll = -np.mean(log_probs[0][np.arange(3), labels])
+  loss, aux = jax.jit(task.loss)(params, None, batch, 0)
+  assert float(aux["nll"]) == pytest.approx(nll, rel=1e-5)
+  sq = sum(float(np.sum(np.square(leaf))) for leaf in jax.tree_util.tree_leaves(w1))
+  assert float(loss) == pytest.approx(nll + 0.5 * sq / 0.25 / 6, rel=1e-5)
+  # 4 steps in 2 cycles of 2: a sample at the end of each
+  collected = collect(params["collected"], w1, 2, 4)
+  collected = collect(collected, w2, 4, 4)
+  assert int(collected["count"]) == 2
+  metrics_ = jax.jit(task.evaluate)({"weights": w1, "collected": collected}, None, batch)
+  probs = np.mean([np.exp(lp) for lp in log_probs], axis=0)
+  assert float(metrics_["accuracy"]) == pytest.approx(np.mean(probs.argmax(1) == labels))
+  assert float(metrics_["nll"]) == pytest.approx(-np.mean(np.log(probs[np.arange(3), labels])), rel=1e-5)
+  outputs = jax.jit(task.predictor.sample, static_argnums=3)(
+    {"weights": w1, "collected": collected}, None, batch["x"], 1
+  )
+  assert task.predictor.kind == "classifier" and outputs.shape == (2, 3, 3)
+  np.testing.assert_allclose(outputs, np.stack(logits), rtol=1e-5, atol=1e-6)
+  assert sgmcmc.METHOD.name == "sgmcmc" and sgmcmc.METHOD.workdir_fields == ("init_from",)
+  assert sgmcmc.METHOD.default_config() == sgmcmc.DEFAULTS
+
+
 # --- checkpoint: checksums, compatibility, one-line reasons ----------------------------------------------
 
 
