@@ -184,18 +184,24 @@ class Run:
         bnnjax.evaluation.shift), each a curve of accuracy, NLL, Brier, ECE and AURC per intensity.
       recalibrate: classifiers only: temperature scaling fitted on config.data.validation_split,
         its test figures before and after (bnnjax.evaluation.recalibration).
-      conformal_alphas: classifiers only: split conformal sets (LAC and APS) calibrated on the
-        validation split at each miscoverage alpha; test coverage and mean set size.
+      conformal_alphas: split conformal sets (classifiers: LAC and APS) or intervals (regressors:
+        mean ± q̂ · std) calibrated on the validation split at each miscoverage alpha; test
+        coverage and mean set size or width, and their spread over 20 random calibration draws.
       generative_options: passed to bnnjax.evaluation.generative / density (e.g. k=1000).
     Returns:
       The report (JSON-safe): see bnnjax.evaluation.
     """
     predictive_lib.check_num_samples(num_samples)
     is_classifier = self.task.predictor is not None and self.task.predictor.kind == CLASSIFIER
-    if (ood or compare or shift or recalibrate or conformal_alphas) and not is_classifier:
+    if (ood or compare or shift or recalibrate) and not is_classifier:
       raise ValueError(
-        f"ood and compare apply to classifiers (as do shift, recalibrate, conformal_alphas); "
+        f"ood and compare apply to classifiers (as do shift and recalibrate); "
         f"{self.config.model.name!r} is {' and '.join(self.capabilities)}"
+      )
+    if conformal_alphas and self.task.predictor is None:
+      raise ValueError(
+        f"conformal_alphas apply to classifiers and regressors; {self.config.model.name!r} is "
+        f"{' and '.join(self.capabilities)}"
       )
     shift = shift_lib.check_families(shift)
     conformal_alphas = tuple(conformal.check_alpha(a) for a in conformal_alphas)
@@ -230,7 +236,10 @@ class Run:
       if plots_dir and shift:
         out["shift_plots"] = self._shift_plots(plots_dir, out)
     elif self.task.predictor is not None:
-      out["regression"] = self._evaluate_regression(test, num_samples, seed, batch_size, plots_dir, data_dir)
+      val = self.validation_data(data_dir) if conformal_alphas else None
+      out["regression"] = self._evaluate_regression(
+        test, num_samples, seed, batch_size, plots_dir, data_dir, val, conformal_alphas
+      )
     if self.task.generative is not None:
       out["generative"] = generative.evaluate(
         self.task.generative,
@@ -380,6 +389,25 @@ class Run:
         }
     return out
 
+  @staticmethod
+  def _regression_conformal(calibration, test, alpha, seed) -> dict:
+    """Intervals calibrated on the whole validation split, scored on the test split; and the
+    spread over 20 random calibration halves of the validation split scored on the test split,
+    and over 20 random halves of validation ∪ test (small tables: every held-out row counts)."""
+    out = conformal.regression_evaluate(calibration, test, alpha)
+    pooled = tuple(
+      np.concatenate([np.asarray(a).ravel(), np.asarray(b).ravel()]) for a, b in zip(calibration, test)
+    )
+    for name, pool, test_arrays in (
+      ("splits_to_test", calibration, test),
+      ("splits_within_held_out", pooled, None),
+    ):
+      half = len(pool[2]) // 2
+      if half >= 1.0 / alpha:
+        repeated = conformal.regression_repeated_splits(pool, alpha, 20, half, test_arrays, seed)
+        out[name] = {k: repeated[k] for k in ("num_splits", "calibration_examples", "coverage", "mean_width")}
+    return out
+
   def _shift_plots(self, folder, out) -> list:
     from bnnjax import plots  # pylint: disable=import-outside-toplevel
 
@@ -413,11 +441,26 @@ class Run:
       "auroc_side_by_side": classification.side_by_side(ours, theirs),
     }
 
-  def _evaluate_regression(self, test, num_samples, seed, batch_size, plots_dir, data_dir) -> dict:
+  def _evaluate_regression(
+    self, test, num_samples, seed, batch_size, plots_dir, data_dir, val=None, alphas=()
+  ) -> dict:
     key, x = jax.random.PRNGKey(seed), self.inputs(test["x"])
     pred = batched.predict(self.task.predictor, self.params, x, num_samples, key, batch_size)
     drawn = batched.drawn_samples(self.task.predictor, self.params, x[:1], num_samples)
     out = {"num_samples": drawn, **regression.report(pred, test["y"])}
+    if val is not None:  # intervals calibrated on the validation split, judged on the test split
+      val_pred = batched.predict(
+        self.task.predictor,
+        self.params,
+        self.inputs(val["x"]),
+        num_samples,
+        jax.random.fold_in(key, 2),
+        batch_size,
+      )
+      out["validation_split"] = data.validation_split(self.config.data)
+      calibration = (val_pred.mean, val_pred.std, np.asarray(val["y"]).reshape(-1))
+      held_out = (pred.mean, pred.std, np.asarray(test["y"]).reshape(-1))
+      out["conformal"] = [self._regression_conformal(calibration, held_out, alpha, seed) for alpha in alphas]
     if self.preprocessing is not None:  # a csv / npz target: also in its own units, as the UCI table
       out["original_units"] = regression.original_units(out["rmse"], out["nll"], self.preprocessing.y_std)
     if self.info.input_shape == (1,):  # a 1-D input: the predictive beyond the data

@@ -50,7 +50,9 @@ _RECALIBRATE = flags.DEFINE_bool(
   "recalibrate", False, "Classifiers: temperature scaling on the validation split."
 )
 _CONFORMAL = flags.DEFINE_list(
-  "conformal_alpha", [], "Classifiers: conformal sets at these alphas, e.g. 0.1,0.05."
+  "conformal_alpha",
+  [],
+  "Conformal sets (classifiers) or intervals (regressors) at these alphas, e.g. 0.1,0.05.",
 )
 _PLOT_WITH = flags.DEFINE_list("plot_with", [], "Evaluated runs whose --shift curves join this run's figure.")
 _REPLOT = flags.DEFINE_bool(
@@ -99,18 +101,18 @@ def _summary_lines(result) -> str:
       f"ECE {t['before']['ece']:.4f} -> {t['after']['ece']:.4f}, NLL {t['before']['nll']:.4f} -> "
       f"{t['after']['nll']:.4f}, accuracy {t['before']['accuracy']:.4f} -> {t['after']['accuracy']:.4f}"
     )
-  for c in result.get("conformal", []):
+  for c in result.get("conformal", []) + result.get("regression", {}).get("conformal", []):
+    size = "mean_set_size" if "mean_set_size" in c else "mean_width"
     lines.append(
-      f"  conformal {c['method']} alpha={c['alpha']:g}: coverage {c['coverage']:.4f}, "
-      f"mean set size {c['mean_set_size']:.3f}"
+      f"  conformal {c['method']} alpha={c['alpha']:g}: coverage {c['coverage']:.4f}, {size} {c[size]:.3f}"
     )
-    for name in ("splits_to_test", "splits_within_validation"):
+    for name in ("splits_to_test", "splits_within_validation", "splits_within_held_out"):
       if name in c:
         cov = c[name]["coverage"]
         lines.append(
           f"    {name} ({c[name]['num_splits']} draws of {c[name]['calibration_examples']}): coverage "
           f"{cov['mean']:.4f} +- {cov['std']:.4f} [{cov['min']:.4f}, {cov['max']:.4f}], "
-          f"set size {c[name]['mean_set_size']['mean']:.3f}"
+          f"{size} {c[name][size]['mean']:.3f}"
         )
   return "\n".join(lines)
 

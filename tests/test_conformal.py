@@ -76,3 +76,22 @@ def test_regression_intervals_cover_a_gaussian():
   assert np.mean((lower <= y[2000:]) & (y[2000:] <= upper)) == pytest.approx(0.95, abs=0.015)
   with pytest.raises(ValueError, match="one shape"):
     conformal.regression_threshold(mean, std[:10], y, 0.1)
+
+
+def test_repeated_regression_splits_cover_a_gaussian_and_each_split_is_worked_by_hand():
+  rng = np.random.default_rng(1)
+  mean, std = rng.normal(size=4000), rng.uniform(0.5, 2.0, 4000)
+  y = mean + std * rng.standard_normal(4000)
+  out = conformal.regression_repeated_splits((mean, std, y), 0.1, num_splits=20, cal_size=1000, seed=3)
+  assert out["coverage"]["mean"] == pytest.approx(0.9, abs=0.01) and out["calibration_examples"] == 1000
+  assert out["mean_width"]["mean"] == pytest.approx(2 * 1.645 * std.mean(), rel=0.03)
+  order = np.random.default_rng(3).permutation(4000)  # the first split: calibrate on 1000, score the rest
+  cal, rest = order[:1000], order[1000:]
+  q = conformal.regression_threshold(mean[cal], std[cal], y[cal], 0.1)
+  assert out["per_split"][0] == np.mean(np.abs(y[rest] - mean[rest]) <= q * std[rest])
+  # A given test set is what every split is scored on: here one that any interval covers.
+  held = (mean[:50], std[:50], mean[:50])
+  fixed = conformal.regression_repeated_splits((mean, std, y), 0.1, num_splits=3, test=held)
+  assert fixed["per_split"] == [1.0, 1.0, 1.0]
+  with pytest.raises(ValueError, match="cal_size must be in"):
+    conformal.regression_repeated_splits((mean, std, y), 0.1, cal_size=4000)

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -67,6 +68,8 @@ def runs(tmp_path_factory):
     bnnjax.base_config(),
     {
       "data.name": "diabetes",
+      "data.train_split": "train[:80%]",
+      "data.validation_split": "train[80%:]",
       "model.name": "bayes_mlp",
       "model.hidden_sizes": (8,),
       "batch_size": 64,
@@ -223,6 +226,25 @@ def test_predict_is_the_predictive_that_evaluate_scores(runs):
     float(np.mean(same.probs.argmax(-1) == test["y"])), abs=1e-12
   )
   assert accuracy > 0.8
+
+
+def test_regression_intervals_are_calibrated_on_validation_and_scored_on_test(runs):
+  """Run.evaluate's conformal intervals against q̂ and the coverage worked out from Run.predict."""
+  run = bnnjax.load(runs["regression"])
+  out = run.evaluate(num_samples=8, conformal_alphas=(0.1,))["regression"]
+  (report,) = out["conformal"]
+  val, test = run.validation_data(), run.test_data()
+  val_pred = run.predict(val["x"], 8, jax.random.fold_in(jax.random.PRNGKey(0), 2))
+  test_pred = run.predict(test["x"], 8, 0)
+  scores = np.sort(np.abs(val["y"] - val_pred.mean) / val_pred.std)
+  k = int(np.ceil((len(scores) + 1) * 0.9))  # 71 validation rows: the 65th smallest score
+  assert report["calibration_examples"] == len(val["y"]) == 71 and out["validation_split"] == "train[80%:]"
+  assert report["threshold"] == pytest.approx(scores[k - 1], rel=1e-5)
+  inside = np.abs(test["y"] - test_pred.mean) <= scores[k - 1] * test_pred.std
+  assert report["coverage"] == pytest.approx(inside.mean(), abs=1.0 / len(inside))
+  assert report["mean_width"] == pytest.approx(2 * scores[k - 1] * test_pred.std.mean(), rel=1e-4)
+  assert report["splits_within_held_out"]["calibration_examples"] == (71 + len(test["y"])) // 2
+  assert report["splits_to_test"]["num_splits"] == 20
 
 
 def test_the_in_distribution_split_is_the_one_named_test():

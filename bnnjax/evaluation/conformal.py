@@ -129,6 +129,25 @@ def evaluate(
   }
 
 
+def _random_splits(n: int, num_splits: int, cal_size: Optional[int], scored_apart: bool, seed: int):
+  """(cal_size, [(calibration indices, the other indices)] of num_splits random partitions of n)."""
+  cal_size = n // 2 if cal_size is None else int(cal_size)
+  if not 0 < cal_size <= n or (not scored_apart and cal_size == n):
+    raise ValueError(f"cal_size must be in [1, {n if scored_apart else n - 1}], got {cal_size}")
+  rng = np.random.default_rng(seed)
+  orders = [rng.permutation(n) for _ in range(num_splits)]
+  return cal_size, [(order[:cal_size], order[cal_size:]) for order in orders]
+
+
+def _summary(values) -> Dict[str, float]:
+  return {
+    "mean": float(np.mean(values)),
+    "std": float(np.std(values)),
+    "min": min(values),
+    "max": max(values),
+  }
+
+
 def repeated_splits(
   cal_probs,
   cal_labels,
@@ -150,29 +169,22 @@ def repeated_splits(
   {"mean", "std", "min", "max"}, "per_split": the per-split coverages}.
   """
   cal_probs, cal_labels = np.asarray(cal_probs), np.asarray(cal_labels)
-  n = len(cal_labels)
-  cal_size = n // 2 if cal_size is None else int(cal_size)
-  if not 0 < cal_size <= n or (test_probs is None and cal_size == n):
-    raise ValueError(f"cal_size must be in [1, {n if test_probs is not None else n - 1}], got {cal_size}")
-  rng, cover, size = np.random.default_rng(seed), [], []
-  for split in range(num_splits):
-    order = rng.permutation(n)
-    c = order[:cal_size]
-    if test_probs is None:
-      t_probs, t_labels = cal_probs[order[cal_size:]], cal_labels[order[cal_size:]]
-    else:
-      t_probs, t_labels = test_probs, test_labels
+  cal_size, splits = _random_splits(len(cal_labels), num_splits, cal_size, test_probs is not None, seed)
+  cover, size = [], []
+  for split, (c, rest) in enumerate(splits):
+    t_probs, t_labels = (
+      (cal_probs[rest], cal_labels[rest]) if test_probs is None else (test_probs, test_labels)
+    )
     r = evaluate(cal_probs[c], cal_labels[c], t_probs, t_labels, alpha, method, seed=2 * split + 1000 * seed)
     cover.append(r["coverage"])
     size.append(r["mean_set_size"])
-  summary = lambda v: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": min(v), "max": max(v)}
   return {
     "alpha": float(alpha),
     "method": method,
     "num_splits": num_splits,
     "calibration_examples": cal_size,
-    "coverage": summary(cover),
-    "mean_set_size": summary(size),
+    "coverage": _summary(cover),
+    "mean_set_size": _summary(size),
     "per_split": cover,
   }
 
@@ -199,3 +211,57 @@ def regression_intervals(mean, std, threshold: float) -> Tuple[np.ndarray, np.nd
   """(lower, upper) = mean ∓ q̂ · std, each [N]."""
   mean, std = _regression_arrays(mean, std)
   return mean - threshold * std, mean + threshold * std
+
+
+def regression_evaluate(calibration, test, alpha: float) -> Dict:
+  """Intervals mean ± q̂ · std calibrated on `calibration`, scored on `test`.
+
+  Args:
+    calibration, test: (mean, std, y) triples of arrays [n] and [m]: a predictive's mean and
+      std (any std > 0: the total, or the aleatoric one) and the true targets.
+  Returns:
+    {"alpha", "method": "normalised_residual", "threshold": q̂, "calibration_examples",
+     "coverage": the fraction of test targets inside, "mean_width": in the targets' units}.
+  """
+  threshold = regression_threshold(*calibration, alpha)
+  lower, upper = regression_intervals(test[0], test[1], threshold)
+  y = _regression_arrays(test[0], test[1], test[2])[2]
+  return {
+    "alpha": float(alpha),
+    "method": "normalised_residual",
+    "threshold": threshold,
+    "calibration_examples": len(np.asarray(calibration[2]).ravel()),
+    "coverage": float(np.mean((lower <= y) & (y <= upper))),
+    "mean_width": float(np.mean(upper - lower)),
+  }
+
+
+def regression_repeated_splits(
+  pool, alpha: float, num_splits: int = 20, cal_size: Optional[int] = None, test=None, seed: int = 0
+) -> Dict:
+  """Coverage and width of regression intervals over `num_splits` random calibration draws.
+
+  Args:
+    pool: (mean, std, y) arrays [N] to draw calibration sets of cal_size (default N // 2) from;
+      without `test`, each split's other examples are its test set (exchangeable by construction).
+    test: optional (mean, std, y) arrays [M] that every split is scored on instead.
+  Returns:
+    {"alpha", "method", "num_splits", "calibration_examples", "coverage" / "mean_width":
+     {"mean", "std", "min", "max"}, "per_split": the per-split coverages}.
+  """
+  pool = tuple(_regression_arrays(*pool))
+  cal_size, splits = _random_splits(len(pool[2]), num_splits, cal_size, test is not None, seed)
+  cover, width = [], []
+  for c, rest in splits:
+    r = regression_evaluate(tuple(a[c] for a in pool), test or tuple(a[rest] for a in pool), alpha)
+    cover.append(r["coverage"])
+    width.append(r["mean_width"])
+  return {
+    "alpha": float(alpha),
+    "method": "normalised_residual",
+    "num_splits": num_splits,
+    "calibration_examples": cal_size,
+    "coverage": _summary(cover),
+    "mean_width": _summary(width),
+    "per_split": cover,
+  }
