@@ -2,6 +2,11 @@
 
 The 5 members are trained side by side in one jitted step (jax.vmap over members), each on
 the same batches with its own initialisation; the predictive is the mean of their softmaxes.
+Options (off here; bnnjax.methods.ensemble): each member on its own Poisson(1) bootstrap resample,
+and randomised prior functions f_m = g(θ_m) + β g(φ_m) with φ_m fixed (Osband et al. 2018):
+
+    python scripts/train.py --config=configs/ensemble_digits.py --workdir=runs/ensemble_digits_prior \
+        --config.model.prior_function_scale=3.0      # and / or --config.model.bootstrap=True
 """
 
 from bnnjax import models
