@@ -8,14 +8,15 @@ task 2 and run again ends bit-identical to one never stopped.
 import os
 import shutil
 
+import haiku as hk
 import jax
 import numpy as np
 import pytest
 
 import bnnjax
-from bnnjax import continual, data, train
+from bnnjax import continual, coresets, data, train
 from bnnjax.methods import fisher, point
-from bnnjax.models import mlp
+from bnnjax.models import mlp, multihead
 
 TASKS = continual.permuted_tasks(2, seed=0)
 EWC_LAMBDA = 100.0  # measured on these two tasks: 1 barely beats fine-tuning, 100 keeps task 1
@@ -138,3 +139,125 @@ def test_bad_sequences_are_one_line_errors(tmp_path):
   continual._check_same_sequence(workdir, {"method": "vcl", "tasks": [{"a": 1}], "model": "m"})  # pylint: disable=protected-access
   with pytest.raises(ValueError, match="holds another continual sequence"):
     continual.fit_sequence(vcl_config(), TASKS, workdir, "vcl")
+
+
+# --- multi-head networks and coresets --------------------------------------------------------------
+
+GROUPS = ((0, 1), (2, 3))
+
+
+def test_k_center_picks_the_farthest_point_greedily_on_a_hand_set():
+  x = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [0.0, 5.0], [9.0, 1.0]])
+  # Row 0; the farthest from it is row 2 (distance 10); then the farthest from {0, 2} is row 3
+  # (5 from row 0, against 1 for row 1 and 1.4 for row 4); then row 1 (1 from row 0, 1.41 for 4).
+  assert coresets.k_center_rows(x, 4).tolist() == [0, 2, 3, 4]
+  assert coresets.select(x, "k_center", 2, seed=0).tolist() == [0, 2]
+
+
+def test_the_random_coreset_is_disjoint_from_the_training_rows_and_fixed_by_its_seed():
+  config = bnnjax.resolve(digits_config("mlp"))
+  config.data.classes = (2, 3)
+  whole = data.load_split(config.data, "train")
+  config.data.coreset_size = 7
+  rest, again = data.load_split(config.data, "train"), data.load_split(config.data, "train")
+  config.data.coreset_only = True
+  core = data.load_split(config.data, "train")
+  assert len(core["y"]) == 7 and len(rest["y"]) == len(whole["y"]) - 7
+  keys = lambda d: {row.tobytes() for row in d["x"].reshape(len(d["x"]), -1)}  # noqa: E731
+  assert not keys(core) & keys(rest) and keys(core) | keys(rest) == keys(whole)
+  np.testing.assert_array_equal(again["x"], rest["x"])
+  assert len(data.load_split(config.data, "test")["y"]) == len(data.load_split(config.data, "test")["y"])
+  config.data.seed = 1  # another seed, other rows
+  assert keys(data.load_split(config.data, "train")) != keys(core)
+
+
+def test_a_multi_head_network_gives_its_selected_heads_logits_at_its_classes():
+  x = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype(np.float32)
+  net = lambda head: hk.without_apply_rng(  # noqa: E731
+    hk.transform(lambda x: multihead.MultiHead((5,), ((0, 1), (2, 3, 4)), head, 10)(x))
+  )
+  params = jax.jit(net(0).init)(jax.random.PRNGKey(0), x)
+  assert set(params) == {"multihead/trunk/~/linear_0", "multihead/head_0", "multihead/head_1"}
+  trunk = params["multihead/trunk/~/linear_0"]
+  h = np.maximum(x.reshape(3, -1) @ trunk["w"] + trunk["b"], 0.0)
+  for head, classes in ((0, [0, 1]), (1, [2, 3, 4])):
+    logits = np.asarray(jax.jit(net(head).apply)(params, x))  # the same params serve every head
+    want = h @ params[f"multihead/head_{head}"]["w"] + params[f"multihead/head_{head}"]["b"]
+    np.testing.assert_allclose(logits[:, classes], want, rtol=1e-5, atol=1e-6)
+    others = [c for c in range(10) if c not in classes]
+    assert np.all(logits[:, others] == multihead.MASKED)
+    assert np.allclose(jax.nn.softmax(logits)[:, classes].sum(-1), 1.0)
+
+
+def multihead_vcl_config(**data_fields):
+  config = vcl_config()
+  config.model = bnnjax.models.get("mean_field/multihead").default_config()
+  config.model.update(
+    hidden_sizes=(16,), head_classes=GROUPS, init_std=0.05, posterior_scale="log_std", eval_samples=2
+  )
+  config.num_steps = config.eval_every = config.checkpoint_every = config.log_every = 20
+  config.batch_size = 32
+  for key, value in data_fields.items():
+    config.data[key] = value
+  return config
+
+
+@pytest.mark.slow
+def test_a_coreset_is_left_out_of_training_and_refines_a_copy_of_the_posterior(tmp_path):
+  workdir = str(tmp_path / "coreset")
+  tasks = continual.split_tasks(GROUPS, multi_head=True)[:1]  # one task: one run, one refinement
+  result = continual.fit_sequence(
+    multihead_vcl_config(coreset_size=6), tasks, workdir, "vcl", num_samples=2, coreset_steps=2
+  )
+  task1 = bnnjax.load(continual.task_dir(workdir, 0))
+  whole = data.load_split(bnnjax.config.with_overrides(task1.config, {"data.coreset_size": 0}).data, "train")
+  assert task1.info.num_train == len(whole["y"]) - 6  # the coreset is kept out of the task's training
+  refined = bnnjax.load(continual.coreset_dir(workdir, 0, 0))
+  assert refined.info.num_train == 6 and refined.config.model.head == 0  # the coreset alone, head 0
+  assert refined.config.model.prior_workdir == continual.task_dir(workdir, 0)
+  # The task is predicted by the refined copy (the propagated posterior is left as it was).
+  test = data.load_split(task1.config.data, "test")
+  probs = refined.predict(test["x"], num_samples=2, rng=0).probs
+  assert result.accuracy[0, 0] == np.mean(probs.argmax(-1) == test["y"])
+  assert result.ece[0, 0] == pytest.approx(bnnjax.metrics.ece(probs, test["y"]))
+  assert result.nll[0, 0] == pytest.approx(bnnjax.metrics.nll(probs, test["y"]))
+  assert not np.array_equal(
+    refined.params["mean"]["multihead/head_0"]["w"], task1.params["mean"]["multihead/head_0"]["w"]
+  )
+
+
+def test_a_refinement_starts_from_and_is_anchored_to_the_posterior_it_refines_on_one_coreset():
+  config = bnnjax.resolve(multihead_vcl_config(coreset_size=6))
+  tasks = continual.split_tasks(GROUPS, multi_head=True)
+  second = continual.task_config(config, tasks, 1, "vcl", "/w")
+  assert second.model.prior_workdir == second.model.init_from == continual.task_dir("/w", 0)
+  refine = continual.refine_config(second, "/w/start", steps=7)
+  assert (refine.model.prior, refine.model.prior_workdir, refine.model.init_from) == ("posterior",) + (
+    "/w/start",
+  ) * 2
+  assert refine.data.coreset_only and refine.data.classes == (2, 3) and refine.model.head == 1
+  assert refine.num_steps == 7 and refine.batch_size == 6  # full batches of the coreset's 6 rows
+
+
+def test_bad_coresets_and_heads_are_one_line_errors(tmp_path):
+  tasks = continual.split_tasks(GROUPS, multi_head=True)
+  with pytest.raises(ValueError, match=r"coreset_size=5000 is not smaller than task 1's \d+ training rows"):
+    continual.fit_sequence(multihead_vcl_config(coreset_size=5000), tasks, str(tmp_path / "a"))
+  with pytest.raises(ValueError, match=r"task 2 trains on classes \(4, 5\) but its head 1"):
+    continual.fit_sequence(
+      multihead_vcl_config(), continual.split_tasks(((0, 1), (4, 5)), True), str(tmp_path / "b")
+    )
+  with pytest.raises(ValueError, match="a coreset refines a VCL posterior"):
+    continual.fit_sequence(multihead_vcl_config(coreset_size=5), tasks, str(tmp_path / "c"), "finetune")
+  with pytest.raises(ValueError, match="must name distinct classes"):
+    multihead.check_heads(((0, 1), (1, 2)), 0, 10)
+  with pytest.raises(ValueError, match=r"config.model.head must be an index 0..1"):
+    multihead.check_heads(GROUPS, 2, 10)
+  with pytest.raises(ValueError, match="coreset_kind one of random, k_center"):
+    bnnjax.fit(multihead_vcl_config(coreset_size=5, coreset_kind="kmeans"), str(tmp_path / "d"))
+  workdir = str(tmp_path / "changed")
+  os.makedirs(workdir)
+  record = {"method": "vcl", "tasks": [continual._plain(t) for t in tasks], "model": "mean_field/multihead"}  # pylint: disable=protected-access
+  continual._check_same_sequence(workdir, record)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="holds another continual sequence"):  # the same tasks, now a coreset
+    continual.fit_sequence(multihead_vcl_config(coreset_size=5), tasks, workdir)

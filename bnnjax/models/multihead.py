@@ -16,7 +16,7 @@ The network `NETWORK` ("multihead") runs under any method: "mean_field/multihead
     hidden_sizes, activation    the trunk (as the MLP's)
     head_classes                one tuple of class labels per head, e.g. ((0, 1), (2, 3), ...)
     head                        the head this run trains and predicts with (0-based)
-Layers: multihead/~/trunk/~/linear_0 ... and multihead/~/head_<t>.
+Layers: multihead/trunk/~/linear_0 ... and multihead/head_<t>.
 """
 
 import haiku as hk
