@@ -1289,6 +1289,7 @@ def _saved_state(step):
 
 
 def _assert_state(got, step):
+  assert isinstance(got, _State)  # restored into the target's structure, not the saved dicts
   for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(_saved_state(step))):
     assert a.dtype == b.dtype
     np.testing.assert_array_equal(a, b)
@@ -1416,6 +1417,22 @@ def test_restore_sets_unreadable_steps_aside_one_line_each_and_resumes_from_the_
   ):
     checkpoint.restore(manager, _saved_state(0))
   assert os.listdir(directory) == ["2"]
+
+
+def test_set_aside_moves_on_process_0_only_and_waits_for_every_process(tmp_path, monkeypatch):
+  directory = tmp_path / "checkpoints"
+  (directory / "3").mkdir(parents=True)
+  (directory / "5").mkdir()
+  calls = []
+  monkeypatch.setattr(checkpoint.ocp.multihost, "sync_global_processes", calls.append)
+  manager = ml_collections.ConfigDict({"directory": str(directory)})
+  aside = str(tmp_path / "unreadable_checkpoints")
+  assert checkpoint._set_aside(manager, 3) == aside  # one process: moved, no barrier
+  assert calls == [] and os.listdir(directory) == ["5"] and os.listdir(aside)[0].startswith("3-")
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  assert checkpoint._set_aside(manager, 5) == aside  # process 1 of 2: waits for process 0's move
+  assert calls == ["bnnjax_set_aside_5"] and os.listdir(directory) == ["5"]
 
 
 def test_conv_estimators_keep_a_bfloat16_layer_in_bfloat16_and_an_all_zero_patch_exact():
