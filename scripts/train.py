@@ -61,9 +61,11 @@ def _exit_after(line: str) -> None:
   closed to them once the line is out.
   """
   std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
-  print(line, file=sys.stderr, flush=True)
+  sys.stderr.flush()
+  console = os.dup(2)  # closed to the others first, so that nothing interleaves with the line
   os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
   sys.stderr = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
+  os.write(console, f"{line}\n".encode())
   sys.exit(1)
 
 
