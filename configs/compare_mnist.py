@@ -11,6 +11,8 @@ epochs each, evaluation only at the end on the 10k test images. Rows:
   mean_field/mlp       mean-field VI, N(0, 1) prior, β = 1, T = 1 (the true ELBO), K = 16
   mean_field/mlp T=0.1 the same, tempered (a cold posterior: a separate row)
   sgmcmc/mlp           cyclical SGHMC, N(0, 1) prior, T = 1, 2 cycles, 6 samples
+  ensemble/mlp β=3     5 members with randomised prior functions (Osband et al. 2018), β = 3
+                       (appended last: the points before keep their indices)
 Every layer is Bayesian in the Bayesian rows.
 
 SWAG and Laplace start from the mlp row's trained run (a sweep point cannot name another
@@ -74,4 +76,5 @@ def get_sweep():
       "model.num_cycles": 2,
       "model.samples_per_cycle": 3,
     },
+    {"model.name": "ensemble/mlp", "model.ensemble_size": 5, "model.prior_function_scale": 3.0},
   ]
