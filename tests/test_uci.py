@@ -4,6 +4,8 @@ A synthetic folder in the benchmark's layout (built in tmp_path) holds a linear 
 real folders ($BNNJAX_DATA_DIR/uci) are read where present.
 """
 
+import json
+import math
 import os
 
 import numpy as np
@@ -232,3 +234,18 @@ def test_one_split_through_both_stages_scores_in_original_units(folder, tmp_path
   assert row["rmse"] < 0.5 * raw["test"]["y"].std()  # it learnt the linear target
   ll = stats.norm.logpdf(raw["test"]["y"], y_mean + y_std * pred, chosen["noise_std"] * y_std).mean()
   assert row["log_likelihood"] == pytest.approx(ll, rel=1e-4)
+
+
+def test_settings_that_diverge_lose_the_choice_and_the_benchmark_goes_on(folder, tmp_path):
+  """A grid point whose training leaves the finite numbers is scored −inf, not a fault."""
+  module = config_lib.load_config_file(os.path.join(REPO, "configs", "uci_point.py"))
+  extra = {"num_epochs": 20, "batch_size": 8}
+  config = benchmark.base_config(module.get_config(), data_dir=str(folder), extra=extra)
+  grid = [{"optimizer.lr": 1e-2}, {"optimizer.lr": 1e38}]
+  workdir = tmp_path / "bench"
+  out = benchmark.run_benchmark(config, grid, module.SELECT_NOISE, str(workdir), splits=[0], method="point")
+  assert out["summary"]["n"] == 1 and out["splits"][0]["overrides"]["optimizer.lr"] == 1e-2
+  with open(workdir / "validation" / benchmark.CHOSEN_FILE, encoding="utf-8") as f:
+    scores = json.load(f)["0"]["scores"]
+  assert scores[1]["log_likelihood"] == float("-inf") and "not finite" in scores[1]["diverged"]
+  assert math.isfinite(scores[0]["log_likelihood"])

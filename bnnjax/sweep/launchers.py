@@ -94,6 +94,9 @@ def run_trial(trial: Trial, sweep_dir: str, trials: Optional[Sequence[Trial]] = 
     record = results.make_record(
       trial, workdir, results.FAILED, error=_one_line(e), elapsed_s=time.perf_counter() - tic
     )
+    # A run whose loss left the finite numbers (the NaN guard): an outcome of its settings, which
+    # a hyper-parameter search counts as a loss rather than as a fault.
+    record["diverged"] = isinstance(e, FloatingPointError)
     print(f"error in run {trial.index}: {record['error']}", flush=True)
   os.makedirs(workdir, exist_ok=True)
   results.write_json(os.path.join(workdir, results.RESULT_FILE), record)

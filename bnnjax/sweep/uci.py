@@ -127,9 +127,17 @@ def _split(trial: Trial) -> int:
 
 def score_run(trial: Trial, sweep_dir: str, select_noise: bool, num_samples: int) -> dict:
   """A finished validation run's score (bnnjax.evaluation.uci.validation_score), cached in its
-  workdir's score.json (computed again when its result.json is newer)."""
+  workdir's score.json (computed again when its result.json is newer); a log-likelihood of −inf
+  for a run that diverged (its settings lose the choice)."""
   workdir = results.trial_dir(sweep_dir, trial)
   result = results.read_result(workdir)
+  if result and result.get("diverged"):  # settings that diverge lose the choice
+    return {
+      "log_likelihood": float("-inf"),
+      "diverged": result["error"],
+      "overrides": trial.overrides,
+      "elapsed_s": result["elapsed_s"],
+    }
   if not result or result["status"] != results.FINISHED:
     status = result["status"] if result else results.PENDING
     raise ValueError(
@@ -260,7 +268,7 @@ def run_benchmark(
     records = launch(val_trials, val_dir, index, "local", parallel)
     if stage == VALIDATION:
       return None
-    if any(r["status"] != results.FINISHED for r in records):
+    if any(r["status"] != results.FINISHED and not r.get("diverged") for r in records):
       raise ValueError(f"some validation runs did not finish: see {val_dir}/sweep.md")
   chosen = choose_all(val_trials, val_dir, select_noise, num_samples) if val_trials else {}
   final = test_trials(config, splits, chosen)
