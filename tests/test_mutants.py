@@ -1409,14 +1409,31 @@ def test_restore_sets_unreadable_steps_aside_one_line_each_and_resumes_from_the_
     f"resuming from checkpoint step 2 in {directory}, the newest readable one",
   ]
   assert manager.all_steps() == [2] and os.listdir(directory) == ["2"]
-  # the last step broken too: an error naming it, and it stays in place
-  _saved_run(workdir, (), broken=(2,))
+  # every step broken: an error naming each, and they stay in place
+  manager = _saved_run(workdir, (6,), broken=(2, 6))
   with pytest.raises(
     checkpoint.CheckpointError,
-    match=f"^no readable checkpoint in {directory}: step 2: {re.escape(_CORRUPT.format(directory + '/2'))}$",
+    match=f"^no readable checkpoint in {directory}: step 6: {re.escape(_CORRUPT.format(directory + '/6'))}; "
+    f"step 2: {re.escape(_CORRUPT.format(directory + '/2'))}$",
   ):
     checkpoint.restore(manager, _saved_state(0))
-  assert os.listdir(directory) == ["2"]
+  assert sorted(os.listdir(directory)) == ["2", "6"]
+
+
+def test_restore_run_reads_a_checkpoint_of_another_topology_onto_this_processs_first_device(tmp_path):
+  workdir = str(tmp_path / "run")
+  manager = checkpoint.make_manager(workdir)
+  state = _State({"lin": [jnp.ones(2), jnp.arange(3.0)]}, _saved_state(0).rng, jnp.int32(1))
+  checkpoint.save(manager, 1, state, _META)
+  path = os.path.join(workdir, "checkpoints", "1", "state", "_sharding")
+  with open(path, encoding="utf-8") as f:
+    shardings = f.read()
+  assert shardings.count('\\"cpu:0\\"') == 4
+  with open(path, "w", encoding="utf-8") as f:  # as if written on device 7 of another host
+    f.write(shardings.replace("cpu:0", "cpu:7"))
+  leaves = checkpoint.restore_run(workdir).params["lin"]
+  np.testing.assert_array_equal(leaves[1], [0.0, 1.0, 2.0])
+  assert leaves[1].sharding == jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
 
 def test_set_aside_moves_on_process_0_only_and_waits_for_every_process(tmp_path, monkeypatch):
