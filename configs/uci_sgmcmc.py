@@ -1,0 +1,32 @@
+r"""Cyclical SGHMC (Zhang et al. 2020) on a UCI regression set (the benchmark's protocol: scripts/uci.py).
+
+    python scripts/uci.py --config=configs/uci_sgmcmc.py --data=yacht --workdir=runs/uci/yacht/sgmcmc
+
+One hidden layer of 50 ReLU units, a N(0, 1) prior, T = 1, the protocol's 400 epochs of batches
+of 32 cut into 4 cycles (half exploration, half sampling), 3 samples a cycle: the predictive
+mixes S = 12 samples. The noise std is part of the target posterior (it scales the likelihood's
+gradient), so it is fixed in training and chosen with the step size on an 80/20 split of each
+split's training rows (get_grid), not after training.
+r"""
+
+from bnnjax import config as config_lib
+from bnnjax.sweep import uci
+
+SELECT_NOISE = False  # the noise std is the model's own: chosen on the grid, before training
+
+
+def get_config():
+  c = uci.protocol_config("sgmcmc/mlp")
+  c.model.sampler, c.model.step_size, c.model.momentum = "sghmc", 1e-3, 0.9
+  c.model.num_cycles, c.model.samples_per_cycle = 4, 3
+  c.model.noise_std = 0.3
+  return c
+
+
+def get_grid():
+  """What is chosen on the validation rows: the step size and the noise std."""
+  return config_lib.product({"model.step_size": [3e-4, 1e-3], "model.noise_std": [0.1, 0.3]})
+
+
+def get_sweep():
+  return uci.split_sweep()
