@@ -317,20 +317,19 @@ def _predicting_runs(run, configs, tasks, i: int, workdir: str, steps: int) -> l
   coreset its refinements (see the module doc), trained here where not finished yet."""
   from bnnjax import run as run_lib  # pylint: disable=import-outside-toplevel
 
-  predicting = [_with_task_model(run, task) for task in tasks]
   if configs[i].data.coreset_size == 0:
-    return predicting
+    return [_with_task_model(run, task) for task in tasks]
   multi_head = any("model.head" in task for task in tasks)
-  start = task_dir(workdir, i)
+  start, refined = task_dir(workdir, i), {}
   for j in range(i + 1):
     train.fit(refine_config(configs[j], start, steps), coreset_dir(workdir, i, j))
     if multi_head:
-      predicting[j] = run_lib.load(coreset_dir(workdir, i, j))
+      refined[j] = run_lib.load(coreset_dir(workdir, i, j))
     else:
       start = coreset_dir(workdir, i, j)
   if not multi_head:
-    refined = run_lib.load(start)
-    predicting = [refined] * len(tasks)
+    return [run_lib.load(start)] * len(tasks)
+  predicting = [refined[j] if j in refined else _with_task_model(run, task) for j, task in enumerate(tasks)]
   return predicting
 
 

@@ -202,28 +202,28 @@ def multihead_vcl_config(**data_fields):
   return config
 
 
-@pytest.mark.slow
-def test_a_coreset_is_left_out_of_training_and_refines_a_copy_of_the_posterior(tmp_path):
-  workdir = str(tmp_path / "coreset")
-  tasks = continual.split_tasks(GROUPS, multi_head=True)[:1]  # one task: one run, one refinement
-  result = continual.fit_sequence(
-    multihead_vcl_config(coreset_size=6), tasks, workdir, "vcl", num_samples=2, coreset_steps=2
+@pytest.mark.parametrize("multi_head", [True, False])
+def test_coreset_refinements_predict_per_head_or_in_a_chain(monkeypatch, multi_head):
+  # Training and loading recorded, not run: which refinement starts from which posterior, and
+  # which run predicts each task after task 3 of 3.
+  fitted = []
+  monkeypatch.setattr(
+    train, "fit", lambda config, workdir: fitted.append((workdir, config.model.prior_workdir))
   )
-  task1 = bnnjax.load(continual.task_dir(workdir, 0))
-  whole = data.load_split(bnnjax.config.with_overrides(task1.config, {"data.coreset_size": 0}).data, "train")
-  assert task1.info.num_train == len(whole["y"]) - 6  # the coreset is kept out of the task's training
-  refined = bnnjax.load(continual.coreset_dir(workdir, 0, 0))
-  assert refined.info.num_train == 6 and refined.config.model.head == 0  # the coreset alone, head 0
-  assert refined.config.model.prior_workdir == continual.task_dir(workdir, 0)
-  # The task is predicted by the refined copy (the propagated posterior is left as it was).
-  test = data.load_split(task1.config.data, "test")
-  probs = refined.predict(test["x"], num_samples=2, rng=0).probs
-  assert result.accuracy[0, 0] == np.mean(probs.argmax(-1) == test["y"])
-  assert result.ece[0, 0] == pytest.approx(bnnjax.metrics.ece(probs, test["y"]))
-  assert result.nll[0, 0] == pytest.approx(bnnjax.metrics.nll(probs, test["y"]))
-  assert not np.array_equal(
-    refined.params["mean"]["multihead/head_0"]["w"], task1.params["mean"]["multihead/head_0"]["w"]
-  )
+  monkeypatch.setattr(bnnjax.run, "load", lambda workdir: f"run:{workdir}")
+  groups = ((0, 1), (2, 3), (4, 5))
+  config = bnnjax.resolve(multihead_vcl_config(coreset_size=6))
+  config.model.head_classes = groups
+  tasks = continual.split_tasks(groups, multi_head)
+  configs = [continual.task_config(config, tasks, t, "vcl", "w") for t in range(3)]
+  predicting = continual._predicting_runs(None, configs, tasks, 2, "w", 5)  # pylint: disable=protected-access
+  after, core = continual.task_dir("w", 2), lambda j: continual.coreset_dir("w", 2, j)  # noqa: E731
+  if multi_head:  # each task: a copy of the posterior after task 3 refined on its own coreset
+    assert fitted == [(core(0), after), (core(1), after), (core(2), after)]
+    assert predicting == [f"run:{core(j)}" for j in range(3)]
+  else:  # one chain over the coresets; its end predicts every task
+    assert fitted == [(core(0), after), (core(1), core(0)), (core(2), core(1))]
+    assert predicting == [f"run:{core(2)}"] * 3
 
 
 def test_a_refinement_starts_from_and_is_anchored_to_the_posterior_it_refines_on_one_coreset():

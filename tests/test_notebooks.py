@@ -37,7 +37,11 @@ SMALL = {
     "BNNJAX_TUTORIAL_NUM_TEST": "1000",
   },
   "04_bring_your_own_network.py": {"BNNJAX_TUTORIAL_STEPS": "300"},
-  "05_continual_learning.py": {"BNNJAX_TUTORIAL_STEPS": "100", "BNNJAX_TUTORIAL_TASKS": "2"},
+  "05_continual_learning.py": {
+    "BNNJAX_TUTORIAL_STEPS": "100",
+    "BNNJAX_TUTORIAL_TASKS": "2",
+    "BNNJAX_TUTORIAL_BASELINE": "0",
+  },
 }
 NEEDS_DATA = {"01_bayesian_mlp_mnist.py", "03_vae.py"}
 TIMEOUT_S = 600
