@@ -245,6 +245,7 @@ def fit_sequence(
   num_samples: int = 16,
   eval_split: str = "test",
   coreset_steps: int = 100,
+  refine_last_only: bool = False,
 ) -> Result:
   """Trains every task in turn (resuming where a previous call stopped) and evaluates each
   trained run on every task's test split.
@@ -259,6 +260,9 @@ def fit_sequence(
     eval_split: "test", or "validation" (config.data.validation_split: to choose λ or β
       without looking at the test split).
     coreset_steps: the steps of each coreset refinement (VCL with config.data.coreset_size > 0).
+    refine_last_only: refine on the coresets only after the last task (T refinements instead of
+      T(T+1)/2 with a multi-head network); rows before the last then hold the propagated
+      posterior's predictions (continual.json's "refined_rows" lists the rows that are refined).
   Returns:
     The Result; continual.json in workdir holds it too.
   """
@@ -285,19 +289,21 @@ def fit_sequence(
   tests = [data.load_split(c.data, pick(c.data)) for c in configs]
   size = len(tasks)
   accuracy, nll, ece = np.zeros((size, size)), np.zeros((size, size)), np.zeros((size, size))
-  start = time.time()
+  start, refined_rows = time.time(), []
   for i, task_config_i in enumerate(configs):
     train.fit(task_config_i, task_dir(workdir, i))
     run = run_lib.load(task_dir(workdir, i))
     if method == "ewc" and i < size - 1 and not os.path.isdir(fisher_dir(workdir, i)):
       save_ewc_penalty(run, task_config_i, workdir, i)
-    predicting = _predicting_runs(run, configs, tasks, i, workdir, coreset_steps)
+    refine = config.data.coreset_size > 0 and (i == size - 1 or not refine_last_only)
+    predicting = _predicting_runs(run, configs, tasks, i, workdir, coreset_steps if refine else 0)
+    refined_rows += [i] if refine else []
     for j, test in enumerate(tests):
       pred = predicting[j].predict(test["x"], num_samples=num_samples, rng=j)
       scores = metrics.classification_metrics(pred.probs, test["y"])
       accuracy[i, j], nll[i, j], ece[i, j] = scores["accuracy"], scores["nll"], scores["ece"]
   result = Result(method, accuracy, nll, ece)
-  _write(workdir, result, time.time() - start)
+  _write(workdir, result, time.time() - start, refined_rows)
   return result
 
 
@@ -314,10 +320,11 @@ def _with_task_model(run, task: dict):
 
 def _predicting_runs(run, configs, tasks, i: int, workdir: str, steps: int) -> list:
   """The run predicting each task after task i: task i's run through the task's head, or with a
-  coreset its refinements (see the module doc), trained here where not finished yet."""
+  coreset its refinements (see the module doc) of `steps` steps (0: none), trained here where not
+  finished yet."""
   from bnnjax import run as run_lib  # pylint: disable=import-outside-toplevel
 
-  if configs[i].data.coreset_size == 0:
+  if configs[i].data.coreset_size == 0 or steps == 0:
     return [_with_task_model(run, task) for task in tasks]
   multi_head = any("model.head" in task for task in tasks)
   start, refined = task_dir(workdir, i), {}
@@ -337,7 +344,7 @@ def _plain(task: dict) -> Dict[str, object]:
   return {k: list(v) if isinstance(v, tuple) else v for k, v in task.items()}
 
 
-def _write(workdir: str, result: Result, seconds: float) -> None:
+def _write(workdir: str, result: Result, seconds: float, refined_rows: list) -> None:
   report = {
     "method": result.method,
     "accuracy": result.accuracy.tolist(),
@@ -347,6 +354,7 @@ def _write(workdir: str, result: Result, seconds: float) -> None:
     "average_nll": Result.seen_mean(result.nll).tolist(),
     "average_ece": Result.seen_mean(result.ece).tolist(),
     "backward_transfer": result.backward_transfer(),
+    "refined_rows": refined_rows,  # the rows predicted by coreset refinements
     "seconds": seconds,  # this call's wall time (training what was not finished, and evaluating)
     "convention": "accuracy[i][j]: test accuracy on task j after training task i; average_*[i]: "
     "the mean over tasks 0..i",

@@ -45,6 +45,9 @@ _EVAL_SPLIT = flags.DEFINE_enum(
 _CORESET_STEPS = flags.DEFINE_integer(
   "coreset_steps", 100, "Steps of each coreset refinement (VCL with --config.data.coreset_size > 0)."
 )
+_REFINE_LAST_ONLY = flags.DEFINE_bool(
+  "refine_last_only", False, "Refine on the coresets only after the last task (earlier rows unrefined)."
+)
 _COMPARE = flags.DEFINE_list("compare", [], "Other sequences' workdirs whose curves join the figure.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -67,6 +70,7 @@ def main(argv):
       _NUM_SAMPLES.value,
       _EVAL_SPLIT.value,
       _CORESET_STEPS.value,
+      _REFINE_LAST_ONLY.value,
     )
     curves = {f"{result.method} ({_WORKDIR.value})": result.average_accuracy().tolist()}
     for other in _COMPARE.value:
