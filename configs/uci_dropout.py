@@ -14,6 +14,7 @@ from bnnjax import config as config_lib
 from bnnjax.sweep import uci
 
 SELECT_NOISE = True  # the noise std is fixed in training, chosen on the validation rows
+LAPLACE = ""  # no Laplace posterior fitted after training
 
 
 def get_config():

@@ -12,6 +12,7 @@ from bnnjax import config as config_lib
 from bnnjax.sweep import uci
 
 SELECT_NOISE = False  # learned (config.model.learn_noise)
+LAPLACE = ""  # no Laplace posterior fitted after training
 
 
 def get_config():

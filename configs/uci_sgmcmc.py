@@ -13,6 +13,7 @@ from bnnjax import config as config_lib
 from bnnjax.sweep import uci
 
 SELECT_NOISE = False  # the noise std is the model's own: chosen on the grid, before training
+LAPLACE = ""  # no Laplace posterior fitted after training
 
 
 def get_config():

@@ -19,7 +19,9 @@ from bnnjax import config as config_lib
 from bnnjax import sweep
 from bnnjax.sweep import uci
 
-_CONFIG = flags.DEFINE_string("config", None, "configs/uci_<method>.py (get_config, get_grid, SELECT_NOISE).")
+_CONFIG = flags.DEFINE_string(
+  "config", None, "configs/uci_<method>.py (get_config, get_grid, SELECT_NOISE, LAPLACE)."
+)
 _DATA = flags.DEFINE_string(
   "data", "", "The data set's folder name under $BNNJAX_DATA_DIR/uci, e.g. concrete."
 )
@@ -66,6 +68,7 @@ def main(argv):
       splits=parse_splits(_SPLITS.value),
       method=method,
       command="python " + " ".join(sys.argv),
+      laplace=module.LAPLACE,
     )
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None

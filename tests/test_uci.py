@@ -4,8 +4,6 @@ A synthetic folder in the benchmark's layout (built in tmp_path) holds a linear 
 real folders ($BNNJAX_DATA_DIR/uci) are read where present.
 """
 
-import json
-import math
 import os
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 from scipy import stats
 
 import bnnjax
-from bnnjax import config as config_lib, data
+from bnnjax import config as config_lib, data, train
 from bnnjax.datasets import uci
 from bnnjax.evaluation import regression, uci as protocol
 from bnnjax.sweep import uci as benchmark
@@ -212,15 +210,18 @@ def test_one_split_through_both_stages_scores_in_original_units(folder, tmp_path
   extra = {"num_epochs": 60, "batch_size": 8, "optimizer.lr": 1e-2}
   config = benchmark.base_config(module.get_config(), data_dir=str(folder), extra=extra)
   workdir = tmp_path / "bench"
-  out = benchmark.run_benchmark(config, [{}], module.SELECT_NOISE, str(workdir), splits=[0], method="point")
+  grid = [{}, {"optimizer.lr": 1e38}]  # the second diverges: it loses the choice, the benchmark goes on
+  out = benchmark.run_benchmark(config, grid, module.SELECT_NOISE, str(workdir), splits=[0], method="point")
   (row,) = out["splits"]
   assert out["summary"]["n"] == 1 and os.path.isfile(workdir / "uci.md")
-  (val_trial,) = benchmark.validation_trials(config, [{}], [0])
+  val_trial, diverging = benchmark.validation_trials(config, grid, [0])
   assert (
     val_trial.config.data.train_split == "train[:80%]"
     and val_trial.config.data.eval_splits == "val=train[80%:]"
   )
-  chosen = benchmark.choose_all([val_trial], str(workdir / "validation"), True, 1)[0]  # cached score.json
+  chosen = benchmark.choose_all([val_trial, diverging], str(workdir / "validation"), True, 1)[0]  # cached
+  assert chosen["overrides"] == {} and chosen["scores"][1]["log_likelihood"] == float("-inf")
+  assert "not finite" in chosen["scores"][1]["diverged"]
   (trial,) = benchmark.test_trials(config, [0], {0: chosen})
   run = bnnjax.load(str(workdir / "test" / trial.name))
   assert (
@@ -236,16 +237,34 @@ def test_one_split_through_both_stages_scores_in_original_units(folder, tmp_path
   assert row["log_likelihood"] == pytest.approx(ll, rel=1e-4)
 
 
-def test_settings_that_diverge_lose_the_choice_and_the_benchmark_goes_on(folder, tmp_path):
-  """A grid point whose training leaves the finite numbers is scored −inf, not a fault."""
-  module = config_lib.load_config_file(os.path.join(REPO, "configs", "uci_point.py"))
-  extra = {"num_epochs": 20, "batch_size": 8}
+def test_a_laplace_posterior_is_chosen_with_its_noise_std_and_centred_on_the_map(
+  folder, tmp_path, monkeypatch
+):
+  """configs/uci_laplace.py's scoring: KFAC Laplace fitted under each std of the grid, the best kept;
+  the linearised predictive's mean is the point estimate's output."""
+  module = config_lib.load_config_file(os.path.join(REPO, "configs", "uci_laplace.py"))
+  extra = {"num_epochs": 60, "batch_size": 8, "optimizer.lr": 1e-2}
   config = benchmark.base_config(module.get_config(), data_dir=str(folder), extra=extra)
-  grid = [{"optimizer.lr": 1e-2}, {"optimizer.lr": 1e38}]
-  workdir = tmp_path / "bench"
-  out = benchmark.run_benchmark(config, grid, module.SELECT_NOISE, str(workdir), splits=[0], method="point")
-  assert out["summary"]["n"] == 1 and out["splits"][0]["overrides"]["optimizer.lr"] == 1e-2
-  with open(workdir / "validation" / benchmark.CHOSEN_FILE, encoding="utf-8") as f:
-    scores = json.load(f)["0"]["scores"]
-  assert scores[1]["log_likelihood"] == float("-inf") and "not finite" in scores[1]["diverged"]
-  assert math.isfinite(scores[0]["log_likelihood"])
+  (trial,) = benchmark.validation_trials(config, [{}], [0])
+  train.fit(trial.config, str(tmp_path / "run"))
+  run = bnnjax.load(str(tmp_path / "run"))
+  grid = (0.05, 0.2, 0.8)  # three fits, not the grid's 21
+  monkeypatch.setattr(protocol, "LAPLACE_NOISE_GRID", grid)
+  score = protocol.validation_score(run, True, 64, laplace=module.LAPLACE)
+  val = run.validation_data()
+
+  def by_hand(std):
+    means, stds = protocol.laplace_means(run, "kfac", std, val["x"], 64)
+    assert np.all(np.asarray(stds) == np.float32(std))
+    return protocol.mixture_log_likelihood(means, std, val["y"]).mean()
+
+  lls = [by_hand(std) for std in grid]
+  assert score["noise_std"] == grid[int(np.argmax(lls))] and score["log_likelihood"] == pytest.approx(
+    max(lls)
+  )
+  test = run.test_data()
+  means, _ = protocol.laplace_means(run, "kfac", score["noise_std"], test["x"], 4000)
+  point = np.asarray(run.predict(test["x"], 1).mean)
+  se = np.asarray(means).std(0) / np.sqrt(4000)
+  assert np.all(np.abs(np.asarray(means).mean(0) - point) < 5 * se + 1e-5)  # GLM: centred on the MAP
+  assert np.all(se > 0)

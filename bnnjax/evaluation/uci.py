@@ -10,7 +10,9 @@ The benchmark (Hernández-Lobato & Adams 2015; Gal & Ghahramani 2016) as bnnjax 
    chosen there too, after training: with Adam the trained network does not depend on it
    (it only scales the loss), so each validation run's sample means [K, B] are scored under
    every std of `NOISE_GRID` (`best_noise_std`) and the best one is kept. A method that learns
-   its noise (mean-field VI, learn_noise=True) keeps its own.
+   its noise (mean-field VI, learn_noise=True) keeps its own. A Laplace posterior fitted to a
+   point run (config module's LAPLACE) depends on the noise std: it is fitted under each std of
+   `LAPLACE_NOISE_GRID` and the best kept, λ tuned by the marginal likelihood each time.
 3. The chosen settings are trained on all of split i's training rows and scored on its test
    rows (`test_score`, under the chosen noise std: the network is trained once under the
    config's fixed one): RMSE and the per-point log-likelihood of the K-sample predictive, in
@@ -31,6 +33,8 @@ from bnnjax.evaluation.regression import original_units
 
 # Candidate noise stds on the standardised scale (the target's training std is 1).
 NOISE_GRID = tuple(float(s) for s in np.geomspace(0.01, 2.0, 81))
+# For a Laplace posterior, where each std is a fit of its own: every fourth of them.
+LAPLACE_NOISE_GRID = NOISE_GRID[::4]
 
 # MC dropout, grid search, 10x epochs: the 2018 re-run in the authors' repository
 # (github.com/yaringal/DropoutUncertaintyExps, readme); (mean, standard error) over 20 splits.
@@ -73,7 +77,19 @@ def sample_means(run, x, num_samples: int, seed: int = 0):
   return np.asarray(means), np.asarray(stds)
 
 
-def validation_score(run, select_noise: bool, num_samples: int, seed: int = 0) -> Dict[str, float]:
+def laplace_means(run, structure: str, noise_std: float, x, num_samples: int, seed: int = 0):
+  """K draws (means [K, B], noise stds [K, B]) at x of the Laplace posterior of a point run,
+  fitted on the run's training rows under noise_std (its GGN is scaled by 1 / noise_std²) with
+  λ tuned by the marginal likelihood, through the linearised (GLM) predictive."""
+  from bnnjax.methods import laplace  # pylint: disable=import-outside-toplevel
+
+  fitted = laplace.fit_run(run, structure, None, noise_std=noise_std, predictive="glm")
+  return sample_means(fitted, x, num_samples, seed)
+
+
+def validation_score(
+  run, select_noise: bool, num_samples: int, seed: int = 0, laplace: str = ""
+) -> Dict[str, float]:
   """How a validation run (trained on "train[:80%]") scores on its validation rows.
 
   Args:
@@ -81,22 +97,41 @@ def validation_score(run, select_noise: bool, num_samples: int, seed: int = 0) -
     select_noise: choose the noise std on these rows (`best_noise_std`); False keeps the
       predictive's own stds (a learned noise).
     num_samples: K draws of the predictive.
+    laplace: "" (the run's own predictive), or a Laplace structure ("last_layer", "diagonal",
+      "kfac") fitted on the run's training rows under each std of LAPLACE_NOISE_GRID, the best
+      one kept: the noise std shapes the posterior, so it is chosen with it.
   Returns:
     {"log_likelihood": mean per-point validation log-likelihood (standardised scale),
-     "noise_std": the chosen std (select_noise only)}.
+     "noise_std": the chosen std (select_noise or laplace only)}.
   """
   val = run.validation_data()
+  if laplace:
+    scores = [
+      float(
+        mixture_log_likelihood(*laplace_means(run, laplace, s, val["x"], num_samples, seed), val["y"]).mean()
+      )
+      for s in LAPLACE_NOISE_GRID
+    ]
+    best = int(np.nanargmax(np.where(np.isfinite(scores), scores, np.nan)))
+    return {"noise_std": LAPLACE_NOISE_GRID[best], "log_likelihood": scores[best]}
   means, stds = sample_means(run, val["x"], num_samples, seed)
   if select_noise:
     return best_noise_std(means, val["y"])
   return {"log_likelihood": float(mixture_log_likelihood(means, stds, val["y"]).mean())}
 
 
-def test_score(run, noise_std: Optional[float], num_samples: int, seed: int = 0) -> Dict[str, float]:
+def test_score(
+  run, noise_std: Optional[float], num_samples: int, seed: int = 0, laplace: str = ""
+) -> Dict[str, float]:
   """RMSE of the predictive mean and mean per-point NLL of the K-sample predictive on the run's
-  test rows (standardised scale), under `noise_std` (None: the predictive's own stds)."""
+  test rows (standardised scale), under `noise_std` (None: the predictive's own stds); with
+  `laplace`, of that Laplace posterior fitted under noise_std (see `validation_score`)."""
   test = run.test_data()
-  means, stds = sample_means(run, test["x"], num_samples, seed)
+  if laplace:
+    means, stds = laplace_means(run, laplace, noise_std, test["x"], num_samples, seed)
+    noise_std = None  # the Laplace predictive's stds are noise_std already
+  else:
+    means, stds = sample_means(run, test["x"], num_samples, seed)
   y = np.asarray(test["y"], np.float64)
   ll = mixture_log_likelihood(means, stds if noise_std is None else noise_std, y)
   return {"rmse": float(np.sqrt(np.mean((means.mean(0) - y) ** 2))), "nll": float(-ll.mean())}

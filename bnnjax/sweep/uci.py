@@ -125,7 +125,7 @@ def _split(trial: Trial) -> int:
   return int(trial.overrides["data.split_index"])
 
 
-def score_run(trial: Trial, sweep_dir: str, select_noise: bool, num_samples: int) -> dict:
+def score_run(trial: Trial, sweep_dir: str, select_noise: bool, num_samples: int, laplace: str = "") -> dict:
   """A finished validation run's score (bnnjax.evaluation.uci.validation_score), cached in its
   workdir's score.json (computed again when its result.json is newer); a log-likelihood of −inf
   for a run that diverged (its settings lose the choice)."""
@@ -148,20 +148,22 @@ def score_run(trial: Trial, sweep_dir: str, select_noise: bool, num_samples: int
   if score is not None:
     return score
   tic = time.perf_counter()
-  score = protocol.validation_score(run_lib.load(workdir), select_noise, num_samples)
+  score = protocol.validation_score(run_lib.load(workdir), select_noise, num_samples, laplace=laplace)
   score.update(overrides=trial.overrides, elapsed_s=result["elapsed_s"] + time.perf_counter() - tic)
   results.write_json(path, score)
   return score
 
 
 def choose_all(
-  trials: Sequence[Trial], sweep_dir: str, select_noise: bool, num_samples: int
+  trials: Sequence[Trial], sweep_dir: str, select_noise: bool, num_samples: int, laplace: str = ""
 ) -> Dict[int, dict]:
   """Per split: the validation run with the best log-likelihood, its overrides (with the chosen
   noise std) and the validation time spent on that split; written to chosen.json."""
   by_split: Dict[int, List[dict]] = {}
   for trial in trials:
-    by_split.setdefault(_split(trial), []).append(score_run(trial, sweep_dir, select_noise, num_samples))
+    by_split.setdefault(_split(trial), []).append(
+      score_run(trial, sweep_dir, select_noise, num_samples, laplace)
+    )
   chosen = {}
   for split, scored in by_split.items():
     best = protocol.choose(scored)
@@ -177,7 +179,12 @@ def choose_all(
 
 
 def table(
-  trials: Sequence[Trial], sweep_dir: str, chosen: Mapping[int, dict], select_noise: bool, num_samples: int
+  trials: Sequence[Trial],
+  sweep_dir: str,
+  chosen: Mapping[int, dict],
+  select_noise: bool,
+  num_samples: int,
+  laplace: str = "",
 ) -> dict:
   """The test stage's finished splits scored (`protocol.test_score`, cached in each run's
   score.json) in original units, and their summary."""
@@ -188,12 +195,12 @@ def table(
     if not result or result["status"] != results.FINISHED:
       continue
     split = _split(trial)
-    noise_std = chosen[split]["noise_std"] if select_noise else None
+    noise_std = chosen[split]["noise_std"] if select_noise or laplace else None
     path = os.path.join(workdir, SCORE_FILE)
     score = _cached(path, workdir, {"noise_std": noise_std})
     if score is None:
       tic = time.perf_counter()
-      score = protocol.test_score(run_lib.load(workdir), noise_std, num_samples)
+      score = protocol.test_score(run_lib.load(workdir), noise_std, num_samples, laplace=laplace)
       score.update(noise_std=noise_std, elapsed_s=result["elapsed_s"] + time.perf_counter() - tic)
       results.write_json(path, score)
     _, target_std = data.target_scale(trial.config.data)
@@ -233,6 +240,7 @@ def run_benchmark(
   num_samples: int = 1000,
   method: str = "",
   command: str = "",
+  laplace: str = "",
 ) -> Optional[dict]:
   """Runs the benchmark's stages for one data set and method.
 
@@ -247,6 +255,8 @@ def run_benchmark(
     splits: the split indices to run (None: every split of the folder).
     num_samples: K draws of the predictive for the validation scores.
     method, command: recorded in the table.
+    laplace: "" or a Laplace structure fitted to each (point) run before it is scored; its noise
+      std is chosen with it on the validation rows (bnnjax.evaluation.uci.validation_score).
   Returns:
     The table's dict (uci.json), or None before the test stage has a finished split.
   """
@@ -270,11 +280,11 @@ def run_benchmark(
       return None
     if any(r["status"] != results.FINISHED and not r.get("diverged") for r in records):
       raise ValueError(f"some validation runs did not finish: see {val_dir}/sweep.md")
-  chosen = choose_all(val_trials, val_dir, select_noise, num_samples) if val_trials else {}
+  chosen = choose_all(val_trials, val_dir, select_noise, num_samples, laplace) if val_trials else {}
   final = test_trials(config, splits, chosen)
   if stage in ("all", TEST):
     launch(final, test_dir, index, "local", parallel)
-  out = table(final, test_dir, chosen, select_noise, num_samples)
+  out = table(final, test_dir, chosen, select_noise, num_samples, laplace)
   if out["summary"] is None:
     return None
   out.update(
