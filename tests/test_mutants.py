@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 import warnings
 from typing import NamedTuple
@@ -1346,24 +1347,51 @@ def test_checkpoints_keep_the_last_three_steps_and_restore_the_newest_with_its_m
     checkpoint.restore(manager, other)
 
 
-def test_a_failed_save_names_the_step_kept_or_none(tmp_path, monkeypatch):
+def test_a_failed_save_names_the_step_kept_or_none_and_holds_back_its_stderr(tmp_path, monkeypatch, capsys):
   workdir = str(tmp_path / "run")
   directory = os.path.join(workdir, "checkpoints")
   manager = _saved_run(workdir, ())
-  monkeypatch.setattr(manager, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "disk\nfull")))
+
+  def failing(error):
+    def save(*args, **kwargs):
+      print("Traceback: Event loop is closed", file=sys.stderr)  # as TensorStore's callbacks print
+      raise error
+
+    return save
+
+  waited = []
+
+  def settling():
+    waited.append(True)
+    print("another write's traceback", file=sys.stderr)
+
+  monkeypatch.setattr(manager, "save", failing(OSError(28, "disk\nfull")))
+  monkeypatch.setattr(manager, "wait_until_finished", settling)
   with pytest.raises(
     checkpoint.CheckpointError,
     match=f"^saving checkpoint step 7 in {directory} failed \\(OSError: \\[Errno 28\\] disk full\\); "
     "the last good checkpoint: none was saved$",
   ):
     checkpoint.save(manager, 7, _saved_state(7), {})
+  assert capsys.readouterr() == ("", "") and waited == [True]  # the other writes waited for, held back
   monkeypatch.undo()
+  real_save = manager.save
+
+  def printing_save(*args, **kwargs):
+    print("a line from a save that succeeded", file=sys.stderr)
+    return real_save(*args, **kwargs)
+
+  monkeypatch.setattr(manager, "save", printing_save)
   checkpoint.save(manager, 2, _saved_state(2), _META)
-  monkeypatch.setattr(manager, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("gone")))
+  assert capsys.readouterr() == ("", "a line from a save that succeeded\n")  # passed on
+  monkeypatch.setattr(manager, "save", failing(OSError("gone")))
   with pytest.raises(
     checkpoint.CheckpointError, match=r"\(OSError: gone\); the last good checkpoint: step 2 is kept$"
   ):
     checkpoint.save(manager, 5, _saved_state(5), _META)
+  monkeypatch.undo()
+  checkpoint.save(manager, 1, _saved_state(1), _META)  # a step below the newest is saved too
+  assert sorted(manager.all_steps()) == [1, 2]
 
 
 def test_restore_run_skips_steps_that_fail_their_checksums_and_moves_nothing(tmp_path, caplog):
@@ -1379,11 +1407,13 @@ def test_restore_run_skips_steps_that_fail_their_checksums_and_moves_nothing(tmp
     f"using checkpoint step 2 of {directory}, not the newest: "
     f"step 4: {_CORRUPT.format(directory + '/4')}; step 3: {_CORRUPT.format(directory + '/3')}"
   ]
+  _saved_run(workdir, (), broken=(2,))
   with pytest.raises(
     checkpoint.CheckpointError,
-    match=f"^no readable checkpoint in {directory}: step 3: {re.escape(_CORRUPT.format(directory + '/3'))}$",
+    match=f"^no readable checkpoint in {directory}: step 4: {re.escape(_CORRUPT.format(directory + '/4'))}; "
+    f"step 3: {re.escape(_CORRUPT.format(directory + '/3'))}; step 2: ",
   ):
-    checkpoint.restore_run(workdir, 3)
+    checkpoint.restore_run(workdir)
   assert sorted(os.listdir(directory)) == ["2", "3", "4"]
 
 
