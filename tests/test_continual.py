@@ -166,9 +166,12 @@ def test_the_random_coreset_is_disjoint_from_the_training_rows_and_fixed_by_its_
   keys = lambda d: {row.tobytes() for row in d["x"].reshape(len(d["x"]), -1)}  # noqa: E731
   assert not keys(core) & keys(rest) and keys(core) | keys(rest) == keys(whole)
   np.testing.assert_array_equal(again["x"], rest["x"])
-  assert len(data.load_split(config.data, "test")["y"]) == len(data.load_split(config.data, "test")["y"])
-  config.data.seed = 1  # another seed, other rows
-  assert keys(data.load_split(config.data, "train")) != keys(core)
+  # The rows drawn: default_rng([data seed, permutation seed + 1, *classes]), in that order.
+  np.testing.assert_array_equal(core["x"], whole["x"][coresets.random_rows(len(whole["y"]), 7, [0, 0, 2, 3])])
+  config.data.coreset_size = 0
+  test_whole = data.load_split(config.data, "test")["x"]
+  config.data.coreset_size = 7
+  np.testing.assert_array_equal(data.load_split(config.data, "test")["x"], test_whole)  # training rows only
 
 
 def test_a_multi_head_network_gives_its_selected_heads_logits_at_its_classes():
