@@ -1113,6 +1113,13 @@ def test_sgmcmc_task_regression_loss_slots_predictive_and_sampler_by_hand():
   w1, w2, w3 = (_sg_weights(s, 1) for s in (1.0, 2.0, -1.0))
   started = sgmcmc.make_task(_sg_linear(1), m, info, initial_weights=w1).init(rng, batch)["weights"]
   np.testing.assert_array_equal(started["linear"]["w"], w1["linear"]["w"])
+  half = jax.tree_util.tree_map(
+    lambda a: a.astype(jnp.bfloat16), w1
+  )  # the sample slots take the weights' dtype
+  slots = sgmcmc.make_task(_sg_linear(1), m, info, initial_weights=half).init(rng, batch)["collected"][
+    "samples"
+  ]
+  assert slots["linear"]["w"].dtype == jnp.bfloat16 and slots["linear"]["w"].shape == (2, 2, 1)
   # loss: mean Gaussian NLL (std 0.5) + |w|² / (2 prior_std² N)
   w = np.asarray(w1["linear"]["w"], np.float64)
   mean = _XS @ w[:, 0] + 0.5
