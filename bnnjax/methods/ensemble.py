@@ -59,6 +59,7 @@ from typing import Callable
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bnnjax import likelihoods, objectives
 from bnnjax.distributions import categorical_log_prob, gaussian_log_prob
@@ -119,9 +120,10 @@ def prior_outputs(apply: Callable, params, x, beta: float) -> jax.Array:
   return stacked_outputs(apply, params["weights"], x) + beta * stacked_outputs(apply, prior, x)
 
 
-# Poisson(1) CDF at k = 0..15: a weight is the number of entries below its uniform draw.
-_POISSON1_CDF = jnp.asarray(
-  [sum(math.exp(-1.0) / math.factorial(j) for j in range(k + 1)) for k in range(16)], jnp.float32
+# Poisson(1) CDF at k = 0..15: a weight is the number of entries below its uniform draw. A numpy
+# array: importing the module starts no JAX backend (a forked process could not use it).
+_POISSON1_CDF = np.asarray(
+  [sum(math.exp(-1.0) / math.factorial(j) for j in range(k + 1)) for k in range(16)], np.float32
 )
 
 
