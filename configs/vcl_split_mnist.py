@@ -7,13 +7,15 @@ layers of 256 units and one two-way head per task), each task's posterior the ne
       --config.data.coreset_size=40                          # VCL + a random coreset of 40 per task
       # (--config.data.coreset_kind=k_center for k-center; --coreset_steps=N refinement steps)
   python scripts/continual.py --config=configs/vcl_split_mnist.py --workdir=runs/split_ewc \
-      --method=ewc --model=point/multihead --ewc_lambda=100 --config.optimizer.lr_multipliers=
+      --method=ewc --model=point/multihead --ewc_lambda=10000
   python scripts/continual.py --config=configs/vcl_split_mnist.py --workdir=runs/split_finetune \
-      --method=finetune --model=point/multihead --config.optimizer.lr_multipliers=
+      --method=finetune --model=point/multihead
   # split Fashion-MNIST: the same commands with --config.data.name=fashion_mnist
 
-Posterior stds start at 0.05 and learn 5x faster than the means (log_std), as in
-configs/vcl_permuted_mnist.py.
+Posterior stds start at 0.05 and learn at the means' rate (as in VCL's code, where they barely
+move in a task): the previous posterior is then a tight prior on every weight. With them learning
+5x faster (--config.optimizer.lr_multipliers=log_std=5, configs/vcl_permuted_mnist.py's setting)
+the average accuracy after 5 tasks was 0.769 instead of 0.954 (docs/results.md, one run each).
 """
 
 from bnnjax import continual
@@ -34,7 +36,6 @@ def get_config():
   c.model.posterior_scale = "log_std"
   c.model.eval_samples = 8
   c.optimizer.lr = 1e-3
-  c.optimizer.lr_multipliers = "log_std=5"
   c.batch_size = 256
   c.num_epochs = 5
   c.eval_batch_size = 2000
