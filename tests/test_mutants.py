@@ -1038,6 +1038,26 @@ def test_sgmcmc_schedule_step_sizes_and_slots_by_hand():
   late = _sgmcmc_config(num_cycles=1, exploration=0.8, samples_per_cycle=1)
   lay = sgmcmc.schedule(late, 10)
   assert [int(sgmcmc.sample_slot(late, lay, jnp.asarray(s))) for s in range(1, 11)] == [-1] * 9 + [0]
+  # every sampling step kept (spacing 1): the first sampling position too
+  dense = _sgmcmc_config(num_cycles=1, exploration=0.5, samples_per_cycle=5)
+  lay = sgmcmc.schedule(dense, 10)
+  assert [int(sgmcmc.sample_slot(dense, lay, jnp.asarray(s))) for s in range(1, 11)] == [-1] * 5 + [
+    0,
+    1,
+    2,
+    3,
+    4,
+  ]
+  # 15 steps in 4 cycles of 3: the 3 steps left over after the last cycle keep nothing
+  short = _sgmcmc_config(num_cycles=4, exploration=0.0, samples_per_cycle=1)
+  lay = sgmcmc.schedule(short, 15)
+  assert [int(sgmcmc.sample_slot(short, lay, jnp.asarray(s))) for s in (3, 12, 13, 14, 15)] == [
+    0,
+    3,
+    -1,
+    -1,
+    -1,
+  ]
 
 
 def test_kept_samples_fill_the_unwritten_slots_with_the_current_weights():
