@@ -1076,10 +1076,13 @@ def test_langevin_steps_are_gradient_steps_without_noise_and_add_the_documented_
   )
   tx = sgmcmc.langevin(m, n, 100)
   state = tx.init(w)
-  assert int(state.count) == 0
+  assert int(state.count) == 0 and state.count.dtype == jnp.int32
+  structure = jax.tree_util.tree_structure(state)
   updates, state = tx.update(g, state, w)
   np.testing.assert_allclose(updates, -0.1 * g, rtol=1e-5, atol=1e-7)
-  assert int(state.count) == 1
+  assert int(state.count) == 1 and state.count.dtype == jnp.int32
+  assert jax.tree_util.tree_structure(state) == structure  # SGLD keeps SGHMC's (zero) momentum slot
+  np.testing.assert_array_equal(state.momentum, np.zeros(20_000))
   # in the sampling phase (constant step): w - eta g + sqrt(2 eta T / N) xi
   m = _sgmcmc_config(**{**m.to_dict(), "schedule": "constant", "exploration": 0.0})
   tx = sgmcmc.langevin(m, n, 100)
