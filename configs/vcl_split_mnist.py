@@ -28,6 +28,7 @@ GROUPS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 def get_config():
   c = base_config()
   c.data.name = "mnist"
+  c.data.classes = GROUPS[0]  # task 1's (each task sets its own)
   c.model = get("mean_field/multihead").default_config()
   c.model.hidden_sizes = (256, 256)
   c.model.head_classes = GROUPS
