@@ -106,12 +106,8 @@ def validation_score(
   """
   val = run.validation_data()
   if laplace:
-    scores = [
-      float(
-        mixture_log_likelihood(*laplace_means(run, laplace, s, val["x"], num_samples, seed), val["y"]).mean()
-      )
-      for s in LAPLACE_NOISE_GRID
-    ]
+    draws = [laplace_means(run, laplace, s, val["x"], num_samples, seed) for s in LAPLACE_NOISE_GRID]
+    scores = [float(mixture_log_likelihood(means, stds, val["y"]).mean()) for means, stds in draws]
     best = int(np.nanargmax(np.where(np.isfinite(scores), scores, np.nan)))
     return {"noise_std": LAPLACE_NOISE_GRID[best], "log_likelihood": scores[best]}
   means, stds = sample_means(run, val["x"], num_samples, seed)
