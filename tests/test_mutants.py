@@ -35,7 +35,7 @@ from bnnjax import (
   predictive,
   priors,
 )
-from bnnjax.methods import sgmcmc, swag
+from bnnjax.methods import dropout, sgmcmc, swag
 from bnnjax.task import DataInfo
 
 LOG_2PI = math.log(2 * math.pi)
@@ -1572,3 +1572,230 @@ def test_swag_draws_its_weights_before_a_snapshot_and_draws_at_rank_one():
   moments = swag.add_snapshot(moments, {"l": {"w": jnp.asarray([3.0, -1.0])}}, jnp.asarray(True))
   drawn = swag.sample_weights(moments, weights, jax.random.PRNGKey(0), 1)["l"]["w"]
   assert drawn.shape == (2,) and np.isfinite(drawn).all() and not np.allclose(drawn, weights["l"]["w"])
+
+
+# --- methods/dropout.py ----------------------------------------------------------------------------------
+
+
+def _dropout_config(**fields):
+  return ml_collections.ConfigDict({**dropout.DEFAULTS, **fields})
+
+
+def test_dropout_config_errors_are_exact_one_liners():
+  assert dropout.DEFAULTS == dict(dropout_rate=0.1, eval_samples=16, noise_std=1.0, likelihood="gaussian")
+  dropout.validate(_dropout_config(dropout_rate=0.0, eval_samples=1, noise_std=1e-9))
+  cases = [
+    ("dropout_rate", -0.1, r"config.model.dropout_rate must lie in \[0, 1\), got -0.1"),
+    ("dropout_rate", 1.0, r"config.model.dropout_rate must lie in \[0, 1\), got 1.0"),
+    ("eval_samples", 0, r"config.model.eval_samples \(K\) must be an integer >= 1, got 0"),
+    ("eval_samples", True, r"config.model.eval_samples \(K\) must be an integer >= 1, got True"),
+    ("noise_std", 0.0, r"config.model.noise_std must be positive, got 0.0"),
+  ]
+  for field, value, message in cases:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+      dropout.validate(_dropout_config(**{field: value}))
+
+
+def test_inverted_dropout_is_the_documented_mask_and_rate_zero_is_the_input_itself():
+  key, x = jax.random.PRNGKey(5), jnp.linspace(-1.0, 2.0, 24).reshape(4, 6)
+  keep = np.asarray(jax.random.bernoulli(key, 0.75, (4, 6)))
+  assert 0 < keep.sum() < 24
+  dropped = dropout.inverted_dropout(key, 0.25, x)
+  np.testing.assert_allclose(dropped, np.where(keep, np.asarray(x) / 0.75, 0.0), rtol=1e-6, atol=0)
+  assert dropout.inverted_dropout(None, 0.0, x) is x  # rate 0: no key used, x unchanged
+  half = dropout.inverted_dropout(key, 0.25, x.astype(jnp.bfloat16))
+  assert half.dtype == jnp.bfloat16
+
+
+class _ShiftedLinear(hk.Linear):
+  """An hk.Linear that takes one more positional and one keyword argument: x @ w + shift, times scale."""
+
+  def __call__(self, inputs, shift, *, scale=1.0):
+    w = hk.get_parameter(
+      "w", (inputs.shape[-1], self.output_size), inputs.dtype, hk.initializers.Constant(0.5)
+    )
+    return scale * (inputs @ w + shift)
+
+
+def _dropout_forward(outputs):
+  def forward(x):
+    h = jnp.tanh(hk.Linear(4, name="first")(x))
+    h = hk.LayerNorm(-1, True, True, name="norm")(h)
+    h = jnp.tanh(_ShiftedLinear(3, name="shifted")(h, 0.25, scale=2.0))
+    return hk.Linear(outputs, name="last")(h)
+
+  return forward
+
+
+def _dropout_by_hand(outputs, rate):
+  """The same network with the dropout of every hk.Linear's input but the first written out."""
+
+  def forward(x):
+    h = jnp.tanh(hk.Linear(4, name="first")(x))
+    h = hk.LayerNorm(-1, True, True, name="norm")(h)
+    h = dropout.inverted_dropout(hk.next_rng_key(), rate, h)
+    h = jnp.tanh(_ShiftedLinear(3, name="shifted")(h, 0.25, scale=2.0))
+    return hk.Linear(outputs, name="last")(dropout.inverted_dropout(hk.next_rng_key(), rate, h))
+
+  return hk.transform(forward)
+
+
+_DX = np.array(
+  [[1.0, 0.0], [0.5, -1.0], [-2.0, 1.5], [0.3, 0.3], [-1.0, -0.5], [2.0, 1.0], [0.0, -2.0], [1.5, -0.5]],
+  np.float32,
+)
+
+
+def test_dropout_transform_drops_the_input_of_every_linear_after_the_first_with_the_documented_keys():
+  net = dropout.dropout_transform(_dropout_forward(2), 0.5)
+  plain = dropout.dropout_transform(_dropout_forward(2), 0.0)
+  by_hand = _dropout_by_hand(2, 0.5)
+
+  def run(rng):
+    params = net.init(rng, _DX)
+    keys = jax.random.split(rng, 3)
+    by_hand_outputs = jnp.stack([by_hand.apply(params, key, _DX) for key in keys])
+    deterministic = hk.transform(_dropout_forward(2)).apply(params, None, _DX)
+    # K masks: the network applied with each of split(rng, K); at rate 0 no key is drawn (rng=None)
+    return (
+      params,
+      dropout.sample_outputs(net, params, rng, _DX, 3),
+      by_hand_outputs,
+      (
+        plain.apply(params, None, _DX),
+        deterministic,
+      ),
+    )
+
+  params, outputs, by_hand_outputs, (at_zero, deterministic) = jax.jit(run)(jax.random.PRNGKey(7))
+  assert set(params) == {"first", "norm", "shifted", "last"}
+  assert outputs.shape == (3, 8, 2)
+  np.testing.assert_allclose(outputs, by_hand_outputs, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(at_zero, deterministic)
+  assert np.abs(outputs[0] - deterministic).max() > 1e-2 and np.abs(outputs[0] - outputs[1]).max() > 1e-2
+  with pytest.raises(ValueError, match=r"^num_samples \(K\) must be an integer >= 1, got 0$"):
+    dropout.sample_outputs(net, params, None, _DX, 0)
+
+
+def _dropout_mlp(outputs):
+  return lambda x: hk.Linear(outputs, name="last")(jnp.tanh(hk.Linear(4, name="first")(x)))
+
+
+def _dropout_mlp_by_hand(outputs, rate):
+  def forward(x):
+    h = jnp.tanh(hk.Linear(4, name="first")(x))
+    return hk.Linear(outputs, name="last")(dropout.inverted_dropout(hk.next_rng_key(), rate, h))
+
+  return hk.transform(forward)
+
+
+_DW1 = np.array([[0.8, -0.5, 0.3, 1.1], [-0.4, 0.9, -1.2, 0.2]], np.float32)
+_DB1 = np.array([0.1, -0.2, 0.05, 0.0], np.float32)
+_DW2 = np.array([[1.0, -0.7, 0.4], [0.3, 0.8, -0.9], [-1.1, 0.2, 0.6], [0.5, -0.4, -0.3]], np.float32)
+
+
+def by_hand_width(by_hand):
+  return jax.eval_shape(by_hand.init, jax.random.PRNGKey(0), _DX)["last"]["b"].shape[0]
+
+
+def _dropout_task_by_hand(task, by_hand, rng, batch, num_samples):
+  """One jit: the task's init, loss, K-sample predictive and evaluate, and the network by hand on the
+  same keys (split(rng, 1)[0] for the loss, split(rng, K) for the predictive)."""
+
+  width = _DW2.shape[1] if task.predictor.kind == "classifier" else by_hand_width(by_hand)
+  shapes = jax.eval_shape(task.init, rng, batch)  # the network's own params (nothing compiled)
+  assert jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), shapes) == {
+    "first": {"w": ((2, 4), jnp.float32), "b": ((4,), jnp.float32)},
+    "last": {"w": ((4, width), jnp.float32), "b": ((width,), jnp.float32)},
+  }
+  params = {
+    "first": {"w": jnp.asarray(_DW1), "b": jnp.asarray(_DB1)},
+    "last": {"w": jnp.asarray(_DW2[:, :width]), "b": jnp.full((width,), 0.1, jnp.float32)},
+  }
+  apply_by_hand = jax.vmap(by_hand.apply, (None, 0, None))
+
+  def run(params, rng):
+    return {
+      "loss": task.loss(params, rng, batch, 0),
+      "sample": task.predictor.sample(params, rng, batch["x"], num_samples),
+      "evaluate": task.evaluate(params, rng, batch),
+      "one": apply_by_hand(params, jax.random.split(rng, 1), batch["x"])[0],
+      "k": apply_by_hand(params, jax.random.split(rng, num_samples), batch["x"]),
+    }
+
+  return params, jax.jit(run)(params, rng)
+
+
+def _mixture_metrics(means, stds, y):
+  """RMSE, mixture NLL and 95% coverage of K Gaussians [K, B] (float64)."""
+  means, stds = np.asarray(means, np.float64), np.broadcast_to(np.asarray(stds, np.float64), means.shape)
+  mean = means.mean(0)
+  std = np.sqrt(np.mean(stds**2, 0) + np.var(means, 0))
+  z = scipy.special.ndtri(0.975)
+  log_mix = scipy.special.logsumexp(_normal_log_pdf(y, means, stds), axis=0) - np.log(len(means))
+  return {
+    "rmse": np.sqrt(np.mean((mean - y) ** 2)),
+    "nll": -np.mean(log_mix),
+    "coverage_95": np.mean((y >= mean - z * std) & (y <= mean + z * std)),
+  }
+
+
+def test_dropout_task_of_a_classifier_by_hand():
+  m = _dropout_config(dropout_rate=0.5, eval_samples=3)
+  info = DataInfo((2,), 3, 10)
+  labels = np.array([0, 2, 1, 1, 0, 2, 2, 1])
+  batch = {"x": jnp.asarray(_DX), "y": jnp.asarray(labels)}
+  task = dropout.METHOD.make_task(_dropout_mlp(3), m, info, None)
+  assert dropout.METHOD.name == "dropout" and dropout.METHOD.default_config() == dropout.DEFAULTS
+  assert dropout.METHOD.num_outputs(m, info) == 3
+  _, out = _dropout_task_by_hand(task, _dropout_mlp_by_hand(3, 0.5), jax.random.PRNGKey(2), batch, 3)
+  one = np.asarray(out["one"], np.float64)
+  nll = -np.mean(scipy.special.log_softmax(one, 1)[np.arange(8), labels])
+  loss, aux = out["loss"]
+  assert float(loss) == pytest.approx(nll, rel=1e-5) and float(aux["nll"]) == pytest.approx(nll, rel=1e-5)
+  logits = np.asarray(out["k"], np.float64)
+  assert task.predictor.kind == "classifier"
+  np.testing.assert_allclose(out["sample"], logits, rtol=1e-5, atol=1e-6)
+  probs = np.exp(scipy.special.log_softmax(logits, -1)).mean(0)
+  assert len({tuple(p.argmax(-1)) for p in logits}) > 1  # the masks change the predictions
+  metrics_ = out["evaluate"]
+  assert float(metrics_["accuracy"]) == pytest.approx(np.mean(probs.argmax(-1) == labels))
+  assert float(metrics_["nll"]) == pytest.approx(-np.mean(np.log(probs[np.arange(8), labels])), rel=1e-5)
+  with pytest.raises(ValueError, match=r"^config.model.dropout_rate must lie in \[0, 1\), got 1.0$"):
+    dropout.make_task(_dropout_mlp(3), _dropout_config(dropout_rate=1.0), info)
+  with pytest.raises(ValueError, match=r"^classification needs >= 2 classes, got num_classes=1$"):
+    dropout.make_task(_dropout_mlp(1), m, DataInfo((2,), 1, 10))
+  with pytest.raises(ValueError, match=r"^config.model.likelihood='heteroscedastic' needs a regression"):
+    dropout.make_task(_dropout_mlp(3), _dropout_config(likelihood="heteroscedastic"), info)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "heteroscedastic"])
+def test_dropout_task_of_a_regressor_by_hand(likelihood):
+  m = _dropout_config(dropout_rate=0.5, eval_samples=4, noise_std=0.5, likelihood=likelihood)
+  info = DataInfo((2,), 0, 10)
+  width = 2 if likelihood == "heteroscedastic" else 1
+  assert dropout.METHOD.num_outputs(m, info) == width
+  y = np.array([0.5, -1.0, 2.0, 0.0, 1.0, -0.3, 0.2, 9.0], np.float32)
+  batch = {"x": jnp.asarray(_DX), "y": jnp.asarray(y[:, None])}
+  task = dropout.make_task(_dropout_mlp(width), m, info)
+  _, out = _dropout_task_by_hand(task, _dropout_mlp_by_hand(width, 0.5), jax.random.PRNGKey(4), batch, 4)
+
+  def gaussians(outputs):
+    outputs = np.asarray(outputs, np.float64)
+    if width == 1:
+      return outputs[..., 0], np.full(outputs.shape[:-1], 0.5)
+    return outputs[..., 0], 1e-3 + np.logaddexp(0.0, outputs[..., 1])
+
+  mean, std = gaussians(out["one"])
+  loss, aux = out["loss"]
+  assert float(loss) == pytest.approx(-np.mean(_normal_log_pdf(y, mean, std)), rel=1e-5)
+  assert float(aux["nll"]) == pytest.approx(float(loss))
+  means, stds = gaussians(out["k"])
+  assert task.predictor.kind == "regressor"
+  np.testing.assert_allclose(out["sample"][0], means, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["sample"][1], stds, rtol=1e-5)
+  expected = _mixture_metrics(means, stds, y)
+  assert 0 < expected["coverage_95"] < 1
+  assert set(out["evaluate"]) == set(expected)
+  for name, value in expected.items():
+    assert float(out["evaluate"][name]) == pytest.approx(value, rel=1e-5), name
