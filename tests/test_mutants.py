@@ -35,7 +35,7 @@ from bnnjax import (
   predictive,
   priors,
 )
-from bnnjax.methods import dropout, sgmcmc, swag
+from bnnjax.methods import dropout, ensemble, sgmcmc, swag
 from bnnjax.task import DataInfo
 
 LOG_2PI = math.log(2 * math.pi)
@@ -1030,7 +1030,11 @@ def test_sgmcmc_schedule_step_sizes_and_slots_by_hand():
     assert float(eta) == pytest.approx(0.2 * (np.cos(np.pi * position / 10) + 1), rel=1e-5)
     assert float(temperature) == pytest.approx(0.7 if position >= 5 else 0.0)
   constant = _sgmcmc_config(**{**m.to_dict(), "schedule": "constant"})
-  assert float(sgmcmc.step_size_and_temperature(constant, layout, jnp.asarray(13))[0]) == pytest.approx(0.4)
+  eta = sgmcmc.step_size_and_temperature(constant, layout, jnp.asarray(13))[0]
+  assert float(eta) == pytest.approx(0.4)
+  # a strong float32 under either schedule (not JAX's weakly typed float of a Python number): a
+  # bfloat16 network's SGHMC step is computed in float32 with the constant schedule too
+  assert eta.dtype == jnp.float32 and not eta.weak_type
   # kept: the last step of each cycle (slot 1, 3) and two before it (slot 0, 2); nothing in cycle 3
   slots = [int(sgmcmc.sample_slot(m, layout, jnp.asarray(s))) for s in range(1, 22)]
   assert slots == [-1] * 7 + [0, -1, 1] + [-1] * 7 + [2, -1, 3] + [-1]
@@ -1799,3 +1803,340 @@ def test_dropout_task_of_a_regressor_by_hand(likelihood):
   assert set(out["evaluate"]) == set(expected)
   for name, value in expected.items():
     assert float(out["evaluate"][name]) == pytest.approx(value, rel=1e-5), name
+
+
+# --- methods/ensemble.py ---------------------------------------------------------------------------------
+
+
+def _ensemble_config(**fields):
+  return ml_collections.ConfigDict({**ensemble.DEFAULTS, **fields})
+
+
+def test_ensemble_config_errors_are_exact_one_liners():
+  assert ensemble.DEFAULTS == dict(
+    ensemble_size=5, noise_std=1.0, likelihood="gaussian", bootstrap=False, prior_function_scale=0.0
+  )
+  ensemble.validate(_ensemble_config(ensemble_size=1, noise_std=1e-9, bootstrap=True, prior_function_scale=0))
+  ensemble.validate(_ensemble_config(likelihood="heteroscedastic"))
+  cases = [
+    ({"ensemble_size": 0}, r"config.model.ensemble_size must be an integer >= 1, got 0"),
+    ({"ensemble_size": True}, r"config.model.ensemble_size must be an integer >= 1, got True"),
+    ({"ensemble_size": 2.0}, r"config.model.ensemble_size must be an integer >= 1, got 2.0"),
+    ({"noise_std": 0.0}, r"config.model.noise_std must be positive, got 0.0"),
+    ({"bootstrap": 1}, r"config.model.bootstrap must be True or False, got 1"),
+    (
+      {"prior_function_scale": -0.5},
+      r"config.model.prior_function_scale must be a finite number >= 0, got -0.5",
+    ),
+    (
+      {"prior_function_scale": math.inf},
+      r"config.model.prior_function_scale must be a finite number >= 0, got inf",
+    ),
+    (
+      {"prior_function_scale": True},
+      r"config.model.prior_function_scale must be a finite number >= 0, got True",
+    ),
+    (
+      {"prior_function_scale": "1"},
+      r"config.model.prior_function_scale must be a finite number >= 0, got '1'",
+    ),
+    (
+      {"prior_function_scale": 0.5, "likelihood": "heteroscedastic"},
+      r"config.model.prior_function_scale > 0 needs a classifier or the 'gaussian' regression likelihood: "
+      r"the 'heteroscedastic' head's std output takes no prior function",
+    ),
+  ]
+  for fields, message in cases:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+      ensemble.validate(_ensemble_config(**fields))
+  assert ensemble.check_outputs(DataInfo((2,), 2, 5)) is True
+  assert ensemble.check_outputs(DataInfo((2,), 0, 5)) is False
+  with pytest.raises(ValueError, match=r"^classification needs >= 2 classes, got num_classes=1$"):
+    ensemble.check_outputs(DataInfo((2,), 1, 5))
+
+
+def _np_mix32(h):
+  h = np.asarray(h, np.uint64)
+  h = h ^ (h >> 16)
+  h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+  h = h ^ (h >> 13)
+  h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+  return h ^ (h >> 16)
+
+
+def _np_example_hash(x, y):
+  def bits(a):
+    a = np.asarray(a).reshape(len(a), -1)
+    return a.astype(np.float32).view(np.uint32) if a.dtype.kind == "f" else a.astype(np.uint32)
+
+  flat = np.concatenate([bits(x), bits(y)], axis=1).astype(np.uint64)
+  position = (np.arange(flat.shape[1], dtype=np.uint64) * 0x9E3779B9) & 0xFFFFFFFF
+  return _np_mix32(np.sum(_np_mix32(flat ^ position), axis=1) & 0xFFFFFFFF).astype(np.uint32)
+
+
+def test_member_keys_example_hash_and_bootstrap_weights_by_hand():
+  rng = jax.random.PRNGKey(11)
+  keys = ensemble.member_keys(rng, 3)
+  np.testing.assert_array_equal(keys[0], rng)
+  np.testing.assert_array_equal(keys[1:], jax.random.split(jax.random.fold_in(rng, 1), 2))
+  np.testing.assert_array_equal(ensemble.member_keys(rng, 1), rng[None])
+  # MurmurHash3's finaliser on uint32, the example's bits summed mod 2³² with their positions
+  x = jnp.asarray(_DX[:, :, None] * np.array([1.0, -0.5, 3.0], np.float32))  # [8, 2, 3]
+  labels = jnp.asarray([0, 2, 1, 7, 3, 1, 0, 5])
+  targets = jnp.asarray(_DX[:, :1] - 0.25)
+  half = x.astype(jnp.bfloat16)
+  hashes, of_targets, of_half = jax.jit(
+    lambda: (
+      ensemble.example_hash(x, labels),
+      ensemble.example_hash(x, targets),
+      ensemble.example_hash(half, labels),
+    )
+  )()
+  assert hashes.dtype == jnp.uint32
+  np.testing.assert_array_equal(hashes, _np_example_hash(x, labels))
+  np.testing.assert_array_equal(of_targets, _np_example_hash(x, targets))
+  np.testing.assert_array_equal(of_half, _np_example_hash(half.astype(np.float32), labels))
+  # w[m, i] = F⁻¹(uniform(fold_in(keys[m], hash_i))): the number of Poisson(1) CDF entries <= u
+  cdf = np.cumsum([math.exp(-1.0) / math.factorial(k) for k in range(16)])
+  member = jax.random.split(jax.random.PRNGKey(3), 3)
+  draw = jax.vmap(jax.vmap(lambda k, h: jax.random.uniform(jax.random.fold_in(k, h)), (None, 0)), (0, None))
+  u, weights = jax.jit(lambda: (draw(member, hashes), ensemble.bootstrap_weights(member, x, labels)))()
+  expected = np.sum(np.asarray(u)[..., None] >= cdf.astype(np.float32), axis=-1)
+  assert weights.dtype == jnp.float32 and weights.shape == (3, 8)
+  np.testing.assert_array_equal(weights, expected)
+  assert {0, 1, 2} <= set(expected.ravel().tolist())
+
+
+_EY = np.array([0.5, -1.0, 2.0, 9.0], np.float32)
+_ELABELS = np.array([0, 2, 1, 1])
+_ELOGITS = np.array(
+  [
+    [[1.0, 0.2, -0.5], [0.1, 0.3, 2.0], [-1.0, 0.5, 0.0], [2.0, -0.3, 0.4]],
+    [[0.2, 0.9, -0.1], [1.5, -0.2, 0.3], [0.3, -0.4, 1.2], [-0.5, 1.0, 0.1]],
+  ],
+  np.float32,
+)  # [M = 2, B = 4, C = 3]
+
+
+def _gaussians_of(outputs, likelihood, noise_std=0.5):
+  outputs = np.asarray(outputs, np.float64)
+  if likelihood == "gaussian":
+    return outputs[..., 0], np.full(outputs.shape[:-1], noise_std)
+  return outputs[..., 0], 1e-3 + np.logaddexp(0.0, outputs[..., 1])
+
+
+def test_ensemble_nlls_predictor_and_predictive_metrics_by_hand():
+  apply = lambda w, x: x @ w  # noqa: E731
+  x = jnp.asarray(_DX[:4])
+  stacked = jnp.asarray(_DW2[None, :2] * np.array([1.0, -2.0], np.float32)[:, None, None])  # [2, 2, 3]
+  likelihoods_ = (("gaussian", 1), ("heteroscedastic", 2))
+
+  def everything(logits, labels, y):
+    out = {
+      "classifier": (
+        ensemble.example_nlls(logits, labels, True, 0.5),
+        ensemble.member_nlls(logits, labels, True, 0.5),
+        ensemble.predictive_metrics(logits, labels, True, 0.5),
+        ensemble.sample_predictor(apply, True, 0.5).sample(stacked, None, x, 7),
+      ),
+      # the gaussian likelihood's default: noise_std alone
+      "default": ensemble.sample_predictor(apply, False, 0.25).sample(stacked[..., :1], None, x, 1),
+    }
+    for likelihood, width in likelihoods_:
+      outputs = logits[..., :width]
+      out[likelihood] = (
+        ensemble.example_nlls(outputs, y, False, 0.5, likelihood),
+        ensemble.member_nlls(outputs, y, False, 0.5, likelihood),
+        ensemble.predictive_metrics(outputs, y, False, 0.5, likelihood),
+        ensemble.sample_predictor(apply, False, 0.5, likelihood).sample(stacked[..., :width], None, x, 7),
+      )
+    return out
+
+  out = jax.jit(everything)(jnp.asarray(_ELOGITS), jnp.asarray(_ELABELS), jnp.asarray(_EY))
+  log_p = scipy.special.log_softmax(_ELOGITS.astype(np.float64), -1)[:, np.arange(4), _ELABELS]  # [2, 4]
+  example, member, metrics_, sampled = out["classifier"]
+  np.testing.assert_allclose(example, -log_p, rtol=1e-5)
+  np.testing.assert_allclose(member, -log_p.mean(1), rtol=1e-5)
+  probs = np.exp(scipy.special.log_softmax(_ELOGITS.astype(np.float64), -1)).mean(0)
+  assert float(metrics_["accuracy"]) == pytest.approx(np.mean(probs.argmax(-1) == _ELABELS)) == 0.5
+  assert float(metrics_["nll"]) == pytest.approx(-np.mean(np.log(probs[np.arange(4), _ELABELS])), rel=1e-5)
+  assert ensemble.sample_predictor(apply, True, 0.5).kind == "classifier"
+  np.testing.assert_allclose(sampled, np.stack([_DX[:4] @ w for w in stacked]), rtol=1e-6)
+  for likelihood, width in likelihoods_:
+    example, member, metrics_, (means, stds) = out[likelihood]
+    mean, std = _gaussians_of(_ELOGITS[..., :width], likelihood)
+    nlls = -_normal_log_pdf(_EY, mean, std)
+    np.testing.assert_allclose(example, nlls, rtol=1e-5)
+    np.testing.assert_allclose(member, nlls.mean(1), rtol=1e-5)
+    expected = _mixture_metrics(mean, std, _EY)
+    assert set(metrics_) == set(expected) and 0 < expected["coverage_95"] < 1
+    for name, value in expected.items():
+      assert float(metrics_[name]) == pytest.approx(value, rel=1e-5), (likelihood, name)
+    assert ensemble.sample_predictor(apply, False, 0.5, likelihood).kind == "regressor"
+    mean, std = _gaussians_of(np.stack([_DX[:4] @ w for w in stacked[..., :width]]), likelihood)
+    np.testing.assert_allclose(means, mean, rtol=1e-5)
+    np.testing.assert_allclose(stds, std, rtol=1e-5)
+  np.testing.assert_array_equal(out["default"][1], np.full((2, 4), 0.25, np.float32))
+
+
+def _members(tree, i):
+  return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def _stacked_linear(scales, outputs):
+  return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *(_sg_weights(s, outputs) for s in scales))
+
+
+def _linear_outputs(stacked, x):
+  """[M, B, C] of the stacked one-layer nets, float64."""
+  w, b = (np.asarray(stacked["linear"][k], np.float64) for k in ("w", "b"))
+  return np.einsum("bi,mio->mbo", np.asarray(x, np.float64), w) + b[:, None]
+
+
+def _task_outputs(task, params, batch):
+  """(loss, aux), evaluate's metrics and the predictor's draws of `params` on `batch`, in one jit."""
+  return jax.jit(
+    lambda p: (
+      task.loss(p, None, batch, 0),
+      task.evaluate(p, None, batch),
+      task.predictor.sample(p, None, batch["x"], 5),
+    )
+  )(params)
+
+
+def test_ensemble_task_by_hand():
+  info = DataInfo((2,), 3, 10)
+  m = _ensemble_config(ensemble_size=2)
+  task = ensemble.METHOD.make_task(_sg_linear(3), m, info, None)
+  assert ensemble.METHOD.name == "ensemble" and ensemble.METHOD.default_config() == ensemble.DEFAULTS
+  assert ensemble.METHOD.num_outputs(m, info) == 3
+  assert (
+    ensemble.METHOD.num_outputs(_ensemble_config(likelihood="heteroscedastic"), DataInfo((2,), 0, 9)) == 2
+  )
+  assert task.trajectory is None and task.predictor.kind == "classifier"
+  batch = {"x": jnp.asarray(_DX[:4]), "y": jnp.asarray(_ELABELS)}
+  rng = jax.random.PRNGKey(6)
+  params = task.init(rng, batch)
+  net = hk.without_apply_rng(hk.transform(_sg_linear(3)))
+  for i, key in enumerate(ensemble.member_keys(rng, 2)):  # member i from the i-th member key
+    jax.tree_util.tree_map(np.testing.assert_array_equal, _members(params, i), net.init(key, _DX[:1]))
+  params = _stacked_linear((1.0, -0.5), 3)
+  logits = _linear_outputs(params, _DX[:4])
+  log_softmax = scipy.special.log_softmax(logits, -1)
+  nlls = -log_softmax[:, np.arange(4), _ELABELS]  # [M, B]
+  probs = np.exp(log_softmax).mean(0)
+  predictive_nll = -np.mean(np.log(probs[np.arange(4), _ELABELS]))
+  (loss, aux), metrics_, sampled = _task_outputs(task, params, batch)
+  assert float(loss) == pytest.approx(nlls.mean(1).sum(), rel=1e-5)  # the members' NLLs summed
+  assert float(aux["nll"]) == pytest.approx(nlls.mean(), rel=1e-5)
+  assert float(aux["ensemble_nll"]) == pytest.approx(predictive_nll, rel=1e-5)
+  assert set(metrics_) == {"accuracy", "nll", "member_nll"}
+  assert float(metrics_["accuracy"]) == pytest.approx(np.mean(probs.argmax(-1) == _ELABELS))
+  assert float(metrics_["nll"]) == pytest.approx(predictive_nll, rel=1e-5)
+  assert float(metrics_["member_nll"]) == pytest.approx(nlls.mean(), rel=1e-5)
+  np.testing.assert_allclose(sampled, logits, rtol=1e-5, atol=1e-6)
+  # regressors: the gaussian likelihood (noise_std) and the heteroscedastic head
+  y = jnp.asarray(_EY[:, None])
+  for likelihood, width in (("gaussian", 1), ("heteroscedastic", 2)):
+    m = _ensemble_config(ensemble_size=2, noise_std=0.5, likelihood=likelihood)
+    task = ensemble.make_task(_sg_linear(width), m, DataInfo((2,), 0, 10))
+    assert task.predictor.kind == "regressor"
+    params = _stacked_linear((1.0, -0.5), width)
+    mean, std = _gaussians_of(_linear_outputs(params, _DX[:4]), likelihood)
+    nlls = -_normal_log_pdf(_EY, mean, std)
+    (loss, aux), metrics_, (means, stds) = _task_outputs(task, params, {"x": batch["x"], "y": y})
+    assert float(loss) == pytest.approx(nlls.mean(1).sum(), rel=1e-5), likelihood
+    assert float(aux["nll"]) == pytest.approx(nlls.mean(), rel=1e-5), likelihood
+    expected = _mixture_metrics(mean, std, _EY)
+    assert float(aux["ensemble_nll"]) == pytest.approx(expected["nll"], rel=1e-5), likelihood
+    assert set(metrics_) == {*expected, "member_nll"}
+    for name, value in {**expected, "member_nll": nlls.mean()}.items():
+      assert float(metrics_[name]) == pytest.approx(value, rel=1e-5), (likelihood, name)
+    np.testing.assert_allclose(means, mean, rtol=1e-5)
+    np.testing.assert_allclose(stds, std, rtol=1e-5)
+  with pytest.raises(ValueError, match=r"^config.model.ensemble_size must be an integer >= 1, got 0$"):
+    ensemble.make_task(_sg_linear(3), _ensemble_config(ensemble_size=0), info)
+  with pytest.raises(ValueError, match=r"^classification needs >= 2 classes, got num_classes=1$"):
+    ensemble.make_task(_sg_linear(1), m, DataInfo((2,), 1, 10))
+  with pytest.raises(ValueError, match=r"^config.model.likelihood='heteroscedastic' needs a regression"):
+    ensemble.make_task(_sg_linear(3), _ensemble_config(likelihood="heteroscedastic"), info)
+
+
+def test_ensemble_task_with_bootstrap_weights_and_prior_functions_by_hand():
+  info = DataInfo((2,), 3, 10)
+  batch = {"x": jnp.asarray(_DX[:4]), "y": jnp.asarray(_ELABELS)}
+  rng = jax.random.PRNGKey(8)
+  net = hk.without_apply_rng(hk.transform(_sg_linear(3)))
+  task = ensemble.make_task(
+    _sg_linear(3), _ensemble_config(ensemble_size=2, bootstrap=True, prior_function_scale=2.0), info
+  )
+  assert task.predictor.kind == "classifier"
+  params = task.init(rng, batch)
+  assert set(params) == {"weights", "collected"} and set(params["collected"]) == {"prior", "bootstrap_keys"}
+  for i, key in enumerate(ensemble.member_keys(rng, 2)):
+    jax.tree_util.tree_map(
+      np.testing.assert_array_equal, _members(params["weights"], i), net.init(key, _DX[:1])
+    )
+  for i, key in enumerate(jax.random.split(jax.random.fold_in(rng, 2), 2)):
+    jax.tree_util.tree_map(
+      np.testing.assert_array_equal, _members(params["collected"]["prior"], i), net.init(key, _DX[:1])
+    )
+  keys = params["collected"]["bootstrap_keys"]
+  np.testing.assert_array_equal(keys, jax.random.split(jax.random.fold_in(rng, 3), 2))
+  # f_m = g(θ_m) + 2 g(φ_m); member m's loss: (1 / B) Σ_i w_mi NLL_mi
+  theta, phi = _stacked_linear((1.0, -0.5), 3), _stacked_linear((0.25, 0.75), 3)
+  params = {"weights": theta, "collected": {"prior": phi, "bootstrap_keys": keys}}
+  logits = _linear_outputs(theta, _DX[:4]) + 2.0 * _linear_outputs(phi, _DX[:4])
+  log_softmax = scipy.special.log_softmax(logits, -1)
+  nlls = -log_softmax[:, np.arange(4), _ELABELS]
+  weights = np.asarray(jax.jit(ensemble.bootstrap_weights)(keys, batch["x"], batch["y"]))
+  assert not np.all(weights == 1)
+  probs = np.exp(log_softmax).mean(0)
+  predictive_nll = -np.mean(np.log(probs[np.arange(4), _ELABELS]))
+
+  def loss_of(theta, phi):
+    return task.loss({"weights": theta, "collected": {"prior": phi, "bootstrap_keys": keys}}, None, batch, 0)
+
+  (loss, aux), grads = jax.jit(jax.value_and_grad(loss_of, (0, 1), has_aux=True))(theta, phi)
+  _, metrics_, sampled = _task_outputs(task, params, batch)
+  assert float(loss) == pytest.approx(np.sum(np.mean(weights * nlls, 1)), rel=1e-5)
+  assert float(aux["nll"]) == pytest.approx(nlls.mean(), rel=1e-5)
+  assert float(aux["ensemble_nll"]) == pytest.approx(predictive_nll, rel=1e-5)
+  assert all(np.all(g == 0) for g in jax.tree_util.tree_leaves(grads[1]))  # φ: no gradient
+  assert all(np.abs(g).max() > 0 for g in jax.tree_util.tree_leaves(grads[0]))
+  assert set(metrics_) == {"accuracy", "nll", "member_nll"}
+  assert float(metrics_["accuracy"]) == pytest.approx(np.mean(probs.argmax(-1) == _ELABELS))
+  assert float(metrics_["nll"]) == pytest.approx(predictive_nll, rel=1e-5)
+  assert float(metrics_["member_nll"]) == pytest.approx(nlls.mean(), rel=1e-5)
+  np.testing.assert_allclose(sampled, logits, rtol=1e-5, atol=1e-5)
+  assert task.trajectory.collect(params["collected"], theta, 3, 10) is params["collected"]
+  # prior functions alone, a regressor: the mean output gains β g(φ); each member's plain mean NLL
+  m = _ensemble_config(ensemble_size=2, noise_std=0.5, prior_function_scale=0.5)
+  task = ensemble.make_task(_sg_linear(1), m, DataInfo((2,), 0, 10))
+  assert task.predictor.kind == "regressor"
+  assert set(jax.eval_shape(task.init, rng, batch)["collected"]) == {"prior"}
+  theta, phi = _stacked_linear((1.0, -0.5), 1), _stacked_linear((0.25, 0.75), 1)
+  params = {"weights": theta, "collected": {"prior": phi}}
+  mean = (_linear_outputs(theta, _DX[:4]) + 0.5 * _linear_outputs(phi, _DX[:4]))[..., 0]
+  nlls = -_normal_log_pdf(_EY, mean, 0.5)
+  y = jnp.asarray(_EY[:, None])
+  (loss, aux), metrics_, (means, stds) = _task_outputs(task, params, {"x": batch["x"], "y": y})
+  assert float(loss) == pytest.approx(nlls.mean(1).sum(), rel=1e-5)
+  expected = _mixture_metrics(mean, 0.5, _EY)
+  for name, value in {**expected, "member_nll": nlls.mean()}.items():
+    assert float(metrics_[name]) == pytest.approx(value, rel=1e-5), name
+  np.testing.assert_allclose(means, mean, rtol=1e-5)
+  np.testing.assert_array_equal(stds, np.full((2, 4), 0.5, np.float32))
+  # the bootstrap alone, the heteroscedastic head: no prior, outputs g(θ_m)
+  m = _ensemble_config(ensemble_size=2, likelihood="heteroscedastic", bootstrap=True)
+  task = ensemble.make_task(_sg_linear(2), m, DataInfo((2,), 0, 10))
+  assert set(jax.eval_shape(task.init, rng, batch)["collected"]) == {"bootstrap_keys"}
+  keys = jax.random.split(jax.random.PRNGKey(9), 2)
+  params = {"weights": _stacked_linear((1.0, -0.5), 2), "collected": {"bootstrap_keys": keys}}
+  mean, std = _gaussians_of(_linear_outputs(params["weights"], _DX[:4]), "heteroscedastic")
+  nlls = -_normal_log_pdf(_EY, mean, std)
+  (loss, aux), _, (means, stds) = _task_outputs(task, params, {"x": batch["x"], "y": y})
+  weights = np.asarray(jax.jit(ensemble.bootstrap_weights)(keys, batch["x"], y))
+  assert float(loss) == pytest.approx(np.sum(np.mean(weights * nlls, 1)), rel=1e-5)
+  np.testing.assert_allclose(means, mean, rtol=1e-5)
+  np.testing.assert_allclose(stds, std, rtol=1e-5)
