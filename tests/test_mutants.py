@@ -1585,7 +1585,7 @@ def _dropout_config(**fields):
   return ml_collections.ConfigDict({**dropout.DEFAULTS, **fields})
 
 
-def test_dropout_config_errors_are_exact_one_liners():
+def test_mc_dropout_config_errors_are_exact_one_liners():
   assert dropout.DEFAULTS == dict(dropout_rate=0.1, eval_samples=16, noise_std=1.0, likelihood="gaussian")
   dropout.validate(_dropout_config(dropout_rate=0.0, eval_samples=1, noise_std=1e-9))
   cases = [
@@ -1600,7 +1600,7 @@ def test_dropout_config_errors_are_exact_one_liners():
       dropout.validate(_dropout_config(**{field: value}))
 
 
-def test_inverted_dropout_is_the_documented_mask_and_rate_zero_is_the_input_itself():
+def test_mc_inverted_dropout_is_the_documented_mask_and_rate_zero_is_the_input_itself():
   key, x = jax.random.PRNGKey(5), jnp.linspace(-1.0, 2.0, 24).reshape(4, 6)
   keep = np.asarray(jax.random.bernoulli(key, 0.75, (4, 6)))
   assert 0 < keep.sum() < 24
@@ -1650,7 +1650,7 @@ _DX = np.array(
 )
 
 
-def test_dropout_transform_drops_the_input_of_every_linear_after_the_first_with_the_documented_keys():
+def test_mc_dropout_transform_drops_the_input_of_every_linear_after_the_first_with_the_documented_keys():
   net = dropout.dropout_transform(_dropout_forward(2), 0.5)
   plain = dropout.dropout_transform(_dropout_forward(2), 0.0)
   by_hand = _dropout_by_hand(2, 0.5)
@@ -1658,7 +1658,7 @@ def test_dropout_transform_drops_the_input_of_every_linear_after_the_first_with_
   def run(rng):
     params = net.init(rng, _DX)
     keys = jax.random.split(rng, 3)
-    by_hand_outputs = jnp.stack([by_hand.apply(params, key, _DX) for key in keys])
+    by_hand_outputs = jax.vmap(by_hand.apply, (None, 0, None))(params, keys, _DX)
     deterministic = hk.transform(_dropout_forward(2)).apply(params, None, _DX)
     # K masks: the network applied with each of split(rng, K); at rate 0 no key is drawn (rng=None)
     return (
@@ -1744,7 +1744,7 @@ def _mixture_metrics(means, stds, y):
   }
 
 
-def test_dropout_task_of_a_classifier_by_hand():
+def test_mc_dropout_task_of_a_classifier_by_hand():
   m = _dropout_config(dropout_rate=0.5, eval_samples=3)
   info = DataInfo((2,), 3, 10)
   labels = np.array([0, 2, 1, 1, 0, 2, 2, 1])
@@ -1774,7 +1774,7 @@ def test_dropout_task_of_a_classifier_by_hand():
 
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "heteroscedastic"])
-def test_dropout_task_of_a_regressor_by_hand(likelihood):
+def test_mc_dropout_task_of_a_regressor_by_hand(likelihood):
   m = _dropout_config(dropout_rate=0.5, eval_samples=4, noise_std=0.5, likelihood=likelihood)
   info = DataInfo((2,), 0, 10)
   width = 2 if likelihood == "heteroscedastic" else 1
