@@ -15,6 +15,7 @@ from bnnjax.sweep import uci
 
 SELECT_NOISE = True  # the noise std is fixed in training, chosen on the validation rows
 LAPLACE = ""  # no Laplace posterior fitted after training
+NUTS = {}  # not a NUTS reference: trained by the loop
 
 
 def get_config():

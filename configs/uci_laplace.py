@@ -16,6 +16,7 @@ from bnnjax.sweep import uci
 
 SELECT_NOISE = True  # chosen with the Laplace fit on the validation rows
 LAPLACE = "kfac"  # bnnjax.methods.laplace.STRUCTURES
+NUTS = {}  # not a NUTS reference: trained by the loop
 
 
 def get_config():

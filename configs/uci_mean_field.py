@@ -13,6 +13,7 @@ from bnnjax.sweep import uci
 
 SELECT_NOISE = False  # learned (config.model.learn_noise)
 LAPLACE = ""  # no Laplace posterior fitted after training
+NUTS = {}  # not a NUTS reference: trained by the loop
 
 
 def get_config():

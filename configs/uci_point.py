@@ -17,6 +17,7 @@ from bnnjax.config import load_config_file
 _ENSEMBLE = load_config_file(os.path.join(os.path.dirname(__file__), "uci_ensemble.py"))
 SELECT_NOISE = _ENSEMBLE.SELECT_NOISE
 LAPLACE = ""  # no Laplace posterior fitted after training
+NUTS = {}  # not a NUTS reference: trained by the loop
 get_grid, get_sweep = _ENSEMBLE.get_grid, _ENSEMBLE.get_sweep
 
 

@@ -14,6 +14,7 @@ from bnnjax.sweep import uci
 
 SELECT_NOISE = False  # the noise std is the model's own: chosen on the grid, before training
 LAPLACE = ""  # no Laplace posterior fitted after training
+NUTS = {}  # not a NUTS reference: trained by the loop
 
 
 def get_config():

@@ -20,7 +20,7 @@ from bnnjax import sweep
 from bnnjax.sweep import uci
 
 _CONFIG = flags.DEFINE_string(
-  "config", None, "configs/uci_<method>.py (get_config, get_grid, SELECT_NOISE, LAPLACE)."
+  "config", None, "configs/uci_<method>.py (get_config, get_grid, SELECT_NOISE, LAPLACE, NUTS)."
 )
 _DATA = flags.DEFINE_string(
   "data", "", "The data set's folder name under $BNNJAX_DATA_DIR/uci, e.g. concrete."
@@ -57,19 +57,28 @@ def main(argv):
       module.get_config(), _DATA.value, _DATA_DIR.value, sweep.parse_sets(_OVERRIDES.value)
     )
     method = os.path.splitext(os.path.basename(_CONFIG.value))[0].removeprefix("uci_")
-    out = uci.run_benchmark(
-      config,
-      module.get_grid(),
-      module.SELECT_NOISE,
-      _WORKDIR.value,
-      stage=_STAGE.value,
-      index=_INDEX.value,
-      parallel=_PARALLEL.value,
-      splits=parse_splits(_SPLITS.value),
-      method=method,
-      command="python " + " ".join(sys.argv),
-      laplace=module.LAPLACE,
-    )
+    command = "python " + " ".join(sys.argv)
+    if module.NUTS:  # a reference posterior, not trained by the loop: no stages, no grid
+      if _STAGE.value != "all" or _INDEX.value >= 0 or _PARALLEL.value != 1:
+        raise ValueError("a NUTS config runs its splits in turn: use --splits=i:i+1 for one split per job")
+      splits = parse_splits(_SPLITS.value)
+      out = uci.run_nuts_benchmark(
+        config, module.NUTS, _WORKDIR.value, splits=splits, method=method, command=command
+      )
+    else:
+      out = uci.run_benchmark(
+        config,
+        module.get_grid(),
+        module.SELECT_NOISE,
+        _WORKDIR.value,
+        stage=_STAGE.value,
+        index=_INDEX.value,
+        parallel=_PARALLEL.value,
+        splits=parse_splits(_SPLITS.value),
+        method=method,
+        command=command,
+        laplace=module.LAPLACE,
+      )
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
   if out is not None:

@@ -289,6 +289,45 @@ def test_nuts_refuses_a_data_set_too_large_and_a_non_finite_density():
     hmc.nuts_posterior(lambda w: -jnp.sum(w**2), jnp.ones(2), jax.random.PRNGKey(0), num_chains=1)
 
 
+def test_a_sampled_noise_std_adds_its_gamma_prior_in_log_sigma():
+  """With noise_prior (a, b) the position is (params, log σ) and the density gains the Gamma(a,
+  rate b) log density of the precision τ = σ⁻² and the change of variables' log 2τ."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+
+  from bnnjax.methods import hmc  # pylint: disable=import-outside-toplevel
+
+  x, y, _, _ = conjugate_problem()
+  info = DataInfo((3,), 0, len(x))
+  net = hk.without_apply_rng(hk.transform(linear))
+  params = net.init(jax.random.PRNGKey(1), x[:1])
+  log_std, sigma = -0.7, np.exp(-0.7)
+  tau = sigma**-2.0
+  f = np.asarray(net.apply(params, x))[:, 0]
+  weights = sum(stats.norm.logpdf(np.asarray(w), 0.0, 2.0).sum() for w in jax.tree_util.tree_leaves(params))
+  likelihood = stats.norm.logpdf(y, f, sigma).sum()
+  noise = stats.gamma.logpdf(tau, 3.0, scale=1 / 0.5) + np.log(2 * tau)
+  sampled = hmc.network_log_posterior(linear, info, x, y, prior_scale=2.0, noise_prior=(3.0, 0.5))
+  assert float(jax.jit(sampled)((params, jnp.float32(log_std)))) == pytest.approx(
+    likelihood + weights + noise, rel=1e-5
+  )
+  fixed = hmc.network_log_posterior(linear, info, x, y, prior_scale=2.0, noise_std=sigma)
+  assert float(jax.jit(fixed)(params)) == pytest.approx(likelihood + weights, rel=1e-5)
+  with pytest.raises(ValueError, match=r"noise_prior \(a, b\) needs a regressor and a, b > 0"):
+    hmc.network_log_posterior(linear, info, x, y, noise_prior=(3.0, 0.0))
+
+
+def test_find_map_climbs_to_the_mode():
+  from bnnjax.methods import hmc  # pylint: disable=import-outside-toplevel
+
+  mode = {"a": jnp.array([3.0, -1.0]), "b": jnp.float32(0.5)}
+  scales = {"a": jnp.array([1.0, 0.1]), "b": jnp.float32(10.0)}  # Adam is scale free: all reached
+  log_prob = lambda p: -0.5 * sum(jnp.sum(((p[k] - mode[k]) / scales[k]) ** 2) for k in mode)
+  start = {"a": jnp.zeros(2), "b": jnp.float32(0.0)}
+  found = hmc.find_map(log_prob, start, 2000, learning_rate=0.05)
+  np.testing.assert_allclose(found["a"], mode["a"], atol=1e-2)
+  np.testing.assert_allclose(found["b"], mode["b"], atol=1e-2)
+
+
 # ---------------------------------------------------------------- last-layer Laplace
 
 

@@ -4,6 +4,7 @@ A synthetic folder in the benchmark's layout (built in tmp_path) holds a linear 
 real folders ($BNNJAX_DATA_DIR/uci) are read where present.
 """
 
+import json
 import os
 
 import numpy as np
@@ -268,3 +269,29 @@ def test_a_laplace_posterior_is_chosen_with_its_noise_std_and_centred_on_the_map
   se = np.asarray(means).std(0) / np.sqrt(4000)
   assert np.all(np.abs(np.asarray(means).mean(0) - point) < 5 * se + 1e-5)  # GLM: centred on the MAP
   assert np.all(se > 0)
+
+
+def test_the_nuts_reference_scores_every_draw_in_original_units_and_caches_each_split(folder, tmp_path):
+  """configs/uci_hmc.py's path: one NUTS posterior per split (weights and noise std), its test
+  predictive the mixture of every draw, scored in the target's units; a second call reads the
+  cached score instead of sampling again."""
+  module = config_lib.load_config_file(os.path.join(REPO, "configs", "uci_hmc.py"))
+  assert module.NUTS and not module.get_grid()
+  config = benchmark.base_config(module.get_config(), data_dir=str(folder))
+  nuts = dict(module.NUTS, num_chains=2, num_warmup=30, num_samples=20, map_steps=500, max_num_doublings=5)
+  workdir = tmp_path / "hmc"
+  out = benchmark.run_nuts_benchmark(config, nuts, str(workdir), splits=[1])
+  (row,) = out["splits"]
+  score_file = workdir / "test" / "split_1" / "score.json"
+  score = json.loads(score_file.read_text())
+  raw = uci.read_split(folder, 1)
+  y_std = raw["train"]["y"].std()
+  assert row["rmse"] == pytest.approx(score["rmse"] * y_std, rel=1e-6)
+  assert row["log_likelihood"] == pytest.approx(-score["nll"] - np.log(y_std), rel=1e-6)
+  assert row["rmse"] < 0.5 * raw["test"]["y"].std()  # the linear target is learnt
+  # The noise's posterior sits near the residual std of the target (1 in its units), not at its start.
+  assert 0.3 < score["noise_std"] * y_std < 3.0 and score["divergences"] >= 0
+  mtime = os.path.getmtime(score_file)
+  again = benchmark.run_nuts_benchmark(config, nuts, str(workdir), splits=[1])
+  assert os.path.getmtime(score_file) == mtime and again["splits"] == out["splits"]
+  assert os.path.isfile(workdir / "uci.md") and "| toy | hmc | 1 |" in (workdir / "uci.md").read_text()

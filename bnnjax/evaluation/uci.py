@@ -23,13 +23,16 @@ The benchmark (Hernández-Lobato & Adams 2015; Gal & Ghahramani 2016) as bnnjax 
 """
 
 import math
-from typing import Dict, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
+import haiku as hk
 import jax
 import numpy as np
 from scipy.special import logsumexp
 
+from bnnjax import data, models
 from bnnjax.evaluation.regression import original_units
+from bnnjax.methods import hmc
 
 # Candidate noise stds on the standardised scale (the target's training std is 1).
 NOISE_GRID = tuple(float(s) for s in np.geomspace(0.01, 2.0, 81))
@@ -131,6 +134,42 @@ def test_score(
   y = np.asarray(test["y"], np.float64)
   ll = mixture_log_likelihood(means, stds if noise_std is None else noise_std, y)
   return {"rmse": float(np.sqrt(np.mean((means.mean(0) - y) ** 2))), "nll": float(-ll.mean())}
+
+
+def nuts_score(config, nuts: Mapping, seed: int = 0) -> Dict[str, float]:
+  """HMC's reference posterior on one split: NUTS over the config's network weights and its
+  noise std, on all of the split's training rows, scored on its test rows (standardised scale).
+
+  Nothing is chosen on validation rows: the noise std is sampled with the weights, its
+  precision under a Gamma prior (bnnjax.methods.hmc.network_log_posterior).
+
+  Args:
+    config: a UCI config (config.data.split_index the split; config.model the network).
+    nuts: keyword arguments of `hmc.network_posterior` (num_chains, num_samples, num_warmup,
+      noise_prior, prior_scale, map_steps, max_num_doublings).
+  Returns:
+    {"rmse", "nll"} as `test_score`'s, the predictive mixing every draw of every chain, and the
+    chains' diagnostics: "noise_std" (posterior mean, standardised), "rhat_noise" (split-R-hat
+    of log σ), "divergences", "acceptance" (mean).
+  """
+  train, test = data.load_split(config.data, "train"), data.load_split(config.data, "test")
+  info = data.data_info(config.data, train)
+  forward = models.NETWORKS["mlp"].build(config.model, info, 1)
+  result = hmc.network_posterior(forward, info, train["x"], train["y"], jax.random.PRNGKey(seed), **nuts)
+  params, log_std = hmc.stack_chains(result.samples)
+  apply = hk.without_apply_rng(hk.transform(forward)).apply
+  means = np.asarray(jax.vmap(lambda p: apply(p, test["x"])[:, 0])(params))
+  stds = np.exp(np.asarray(log_std, np.float64))
+  y = np.asarray(test["y"], np.float64).reshape(-1)
+  ll = mixture_log_likelihood(means, stds[:, None], y)
+  return {
+    "rmse": float(np.sqrt(np.mean((means.mean(0) - y) ** 2))),
+    "nll": float(-ll.mean()),
+    "noise_std": float(stds.mean()),
+    "rhat_noise": float(result.rhat[1]),
+    "divergences": int(np.sum(result.divergences)),
+    "acceptance": float(np.mean(result.acceptance)),
+  }
 
 
 def choose(scored: Sequence[dict]) -> dict:

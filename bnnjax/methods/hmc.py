@@ -18,13 +18,14 @@ This is not a loop-trained Method (the train loop's steps are minibatch gradient
 needs the full data set at every step), so it is called as functions.
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import blackjax
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.flatten_util import ravel_pytree
 
 from bnnjax import distributions
@@ -72,12 +73,17 @@ def _run_chain(
   num_samples: int,
   target_acceptance: float,
   dense_mass: bool,
+  max_num_doublings: int,
 ):
   """One chain: window adaptation, then num_samples NUTS steps; (positions [S, ...], logdensity
   [S], acceptance [S], divergent [S], step size)."""
   warm_key, sample_key = jax.random.split(rng)
   adaptation = blackjax.window_adaptation(
-    blackjax.nuts, log_prob, is_mass_matrix_diagonal=not dense_mass, target_acceptance_rate=target_acceptance
+    blackjax.nuts,
+    log_prob,
+    is_mass_matrix_diagonal=not dense_mass,
+    target_acceptance_rate=target_acceptance,
+    max_num_doublings=max_num_doublings,
   )
   (state, parameters), _ = adaptation.run(warm_key, position, num_warmup)
   kernel = blackjax.nuts(log_prob, **parameters).step
@@ -107,6 +113,7 @@ def nuts_posterior(
   init_jitter: float = 0.1,
   target_acceptance: float = 0.8,
   dense_mass: bool = False,
+  max_num_doublings: int = 10,
 ) -> NUTSResult:
   """Samples exp(log_prob) by NUTS: num_chains chains from init + init_jitter * N(0, I).
 
@@ -120,6 +127,7 @@ def nuts_posterior(
     target_acceptance: the window adaptation's target mean acceptance rate.
     dense_mass: adapt a dense mass matrix (d² memory; for small, correlated problems)
       rather than a diagonal one.
+    max_num_doublings: NUTS's largest trajectory, 2^max_num_doublings - 1 leapfrog steps.
   Returns:
     NUTSResult (see its fields). A one-line ValueError if log_prob is not finite at init,
     or if any draw or its log density is not finite (a diverged sampler).
@@ -134,7 +142,9 @@ def nuts_posterior(
   # The chains run one after another through one compiled chain (a vmap over chains
   # compiles NUTS's batched while loops about 1.5x slower; these problems are small).
   chain = jax.jit(
-    lambda w, key: _run_chain(flat_log_prob, w, key, num_warmup, num_samples, target_acceptance, dense_mass)
+    lambda w, key: _run_chain(
+      flat_log_prob, w, key, num_warmup, num_samples, target_acceptance, dense_mass, max_num_doublings
+    )
   )
   runs = [chain(start, key) for start, key in zip(starts, jax.random.split(chain_key, num_chains))]
   positions, logdensity, acceptance, divergent, step_size = (jnp.stack(parts) for parts in zip(*runs))
@@ -154,34 +164,64 @@ def check_full_batch(num_examples: int) -> None:
     )
 
 
+def gamma_precision_log_prior(log_std, a: float, b: float):
+  """log p(log σ) when the precision τ = 1/σ² ~ Gamma(shape a, rate b): the Gamma log density
+  of τ plus log |dτ / d log σ| = log 2τ (NUTS moves log σ, unconstrained)."""
+  precision = jnp.exp(-2.0 * log_std)
+  log_gamma = a * jnp.log(b) - jax.scipy.special.gammaln(a) + (a - 1.0) * jnp.log(precision) - b * precision
+  return log_gamma + jnp.log(2.0 * precision)
+
+
 def network_log_posterior(
-  forward: Callable, info: DataInfo, x, y, prior_scale: float = 1.0, noise_std: float = 1.0
+  forward: Callable,
+  info: DataInfo,
+  x,
+  y,
+  prior_scale: float = 1.0,
+  noise_std: float = 1.0,
+  noise_prior: Optional[Tuple[float, float]] = None,
 ) -> Callable:
-  """params -> log p(y | x, params) + log N(params; 0, prior_scale² I), on all of (x, y).
+  """The log posterior of a network's weights (and its noise std) on all of (x, y).
+
+      params -> log p(y | x, params) + log N(params; 0, prior_scale² I)
 
   Args:
     forward: a Haiku function x [N, *input_shape] -> outputs [N, C] ([N, 1] for regression).
     info: num_classes = 0 for a Gaussian likelihood of std noise_std, >= 2 for a categorical.
     x, y: the whole training set, N <= FULL_BATCH_LIMIT.
+    noise_std: the Gaussian likelihood's fixed std (regression, noise_prior None).
+    noise_prior: None, or (a, b) for a regressor whose noise std is sampled with the weights:
+      its precision 1/σ² ~ Gamma(a, rate b) (Hernández-Lobato & Adams 2015 use (6, 6) on
+      standardised targets); the position is then (params, log σ) and the density
+      (`gamma_precision_log_prior`) is in log σ.
   """
   check_full_batch(len(x))
   if not prior_scale > 0 or not noise_std > 0:
     raise ValueError(f"prior_scale and noise_std must be positive, got {prior_scale}, {noise_std}")
   classification = ensemble.check_outputs(info)
+  if noise_prior is not None and (classification or not min(noise_prior) > 0):
+    raise ValueError(f"noise_prior (a, b) needs a regressor and a, b > 0, got {noise_prior}")
   net = hk.without_apply_rng(hk.transform(forward))
   x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y)
   y = y if classification else y.reshape(len(y)).astype(jnp.float32)
 
-  def log_posterior(params):
+  def log_joint(params, noise):
     outputs = net.apply(params, x)
     if classification:
       log_lik = distributions.categorical_log_prob(outputs, y).sum()
     else:
-      log_lik = distributions.gaussian_log_prob(y, outputs[:, 0], noise_std).sum()
+      log_lik = distributions.gaussian_log_prob(y, outputs[:, 0], noise).sum()
     log_prior = sum(
       distributions.gaussian_log_prob(w, 0.0, prior_scale).sum() for w in jax.tree_util.tree_leaves(params)
     )
     return log_lik + log_prior
+
+  if noise_prior is None:
+    return lambda params: log_joint(params, noise_std)
+
+  def log_posterior(position):
+    params, log_std = position
+    return log_joint(params, jnp.exp(log_std)) + gamma_precision_log_prior(log_std, *noise_prior)
 
   return log_posterior
 
@@ -195,21 +235,58 @@ def network_posterior(
   *,
   prior_scale: float = 1.0,
   noise_std: float = 1.0,
+  noise_prior: Optional[Tuple[float, float]] = None,
   num_chains: int = 4,
   num_samples: int = 500,
   num_warmup: int = 500,
   dense_mass: bool = False,
+  max_num_doublings: int = 10,
+  map_steps: int = 0,
 ) -> NUTSResult:
   """NUTS over the weights of the network `forward` given the whole data set (x, y).
 
-  Chains start near a fresh Haiku init. Returns NUTSResult whose samples are Haiku params
-  with leaves [num_chains, num_samples, ...]; `stack_chains` makes them [S, ...] for
-  `predictor`.
+  Chains start near a fresh Haiku init (and log noise_std, with noise_prior), moved first by
+  map_steps full-batch Adam steps up the log posterior (`find_map`; 0: none). Returns
+  NUTSResult whose samples are Haiku params with leaves [num_chains, num_samples, ...]
+  (with noise_prior: (params, log σ [num_chains, num_samples])); `stack_chains` makes them
+  [S, ...] for `predictor`.
   """
-  log_posterior = network_log_posterior(forward, info, x, y, prior_scale, noise_std)
+  log_posterior = network_log_posterior(forward, info, x, y, prior_scale, noise_std, noise_prior)
   init_key, rng = jax.random.split(rng)
   init = hk.without_apply_rng(hk.transform(forward)).init(init_key, jnp.asarray(x[:1], jnp.float32))
-  return nuts_posterior(log_posterior, init, rng, num_chains, num_samples, num_warmup, dense_mass=dense_mass)
+  if noise_prior is not None:
+    init = (init, jnp.log(jnp.float32(noise_std)))
+  if map_steps:
+    init = find_map(log_posterior, init, map_steps)
+  return nuts_posterior(
+    log_posterior,
+    init,
+    rng,
+    num_chains,
+    num_samples,
+    num_warmup,
+    dense_mass=dense_mass,
+    max_num_doublings=max_num_doublings,
+  )
+
+
+def find_map(log_prob: Callable, init, num_steps: int, learning_rate: float = 1e-2):
+  """init moved by num_steps Adam steps up log_prob (a pytree position -> scalar): a mode's
+  neighbourhood, where chains start without a long warm-up through the prior's bulk."""
+  optimizer = optax.adam(learning_rate)
+
+  @jax.jit
+  def climb(position):
+    def step(carry, _):
+      position, state = carry
+      grads = jax.grad(lambda p: -log_prob(p))(position)
+      updates, state = optimizer.update(grads, state)
+      return (optax.apply_updates(position, updates), state), None
+
+    (position, _), _ = jax.lax.scan(step, (position, optimizer.init(position)), None, length=num_steps)
+    return position
+
+  return climb(init)
 
 
 def stack_chains(samples):

@@ -25,6 +25,8 @@ from bnnjax.sweep.points import Trial, make_trials, point_name
 VALIDATION, TEST = "validation", "test"
 TRAIN_PART, VALIDATION_PART = "train[:80%]", "train[80%:]"
 CHOSEN_FILE, SCORE_FILE = "chosen.json", "score.json"
+# A test run: all of split i's training rows, scored on its test rows.
+TEST_DATA = {"data.train_split": "train", "data.eval_splits": "test", "data.validation_split": ""}
 
 
 NUM_SPLITS = 20  # the published splits of each table
@@ -113,9 +115,7 @@ def validation_trials(config, grid: Sequence[Mapping], splits: Sequence[int]) ->
 
 def test_trials(config, splits: Sequence[int], chosen: Optional[Mapping[int, dict]] = None) -> List[Trial]:
   """One run per split on all its training rows, evaluated on its test rows, with its chosen overrides."""
-  config = config_lib.with_overrides(
-    config, {"data.train_split": "train", "data.eval_splits": "test", "data.validation_split": ""}
-  )
+  config = config_lib.with_overrides(config, TEST_DATA)
   chosen = chosen or {}
   points = [{"data.split_index": i, **chosen.get(i, {}).get("overrides", {})} for i in splits]
   return _trials(config, points, splits)
@@ -297,3 +297,57 @@ def run_benchmark(
 
 def data_name(folder) -> str:
   return os.path.basename(os.path.normpath(str(folder)))
+
+
+def run_nuts_benchmark(
+  config,
+  nuts: Mapping,
+  workdir: str,
+  *,
+  splits: Optional[Sequence[int]] = None,
+  method: str = "hmc",
+  command: str = "",
+) -> dict:
+  """HMC's reference posterior on every split (`protocol.nuts_score`): one full-batch NUTS
+  posterior per split on all its training rows, nothing chosen on validation rows (the noise
+  std is sampled). Each split's score is cached in <workdir>/test/split_<i>/score.json with its
+  settings, so a job array can run one split each (`splits=[i]`) and a last call, with every
+  split, only reads them and writes the table (uci.json, uci.md).
+  """
+  folder = data.uci_folder(config.data)
+  available = uci_data.num_splits(folder)
+  splits = list(range(available)) if splits is None else list(splits)
+  if not splits or not all(0 <= i < available for i in splits):
+    raise ValueError(f"{folder} has splits 0..{available - 1}; asked for {splits}")
+  settings = {k: list(v) if isinstance(v, tuple) else v for k, v in nuts.items()}
+  rows = []
+  for i in splits:
+    split_config = config_lib.with_overrides(config, {"data.split_index": i, **TEST_DATA})
+    path = os.path.join(workdir, TEST, f"split_{i}", SCORE_FILE)
+    score = None
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        score = json.load(f)
+      score = score if score.get("settings") == settings and score.get("seed") == config.seed else None
+    if score is None:
+      tic = time.perf_counter()
+      score = protocol.nuts_score(split_config, nuts, config.seed)
+      score.update(settings=settings, seed=config.seed, elapsed_s=time.perf_counter() - tic)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      results.write_json(path, score)
+    _, target_std = data.target_scale(split_config.data)
+    diagnostics = {k: score[k] for k in ("noise_std", "rhat_noise", "divergences", "acceptance")}
+    rows.append(
+      {
+        "split": i,
+        **protocol.split_result(score, target_std),
+        "target_std": target_std,
+        **diagnostics,
+        "elapsed_s": score["elapsed_s"],
+      }
+    )
+  out = {"splits": rows, "summary": protocol.summarise(rows), "data": data_name(folder), "method": method}
+  out.update(command=command, chosen_by="none: the noise std is sampled with the weights")
+  results.write_json(os.path.join(workdir, "uci.json"), out)
+  results.write_text(os.path.join(workdir, "uci.md"), protocol.markdown([out]))
+  return out
