@@ -2068,23 +2068,23 @@ def test_ensemble_task_with_bootstrap_weights_and_prior_functions_by_hand():
   rng = jax.random.PRNGKey(8)
   net = hk.without_apply_rng(hk.transform(_sg_linear(3)))
   task = ensemble.make_task(
-    _sg_linear(3), _ensemble_config(ensemble_size=2, bootstrap=True, prior_function_scale=2.0), info
+    _sg_linear(3), _ensemble_config(ensemble_size=3, bootstrap=True, prior_function_scale=2.0), info
   )
   assert task.predictor.kind == "classifier"
   params = task.init(rng, batch)
   assert set(params) == {"weights", "collected"} and set(params["collected"]) == {"prior", "bootstrap_keys"}
-  for i, key in enumerate(ensemble.member_keys(rng, 2)):
+  for i, key in enumerate(ensemble.member_keys(rng, 3)):
     jax.tree_util.tree_map(
       np.testing.assert_array_equal, _members(params["weights"], i), net.init(key, _DX[:1])
     )
-  for i, key in enumerate(jax.random.split(jax.random.fold_in(rng, 2), 2)):
+  for i, key in enumerate(jax.random.split(jax.random.fold_in(rng, 2), 3)):
     jax.tree_util.tree_map(
       np.testing.assert_array_equal, _members(params["collected"]["prior"], i), net.init(key, _DX[:1])
     )
   keys = params["collected"]["bootstrap_keys"]
-  np.testing.assert_array_equal(keys, jax.random.split(jax.random.fold_in(rng, 3), 2))
+  np.testing.assert_array_equal(keys, jax.random.split(jax.random.fold_in(rng, 3), 3))
   # f_m = g(θ_m) + 2 g(φ_m); member m's loss: (1 / B) Σ_i w_mi NLL_mi
-  theta, phi = _stacked_linear((1.0, -0.5), 3), _stacked_linear((0.25, 0.75), 3)
+  theta, phi = _stacked_linear((1.0, -0.5, 0.3), 3), _stacked_linear((0.25, 0.75, -0.4), 3)
   params = {"weights": theta, "collected": {"prior": phi, "bootstrap_keys": keys}}
   logits = _linear_outputs(theta, _DX[:4]) + 2.0 * _linear_outputs(phi, _DX[:4])
   log_softmax = scipy.special.log_softmax(logits, -1)
