@@ -14,6 +14,7 @@ permute), so chains in different modes give large R-hats on weights without bein
 Full-batch NUTS is for the small tables (bnnjax.methods.hmc.FULL_BATCH_LIMIT rows).
 r"""
 
+from bnnjax.evaluation import uci as protocol
 from bnnjax.sweep import uci
 
 SELECT_NOISE = False  # sampled with the weights
@@ -31,7 +32,7 @@ NUTS = {
 
 def get_config():
   """The network of the protocol (its training fields are not used: NUTS has no train loop)."""
-  return uci.protocol_config("point/mlp")
+  return uci.protocol_config(protocol.NUTS_MODEL)
 
 
 def get_grid():

@@ -295,3 +295,11 @@ def test_the_nuts_reference_scores_every_draw_in_original_units_and_caches_each_
   again = benchmark.run_nuts_benchmark(config, nuts, str(workdir), splits=[1])
   assert os.path.getmtime(score_file) == mtime and again["splits"] == out["splits"]
   assert os.path.isfile(workdir / "uci.md") and "| toy | hmc | 1 |" in (workdir / "uci.md").read_text()
+  sgmcmc = config_lib.load_config_file(os.path.join(REPO, "configs", "uci_sgmcmc.py")).get_config()
+  with pytest.raises(
+    ValueError,
+    match=r"^NUTS samples the weights of the point/mlp network; config.model.name is 'sgmcmc/mlp'$",
+  ):
+    benchmark.run_nuts_benchmark(
+      benchmark.base_config(sgmcmc, data_dir=str(folder)), nuts, str(tmp_path / "x")
+    )

@@ -136,6 +136,9 @@ def test_score(
   return {"rmse": float(np.sqrt(np.mean((means.mean(0) - y) ** 2))), "nll": float(-ll.mean())}
 
 
+NUTS_MODEL = "point/mlp"  # the network whose weights (and noise std) NUTS samples
+
+
 def nuts_score(config, nuts: Mapping, seed: int = 0) -> Dict[str, float]:
   """HMC's reference posterior on one split: NUTS over the config's network weights and its
   noise std, on all of the split's training rows, scored on its test rows (standardised scale).
@@ -152,6 +155,10 @@ def nuts_score(config, nuts: Mapping, seed: int = 0) -> Dict[str, float]:
     chains' diagnostics: "noise_std" (posterior mean, standardised), "rhat_noise" (split-R-hat
     of log σ), "divergences", "acceptance" (mean).
   """
+  if config.model.name != NUTS_MODEL:
+    raise ValueError(
+      f"NUTS samples the weights of the {NUTS_MODEL} network; config.model.name is {config.model.name!r}"
+    )
   train, test = data.load_split(config.data, "train"), data.load_split(config.data, "test")
   info = data.data_info(config.data, train)
   forward = models.NETWORKS["mlp"].build(config.model, info, 1)
