@@ -1650,29 +1650,40 @@ _DX = np.array(
 )
 
 
+_DW1 = np.array([[0.8, -0.5, 0.3, 1.1], [-0.4, 0.9, -1.2, 0.2]], np.float32)
+_DB1 = np.array([0.1, -0.2, 0.05, 0.0], np.float32)
+_DW2 = np.array([[1.0, -0.7, 0.4], [0.3, 0.8, -0.9], [-1.1, 0.2, 0.6], [0.5, -0.4, -0.3]], np.float32)
+
+
 def test_mc_dropout_transform_drops_the_input_of_every_linear_after_the_first_with_the_documented_keys():
   net = dropout.dropout_transform(_dropout_forward(2), 0.5)
   plain = dropout.dropout_transform(_dropout_forward(2), 0.0)
   by_hand = _dropout_by_hand(2, 0.5)
 
-  def run(rng):
-    params = net.init(rng, _DX)
+  rng = jax.random.PRNGKey(7)
+  shapes = jax.eval_shape(net.init, rng, _DX)  # forward's own params (nothing compiled)
+  assert jax.tree_util.tree_map(lambda a: a.shape, shapes) == {
+    "first": {"w": (2, 4), "b": (4,)},
+    "norm": {"scale": (4,), "offset": (4,)},
+    "shifted": {"w": (4, 3)},
+    "last": {"w": (3, 2), "b": (2,)},
+  }
+  params = {
+    "first": {"w": jnp.asarray(_DW1), "b": jnp.asarray(_DB1)},
+    "norm": {"scale": jnp.asarray([1.0, 0.5, 2.0, 1.5]), "offset": jnp.asarray([0.1, -0.2, 0.0, 0.3])},
+    "shifted": {"w": jnp.asarray(_DW2[:, :3])},
+    "last": {"w": jnp.asarray(_DW2[:3, :2]), "b": jnp.asarray([0.1, -0.1])},
+  }
+
+  def run(params, rng):
     keys = jax.random.split(rng, 3)
     by_hand_outputs = jax.vmap(by_hand.apply, (None, 0, None))(params, keys, _DX)
     deterministic = hk.transform(_dropout_forward(2)).apply(params, None, _DX)
     # K masks: the network applied with each of split(rng, K); at rate 0 no key is drawn (rng=None)
-    return (
-      params,
-      dropout.sample_outputs(net, params, rng, _DX, 3),
-      by_hand_outputs,
-      (
-        plain.apply(params, None, _DX),
-        deterministic,
-      ),
-    )
+    outputs = dropout.sample_outputs(net, params, rng, _DX, 3)
+    return outputs, by_hand_outputs, (plain.apply(params, None, _DX), deterministic)
 
-  params, outputs, by_hand_outputs, (at_zero, deterministic) = jax.jit(run)(jax.random.PRNGKey(7))
-  assert set(params) == {"first", "norm", "shifted", "last"}
+  outputs, by_hand_outputs, (at_zero, deterministic) = jax.jit(run)(params, rng)
   assert outputs.shape == (3, 8, 2)
   np.testing.assert_allclose(outputs, by_hand_outputs, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(at_zero, deterministic)
@@ -1691,11 +1702,6 @@ def _dropout_mlp_by_hand(outputs, rate):
     return hk.Linear(outputs, name="last")(dropout.inverted_dropout(hk.next_rng_key(), rate, h))
 
   return hk.transform(forward)
-
-
-_DW1 = np.array([[0.8, -0.5, 0.3, 1.1], [-0.4, 0.9, -1.2, 0.2]], np.float32)
-_DB1 = np.array([0.1, -0.2, 0.05, 0.0], np.float32)
-_DW2 = np.array([[1.0, -0.7, 0.4], [0.3, 0.8, -0.9], [-1.1, 0.2, 0.6], [0.5, -0.4, -0.3]], np.float32)
 
 
 def by_hand_width(by_hand):
@@ -2018,8 +2024,8 @@ def test_ensemble_task_by_hand():
   rng = jax.random.PRNGKey(6)
   params = task.init(rng, batch)
   net = hk.without_apply_rng(hk.transform(_sg_linear(3)))
-  for i, key in enumerate(ensemble.member_keys(rng, 2)):  # member i from the i-th member key
-    jax.tree_util.tree_map(np.testing.assert_array_equal, _members(params, i), net.init(key, _DX[:1]))
+  members = jax.jit(jax.vmap(net.init, (0, None)))(ensemble.member_keys(rng, 2), _DX[:1])  # member i: key i
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, members)
   params = _stacked_linear((1.0, -0.5), 3)
   logits = _linear_outputs(params, _DX[:4])
   log_softmax = scipy.special.log_softmax(logits, -1)
@@ -2073,14 +2079,14 @@ def test_ensemble_task_with_bootstrap_weights_and_prior_functions_by_hand():
   assert task.predictor.kind == "classifier"
   params = task.init(rng, batch)
   assert set(params) == {"weights", "collected"} and set(params["collected"]) == {"prior", "bootstrap_keys"}
-  for i, key in enumerate(ensemble.member_keys(rng, 3)):
-    jax.tree_util.tree_map(
-      np.testing.assert_array_equal, _members(params["weights"], i), net.init(key, _DX[:1])
-    )
-  for i, key in enumerate(jax.random.split(jax.random.fold_in(rng, 2), 3)):
-    jax.tree_util.tree_map(
-      np.testing.assert_array_equal, _members(params["collected"]["prior"], i), net.init(key, _DX[:1])
-    )
+  init = jax.jit(jax.vmap(net.init, (0, None)))  # members [M, ...] of the given keys
+  jax.tree_util.tree_map(
+    np.testing.assert_array_equal, params["weights"], init(ensemble.member_keys(rng, 3), _DX[:1])
+  )
+  prior_keys = jax.random.split(jax.random.fold_in(rng, 2), 3)
+  jax.tree_util.tree_map(
+    np.testing.assert_array_equal, params["collected"]["prior"], init(prior_keys, _DX[:1])
+  )
   keys = params["collected"]["bootstrap_keys"]
   np.testing.assert_array_equal(keys, jax.random.split(jax.random.fold_in(rng, 3), 3))
   # f_m = g(θ_m) + 2 g(φ_m); member m's loss: (1 / B) Σ_i w_mi NLL_mi
@@ -2089,16 +2095,23 @@ def test_ensemble_task_with_bootstrap_weights_and_prior_functions_by_hand():
   logits = _linear_outputs(theta, _DX[:4]) + 2.0 * _linear_outputs(phi, _DX[:4])
   log_softmax = scipy.special.log_softmax(logits, -1)
   nlls = -log_softmax[:, np.arange(4), _ELABELS]
-  weights = np.asarray(jax.jit(ensemble.bootstrap_weights)(keys, batch["x"], batch["y"]))
-  assert not np.all(weights == 1)
   probs = np.exp(log_softmax).mean(0)
   predictive_nll = -np.mean(np.log(probs[np.arange(4), _ELABELS]))
 
   def loss_of(theta, phi):
     return task.loss({"weights": theta, "collected": {"prior": phi, "bootstrap_keys": keys}}, None, batch, 0)
 
-  (loss, aux), grads = jax.jit(jax.value_and_grad(loss_of, (0, 1), has_aux=True))(theta, phi)
-  _, metrics_, sampled = _task_outputs(task, params, batch)
+  def run(params):
+    return (
+      jax.value_and_grad(loss_of, (0, 1), has_aux=True)(params["weights"], params["collected"]["prior"]),
+      task.evaluate(params, None, batch),
+      task.predictor.sample(params, None, batch["x"], 5),
+      ensemble.bootstrap_weights(keys, batch["x"], batch["y"]),
+    )
+
+  ((loss, aux), grads), metrics_, sampled, weights = jax.jit(run)(params)
+  weights = np.asarray(weights)
+  assert not np.all(weights == 1)
   assert float(loss) == pytest.approx(np.sum(np.mean(weights * nlls, 1)), rel=1e-5)
   assert float(aux["nll"]) == pytest.approx(nlls.mean(), rel=1e-5)
   assert float(aux["ensemble_nll"]) == pytest.approx(predictive_nll, rel=1e-5)
