@@ -35,7 +35,7 @@ from bnnjax import (
   predictive,
   priors,
 )
-from bnnjax.methods import dropout, ensemble, sgmcmc, swag
+from bnnjax.methods import dropout, ensemble, laplace_layers, sgmcmc, swag
 from bnnjax.task import DataInfo
 
 LOG_2PI = math.log(2 * math.pi)
@@ -2153,3 +2153,78 @@ def test_ensemble_task_with_bootstrap_weights_and_prior_functions_by_hand():
   assert float(loss) == pytest.approx(np.sum(np.mean(weights * nlls, 1)), rel=1e-5)
   np.testing.assert_allclose(means, mean, rtol=1e-5)
   np.testing.assert_allclose(stds, std, rtol=1e-5)
+
+
+# --- methods/laplace_layers.py: the evidence, the KFAC factors' algebra, the output square roots ----------
+
+
+def test_laplace_layers_checks_evidence_and_kfac_algebra_by_hand():
+  laplace_layers.check_structure("kfac")
+  laplace_layers.check_predictive("glm")
+  with pytest.raises(
+    ValueError, match=r"^Laplace structure must be one of last_layer, diagonal, kfac, got 'full'$"
+  ):
+    laplace_layers.check_structure("full")
+  with pytest.raises(
+    ValueError,
+    match=r"^Laplace predictive for a diagonal or KFAC posterior must be one of mc, glm, got 'probit'$",
+  ):
+    laplace_layers.check_predictive("probit")
+  # (P/2) log λ − (λ/2) ‖θ‖² − ½ Σ log(e_j + λ), e clipped at 0, for λ of any shape
+  e = np.array([[-0.5], [1.0], [3.0], [0.25]])
+  lam = np.array([[0.1, 1.0], [10.0, 3.0]])
+  expected = 2 * np.log(lam) - lam - 0.5 * sum(np.log(max(v, 0.0) + lam) for v in e.ravel())
+  out = laplace_layers.log_evidence_terms(e, 2.0, lam)
+  assert out.shape == (2, 2)
+  np.testing.assert_allclose(out, expected, rtol=1e-5)
+  # equal eigenvalues e: the maximiser solves λ² + eλ − P e / ‖θ‖² = 0; the grid's best point
+  grid = np.logspace(-4, 6, 2001)
+  f = lambda g: 2 * np.log(g) - g - 2 * np.log(3.0 + g)  # noqa: E731  P = 4, e = 3, ‖θ‖² = 2
+  best = laplace_layers.tune_prior_precision(np.full(4, 3.0), 2.0)
+  assert isinstance(best, float) and best == pytest.approx(grid[np.argmax(f(grid))], rel=1e-5)
+  assert best == pytest.approx((-3 + np.sqrt(9 + 4 * 4 * 3 / 2.0)) / 2, rel=0.006)
+  small = np.logspace(-2, 2, 401)
+  assert laplace_layers.tune_prior_precision(np.full(4, 3.0), 2.0, 0.01, 100.0, 401) == pytest.approx(
+    small[np.argmax(f(small))], rel=1e-5
+  )
+  assert (
+    float(laplace_layers._sq_norm({"a": jnp.asarray([1.0, -2.0]), "b": {"c": jnp.asarray([[3.0]])}})) == 14.0
+  )
+  # KFAC factors: eigenvalues clipped at 0, vectors of the matrix as given; Ā ⊗ G + λ I
+  a, g = jnp.asarray([[1.0, 2.0], [2.0, 1.0]]), jnp.asarray([[2.0, 0.0], [0.0, 0.5]])
+  factors = laplace_layers._kron_factors(a, g)
+  np.testing.assert_array_equal(factors.a, a)
+  np.testing.assert_array_equal(factors.g, g)
+  np.testing.assert_allclose(factors.a_eigenvalues, [0.0, 3.0], atol=1e-6)
+  np.testing.assert_allclose(factors.g_eigenvalues, [0.5, 2.0], atol=1e-6)
+  q = np.asarray(factors.a_vectors)
+  np.testing.assert_allclose(q @ np.diag([-1.0, 3.0]) @ q.T, a, atol=1e-5)
+  q = np.asarray(factors.g_vectors)
+  np.testing.assert_allclose(q @ np.diag([0.5, 2.0]) @ q.T, g, atol=1e-6)
+  np.testing.assert_allclose(
+    laplace_layers.kfac_precision(factors, 0.25), np.kron(a, g) + 0.25 * np.eye(4), rtol=1e-6
+  )
+  posterior = laplace_layers.KFACPosterior(
+    None, {"one": factors, "two": factors._replace(g_eigenvalues=jnp.asarray([4.0]))}, 1.0
+  )
+  np.testing.assert_allclose(
+    laplace_layers.curvature_eigenvalues(posterior), [0.0, 0.0, 1.5, 6.0, 0.0, 12.0], atol=1e-5
+  )
+  ggn = {"w": jnp.asarray([[1.0, 2.0]]), "b": jnp.asarray([3.0])}
+  diagonal = laplace_layers.DiagonalPosterior(None, ggn, jnp.asarray(0.5))
+  np.testing.assert_array_equal(
+    laplace_layers.curvature_eigenvalues(diagonal), [3.0, 1.0, 2.0]
+  )  # leaves: b, w
+  np.testing.assert_array_equal(diagonal.precision["w"], [[1.5, 2.5]])
+  # S_i S_iᵀ = H_i: diag(p) − p pᵀ for a softmax (column c is (e_c − p) √p_c); I / noise_std²
+  logits = jnp.asarray([[1.0, 0.0, -1.0], [0.5, 2.0, 0.1]])
+  roots = np.asarray(laplace_layers._output_sqrt(logits, True, 0.5), np.float64)
+  p = np.asarray(jax.nn.softmax(logits), np.float64)
+  for i in range(2):
+    np.testing.assert_allclose(
+      roots[i], (np.eye(3) - p[i][:, None]) * np.sqrt(p[i])[None], rtol=1e-5, atol=1e-7
+    )
+    np.testing.assert_allclose(roots[i] @ roots[i].T, np.diag(p[i]) - np.outer(p[i], p[i]), atol=1e-6)
+  roots = laplace_layers._output_sqrt(logits[:, :2], False, 0.5)
+  assert roots.dtype == jnp.float32
+  np.testing.assert_array_equal(roots, np.broadcast_to(2.0 * np.eye(2, dtype=np.float32), (2, 2, 2)))
