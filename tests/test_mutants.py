@@ -2183,6 +2183,15 @@ def test_laplace_layers_checks_evidence_and_kfac_algebra_by_hand():
   best = laplace_layers.tune_prior_precision(np.full(4, 3.0), 2.0)
   assert isinstance(best, float) and best == pytest.approx(grid[np.argmax(f(grid))], rel=1e-5)
   assert best == pytest.approx((-3 + np.sqrt(9 + 4 * 4 * 3 / 2.0)) / 2, rel=0.006)
+  # a λ beyond the grid: its top end, 10⁶
+  assert laplace_layers.tune_prior_precision(np.full(4, 1e8), 1e-12) == pytest.approx(1e6, rel=2e-7)
+  # the terms in float32 for a bfloat16 λ, not in bfloat16
+  half = jnp.asarray(lam, jnp.bfloat16)
+  lam16 = np.asarray(half, np.float64)
+  expected = 2 * np.log(lam16) - lam16 - 0.5 * sum(np.log(max(v, 0.0) + lam16) for v in e.ravel())
+  out = laplace_layers.log_evidence_terms(e, 2.0, half)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out, expected, rtol=1e-5)
   small = np.logspace(-2, 2, 401)
   assert laplace_layers.tune_prior_precision(np.full(4, 3.0), 2.0, 0.01, 100.0, 401) == pytest.approx(
     small[np.argmax(f(small))], rel=1e-5
