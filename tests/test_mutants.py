@@ -2234,6 +2234,14 @@ def test_laplace_layers_checks_evidence_and_kfac_algebra_by_hand():
       roots[i], (np.eye(3) - p[i][:, None]) * np.sqrt(p[i])[None], rtol=1e-5, atol=1e-7
     )
     np.testing.assert_allclose(roots[i] @ roots[i].T, np.diag(p[i]) - np.outer(p[i], p[i]), atol=1e-6)
-  roots = laplace_layers._output_sqrt(logits[:, :2], False, 0.5)
+  roots = laplace_layers._output_sqrt(jnp.asarray([[0.3], [1.0], [-2.0]]), False, 0.5)  # B = 3, C = 1
   assert roots.dtype == jnp.float32
-  np.testing.assert_array_equal(roots, np.broadcast_to(2.0 * np.eye(2, dtype=np.float32), (2, 2, 2)))
+  np.testing.assert_array_equal(roots, np.full((3, 1, 1), 2.0, np.float32))
+  np.testing.assert_array_equal(
+    laplace_layers._output_sqrt(logits, False, 0.5),
+    np.broadcast_to(2.0 * np.eye(3, dtype=np.float32), (2, 3, 3)),
+  )
+  # in the outputs' dtype
+  half = logits.astype(jnp.bfloat16)
+  assert laplace_layers._output_sqrt(half, True, 0.5).dtype == jnp.bfloat16
+  assert laplace_layers._output_sqrt(half, False, 0.5).dtype == jnp.bfloat16
