@@ -2206,6 +2206,7 @@ def test_laplace_layers_checks_evidence_and_kfac_algebra_by_hand():
   np.testing.assert_array_equal(factors.g, g)
   np.testing.assert_allclose(factors.a_eigenvalues, [0.0, 3.0], atol=1e-6)
   np.testing.assert_allclose(factors.g_eigenvalues, [0.5, 2.0], atol=1e-6)
+  np.testing.assert_allclose(laplace_layers._kron_factors(g, a).g_eigenvalues, [0.0, 3.0], atol=1e-6)
   q = np.asarray(factors.a_vectors)
   np.testing.assert_allclose(q @ np.diag([-1.0, 3.0]) @ q.T, a, atol=1e-5)
   q = np.asarray(factors.g_vectors)
