@@ -123,6 +123,13 @@ def test_bootstrap_weights_are_poisson_one_per_member_and_example():
   np.testing.assert_array_equal(weights_of(keys, x[perm], y[perm]), w[:, perm])
 
 
+def test_the_poisson_inverse_cdf_at_and_between_its_steps():
+  """F⁻¹(u) = min{k : u < F(k)}: a draw exactly on F(k) is k + 1 (the interval [F(k−1), F(k)) is k's)."""
+  cdf = np.cumsum([math.exp(-1.0) / math.factorial(j) for j in range(16)]).astype(np.float32)
+  u = jnp.asarray([0.0, np.nextafter(cdf[0], 0), cdf[0], cdf[1], (cdf[1] + cdf[2]) / 2, cdf[3]], jnp.float32)
+  np.testing.assert_array_equal(ensemble.poisson1_inverse_cdf(u), [0, 0, 1, 2, 2, 4])
+
+
 @pytest.mark.parametrize("regression", [False, True])
 def test_a_members_bootstrapped_loss_is_its_weighted_mean_nll_by_hand(regression):
   if regression:

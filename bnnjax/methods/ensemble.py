@@ -120,8 +120,8 @@ def prior_outputs(apply: Callable, params, x, beta: float) -> jax.Array:
   return stacked_outputs(apply, params["weights"], x) + beta * stacked_outputs(apply, prior, x)
 
 
-# Poisson(1) CDF at k = 0..15: a weight is the number of entries below its uniform draw. A numpy
-# array: importing the module starts no JAX backend (a forked process could not use it).
+# Poisson(1) CDF at k = 0..15 (`poisson1_inverse_cdf`). A numpy array: importing the module
+# starts no JAX backend (a forked process could not use it).
 _POISSON1_CDF = np.asarray(
   [sum(math.exp(-1.0) / math.factorial(j) for j in range(k + 1)) for k in range(16)], np.float32
 )
@@ -163,6 +163,12 @@ def bootstrap_weights(keys: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
   hashes = example_hash(x, y)
   draw = lambda key, h: jax.random.uniform(jax.random.fold_in(key, h))  # noqa: E731
   u = jax.vmap(lambda key: jax.vmap(lambda h: draw(key, h))(hashes))(keys)
+  return poisson1_inverse_cdf(u)
+
+
+def poisson1_inverse_cdf(u: jax.Array) -> jax.Array:
+  """F⁻¹(u) = min{k : u < F(k)} for the Poisson(1) CDF F, as float32: the number of CDF entries at
+  or below u (u = F(k) exactly gives k + 1, so that P(F⁻¹(U) = k) = F(k) − F(k − 1))."""
   return jnp.sum(u[..., None] >= _POISSON1_CDF, axis=-1).astype(jnp.float32)
 
 
