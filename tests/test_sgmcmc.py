@@ -96,3 +96,22 @@ def test_bad_sampler_settings_are_one_line_errors():
     sgmcmc.validate(method_config(momentum=1.0))
   with pytest.raises(ValueError, match=r"leave 2 sampling steps per cycle, fewer than samples_per_cycle=3"):
     sgmcmc.schedule(method_config(num_cycles=2, exploration=0.5, samples_per_cycle=3), 8)
+
+
+@pytest.mark.parametrize("sampler", ["sgld", "sghmc"])
+def test_a_bfloat16_network_keeps_its_dtypes_through_a_scanned_step(sampler):
+  """The sampler's state and the weights keep bfloat16 across steps (a lax.scan carry must)."""
+  m = method_config(sampler=sampler, step_size=0.5, num_cycles=1, samples_per_cycle=1)
+  tx = sgmcmc.langevin(m, 10, 4)
+  w = jnp.ones(3, jnp.bfloat16)
+
+  def body(carry, _):
+    w, state = carry
+    updates, state = tx.update(w * 0.5, state, w)
+    return (w + updates.astype(w.dtype), state), None
+
+  (w_end, state), _ = jax.jit(lambda w: jax.lax.scan(body, (w, tx.init(w)), None, length=4))(w)
+  assert w_end.dtype == state.momentum.dtype == jnp.bfloat16
+  assert np.all(np.isfinite(np.asarray(w_end, np.float32))) and not np.allclose(
+    np.asarray(w_end, np.float32), 1.0
+  )

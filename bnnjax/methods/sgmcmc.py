@@ -155,6 +155,9 @@ def langevin(m, num_train: int, total_steps: int) -> optax.GradientTransformatio
       alpha = (1.0 - m.momentum) / jnp.maximum(eps, 1e-20)
       step = diffusions.sghmc(alpha)
       new, momentum = step(key, weights, state.momentum, log_density_grad, eps, temperature)
+      # The state keeps its dtype (blackjax's step promotes a bfloat16 momentum to float32,
+      # which a lax.scan carry refuses).
+      momentum = jax.tree_util.tree_map(lambda v, old: v.astype(old.dtype), momentum, state.momentum)
     updates = jax.tree_util.tree_map(jnp.subtract, new, weights)
     return updates, LangevinState(rng, momentum, state.count + 1)
 
