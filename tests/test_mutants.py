@@ -938,6 +938,14 @@ def test_swag_draw_is_the_documented_formula_on_hand_moments(rank):
     np.testing.assert_allclose(draw1["a"], one, rtol=1e-5, atol=1e-6)
 
 
+def assert_one_line_errors(validate, make_config, cases):
+  """Each (field, value, message) of `cases`: validate(make_config(field=value)) raises exactly
+  the one-line ValueError `message` (a regular expression)."""
+  for field, value, message in cases:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+      validate(make_config(**{field: value}))
+
+
 def test_swag_config_errors_are_exact_one_liners():
   ok = dict(swag.DEFAULTS)
   assert ok == dict(rank=10, collect_every=100, eval_samples=16, init_from="")
@@ -953,9 +961,7 @@ def test_swag_config_errors_are_exact_one_liners():
     ("collect_every", 1.0, r"config.model.collect_every must be an integer >= 1, got 1.0"),
     ("eval_samples", 0, r"config.model.eval_samples must be an integer >= 1, got 0"),
   ]
-  for field, value, message in cases:
-    with pytest.raises(ValueError, match=f"^{message}$"):
-      swag.validate(ml_collections.ConfigDict({**ok, field: value}))
+  assert_one_line_errors(swag.validate, lambda **field: ml_collections.ConfigDict({**ok, **field}), cases)
   m = ml_collections.ConfigDict({**ok, "rank": 5, "collect_every": 100})
   swag.check_snapshots(m, 500)
   with pytest.raises(
@@ -1001,9 +1007,7 @@ def test_sgmcmc_config_errors_are_exact_one_liners():
     ("num_cycles", True, r"config.model.num_cycles must be an integer >= 1, got True"),
     ("samples_per_cycle", 2.0, r"config.model.samples_per_cycle must be an integer >= 1, got 2.0"),
   ]
-  for field, value, message in cases:
-    with pytest.raises(ValueError, match=f"^{message}$"):
-      sgmcmc.validate(_sgmcmc_config(**{field: value}))
+  assert_one_line_errors(sgmcmc.validate, _sgmcmc_config, cases)
 
 
 def test_sgmcmc_schedule_step_sizes_and_slots_by_hand():
@@ -1595,9 +1599,7 @@ def test_mc_dropout_config_errors_are_exact_one_liners():
     ("eval_samples", True, r"config.model.eval_samples \(K\) must be an integer >= 1, got True"),
     ("noise_std", 0.0, r"config.model.noise_std must be positive, got 0.0"),
   ]
-  for field, value, message in cases:
-    with pytest.raises(ValueError, match=f"^{message}$"):
-      dropout.validate(_dropout_config(**{field: value}))
+  assert_one_line_errors(dropout.validate, _dropout_config, cases)
 
 
 def test_mc_inverted_dropout_is_the_documented_mask_and_rate_zero_is_the_input_itself():
