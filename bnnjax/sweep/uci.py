@@ -227,6 +227,17 @@ def _cached(path: str, workdir: str, expected: Mapping) -> Optional[dict]:
   return score if all(score.get(k) == v for k, v in expected.items()) else None
 
 
+def checked_splits(config, splits: Optional[Sequence[int]]):
+  """(the UCI folder of config.data, the split indices: `splits`, or all the folder's when None);
+  a one-line ValueError naming the folder's splits when one asked for is not there."""
+  folder = data.uci_folder(config.data)
+  available = uci_data.num_splits(folder)
+  splits = list(range(available)) if splits is None else list(splits)
+  if not splits or not all(0 <= i < available for i in splits):
+    raise ValueError(f"{folder} has splits 0..{available - 1}; asked for {splits}")
+  return folder, splits
+
+
 def run_benchmark(
   config,
   grid: Sequence[Mapping],
@@ -264,11 +275,7 @@ def run_benchmark(
     raise ValueError(f"--stage={stage!r} is not one of all, {VALIDATION}, {TEST}, table")
   if index >= 0 and stage == "all":
     raise ValueError("--index runs one run of one stage: give --stage=validation or --stage=test")
-  folder = data.uci_folder(config.data)
-  available = uci_data.num_splits(folder)
-  splits = list(range(available)) if splits is None else list(splits)
-  if not splits or not all(0 <= i < available for i in splits):
-    raise ValueError(f"{folder} has splits 0..{available - 1}; asked for {splits}")
+  folder, splits = checked_splits(config, splits)
   # Every run of both stages resolved and its split read and checked (config.validate) before
   # anything is written: a bad file is one line and leaves no directory behind.
   val_trials = validation_trials(config, grid, splits)
@@ -314,11 +321,7 @@ def run_nuts_benchmark(
   settings, so a job array can run one split each (`splits=[i]`) and a last call, with every
   split, only reads them and writes the table (uci.json, uci.md).
   """
-  folder = data.uci_folder(config.data)
-  available = uci_data.num_splits(folder)
-  splits = list(range(available)) if splits is None else list(splits)
-  if not splits or not all(0 <= i < available for i in splits):
-    raise ValueError(f"{folder} has splits 0..{available - 1}; asked for {splits}")
+  folder, splits = checked_splits(config, splits)
   settings = {k: list(v) if isinstance(v, tuple) else v for k, v in nuts.items()}
   rows = []
   for i in splits:
