@@ -294,9 +294,13 @@ def run_benchmark(
   out = table(final, test_dir, chosen, select_noise, num_samples, laplace)
   if out["summary"] is None:
     return None
-  out.update(
-    data=data_name(folder), method=method, command=command, chosen_by="validation" if val_trials else "none"
-  )
+  return write_table(workdir, out, folder, method, command, "validation" if val_trials else "none")
+
+
+def write_table(workdir: str, out: dict, folder, method: str, command: str, chosen_by: str) -> dict:
+  """`out` ({"splits", "summary"}) with the data set's name, method, command and how settings
+  were chosen, written to <workdir>/uci.json and uci.md; returns it."""
+  out.update(data=data_name(folder), method=method, command=command, chosen_by=chosen_by)
   results.write_json(os.path.join(workdir, "uci.json"), out)
   results.write_text(os.path.join(workdir, "uci.md"), protocol.markdown([out]))
   return out
@@ -349,8 +353,5 @@ def run_nuts_benchmark(
         "elapsed_s": score["elapsed_s"],
       }
     )
-  out = {"splits": rows, "summary": protocol.summarise(rows), "data": data_name(folder), "method": method}
-  out.update(command=command, chosen_by="none: the noise std is sampled with the weights")
-  results.write_json(os.path.join(workdir, "uci.json"), out)
-  results.write_text(os.path.join(workdir, "uci.md"), protocol.markdown([out]))
-  return out
+  out = {"splits": rows, "summary": protocol.summarise(rows)}
+  return write_table(workdir, out, folder, method, command, "none: the noise std is sampled with the weights")
