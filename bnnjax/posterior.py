@@ -79,6 +79,17 @@ def init_posterior(
   return {"mean": params, SCALE_KEYS[scale]: unconstrained}
 
 
+def with_stds(posterior, new_stds):
+  """The posterior with its Bayesian leaves' stds replaced by `new_stds` (structured like
+  `scale_params(posterior)`), kept in the posterior's own parameterisation and dtypes."""
+  key = scale_key(posterior)
+  scale = "softplus" if key == "rho" else "log_std"
+  unconstrained = jax.tree_util.tree_map(
+    lambda old, s: _unconstrained(jnp.asarray(s, old.dtype), scale), posterior[key], new_stds
+  )
+  return {**posterior, key: unconstrained}
+
+
 def _scale_keys_in(tree):
   return [key for key in SCALE_KEYS.values() if key in tree]
 

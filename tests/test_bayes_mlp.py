@@ -225,3 +225,34 @@ def test_layer_priors_reach_the_loss_per_layer():
   )
   mixed = kl_of(layer_priors=("gaussian", "mixture"), prior_scale=0.5, mixture_kl="bound")
   assert abs(float(mixed) - float(gaussian)) > 1.0
+
+
+def test_init_from_stds_starts_at_the_previous_posterior_whatever_its_parameterisation(tmp_path):
+  """VCL's start of task t: q_{t-1} whole. The previous run's stds vary per weight and live in
+  the other parameterisation (rho); the new posterior (log_std) holds exactly those stds, so its
+  KL to q_{t-1} as the prior is 0 at step 0."""
+  info = DataInfo((4,), 3, 100)
+  q_a = task_of(_config(posterior_scale="softplus"), info).init(
+    jax.random.PRNGKey(3), {"x": jnp.ones((1, 4))}
+  )
+  varied = jax.random.uniform(jax.random.PRNGKey(5), (4, 16), minval=0.01, maxval=0.5)
+  q_a["rho"]["mlp/~/linear_0"]["w"] = post.inverse_softplus(varied)
+  _save_run(tmp_path / "a", q_a, _config(), info)
+  a = str(tmp_path / "a")
+  config = _config(
+    posterior_scale="log_std", init_from=a, init_from_stds=True, prior="posterior", prior_workdir=a
+  )
+  task = task_of(config, info)
+  batch = {"x": jnp.ones((2, 4)), "y": jnp.array([0, 1])}
+  q = task.init(jax.random.PRNGKey(0), batch)
+  np.testing.assert_allclose(post.stds(q)["mlp/~/linear_0"]["w"], varied, rtol=1e-5)
+  np.testing.assert_allclose(q["mean"]["mlp/~/linear_0"]["w"], q_a["mean"]["mlp/~/linear_0"]["w"])
+  np.testing.assert_allclose(task.loss(q, jax.random.PRNGKey(0), batch, 0)[1]["kl"], 0.0, atol=1e-3)
+  # Without the field the stds start at init_std, as before.
+  q_plain = task_of(_config(init_from=a, init_std=0.05), info).init(jax.random.PRNGKey(0), batch)
+  np.testing.assert_allclose(post.stds(q_plain)["mlp/~/linear_0"]["w"], 0.05, rtol=1e-5)
+  det = _config()
+  det.model.name = "mlp"
+  _save_run(tmp_path / "p", task_of(det, info).init(jax.random.PRNGKey(7), batch), det, info)
+  with pytest.raises(ValueError, match="init_from_stds=True needs a mean-field run"):
+    task_of(_config(init_from=str(tmp_path / "p"), init_from_stds=True), info)

@@ -28,6 +28,9 @@ Method fields (`DEFAULTS`; a model file adds its network's own):
                                   (bnnjax.likelihoods; learn_noise must be False)
     init_from                     "" or the workdir of a trained run of the same network: its
                                   weights (or posterior means) become the posterior means
+    init_from_stds                with init_from a mean-field run: its stds start the posterior's
+                                  too (the whole of q_{t-1} starts task t, as VCL's code does);
+                                  False: they start at init_std
     prior_workdir                 with prior = "posterior": a previous mean-field run of the
                                   same network, whose posterior becomes the prior
 The caller (bnnjax.train.fit, bnnjax.load) reads the runs named by init_from and
@@ -65,6 +68,7 @@ DEFAULTS = dict(
   learn_noise=False,
   likelihood=likelihoods.GAUSSIAN,
   init_from="",
+  init_from_stds=False,
   prior_workdir="",
 )
 WORKDIR_FIELDS = ("init_from", "prior_workdir")
@@ -148,6 +152,19 @@ def posterior_prior(previous, reference_posterior, where: str):
   return priors.PosteriorPrior(previous)
 
 
+def initial_stds(m, reference_posterior, restored):
+  """None (stds at init_std), or the stds of the mean-field run init_from names, its
+  architecture checked against the posterior's."""
+  if not (m.init_from and m.init_from_stds):
+    return None
+  previous = restored["init_from"]
+  where = f"config.model.init_from={m.init_from!r}"
+  if not post.is_posterior(previous):
+    raise ValueError(f"config.model.init_from_stds=True needs a mean-field run; {where} is a point estimate")
+  post.check_same_architecture(reference_posterior, previous)
+  return post.stds(jax.tree_util.tree_map(jnp.asarray, previous))
+
+
 def initial_means(m, fresh_shapes, restored):
   """None (a fresh init), or the init_from run's weights (its means if it was Bayesian), checked
   against the network's parameter shapes."""
@@ -186,7 +203,13 @@ def method_task(
       restored["prior_workdir"], reference, f"config.model.prior_workdir={m.prior_workdir!r}"
     )
   return make_task(
-    forward, m, info, initial_means=initial_means(m, fresh, restored), prior=prior, predicate=predicate
+    forward,
+    m,
+    info,
+    initial_means=initial_means(m, fresh, restored),
+    initial_stds=initial_stds(m, reference, restored),
+    prior=prior,
+    predicate=predicate,
   )
 
 
@@ -203,6 +226,7 @@ def make_task(
   info: DataInfo,
   *,
   initial_means: Optional[Any] = None,
+  initial_stds: Optional[Any] = None,
   prior: Optional[Any] = None,
   predicate: Optional[Callable] = None,
 ) -> Task:
@@ -215,6 +239,8 @@ def make_task(
     info: the data; num_classes = 0 makes a regressor with a Gaussian likelihood.
     initial_means: Haiku params to start the posterior means from (e.g. a trained point
       estimate), or None for a fresh init.
+    initial_stds: the Bayesian leaves' starting stds (structured like post.stds'), or None
+      for m.init_std everywhere.
     prior: a prior object of bnnjax.priors, or None for the one `m.prior` names
       ("posterior" needs it given).
     predicate: which leaves are Bayesian (post.init_posterior's), None for all.
@@ -236,6 +262,8 @@ def make_task(
   def init(rng, batch):
     params = net.init(rng, batch["x"]) if initial_means is None else initial_means
     posterior = post.init_posterior(params, m.init_std, predicate, m.posterior_scale)
+    if initial_stds is not None:
+      posterior = post.with_stds(posterior, initial_stds)
     if m.learn_noise and not classification:
       posterior["mean"]["likelihood"] = {"log_noise_std": jnp.log(jnp.float32(m.noise_std))}
     return posterior
