@@ -35,7 +35,7 @@ from bnnjax import (
   predictive,
   priors,
 )
-from bnnjax.methods import dropout, ensemble, laplace_layers, sgmcmc, swag
+from bnnjax.methods import dropout, ensemble, fisher, laplace, laplace_layers, sgmcmc, swag
 from bnnjax.task import DataInfo
 
 LOG_2PI = math.log(2 * math.pi)
@@ -2248,3 +2248,589 @@ def test_laplace_layers_checks_evidence_and_kfac_algebra_by_hand():
   half = logits.astype(jnp.bfloat16)
   assert laplace_layers._output_sqrt(half, True, 0.5).dtype == jnp.bfloat16
   assert laplace_layers._output_sqrt(half, False, 0.5).dtype == jnp.bfloat16
+
+
+# --- methods/laplace_layers.py: the dense-layer pass, fit, the draws -------------------------------------
+
+
+def _ll_net(num_outputs):
+  """x [B, 2] -> tanh(x W1 + b1) W2 [B, num_outputs]: a dense layer with a bias, then one without."""
+
+  def net(x):
+    h = jnp.tanh(hk.Linear(3, name="first")(x))
+    return hk.Linear(num_outputs, with_bias=False, name="last")(h)
+
+  return net
+
+
+_LL_NETS = {c: _ll_net(c) for c in (1, 2)}
+
+
+def _ll_problem(num_outputs, n=5):
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(n, 2)).astype(np.float32)
+  params = {
+    "first": {"w": rng.normal(size=(2, 3)), "b": rng.normal(size=3)},
+    "last": {"w": rng.normal(size=(3, num_outputs))},
+  }
+  return x, jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params)
+
+
+def _ll_forward(params, x, delta=None):
+  """float64 (outputs, h, dh): tanh(x W1 + b1) W2 and, for a delta of the params, J(x) delta."""
+  p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+  x = np.asarray(x, np.float64)
+  h = np.tanh(x @ p["first"]["w"] + p["first"]["b"])
+  out = h @ p["last"]["w"]
+  if delta is None:
+    return out, h
+  d = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), delta)
+  dh = (1 - h**2) * (x @ d["first"]["w"] + d["first"]["b"])
+  return out, h, dh @ p["last"]["w"] + h @ d["last"]["w"]
+
+
+def _ll_hand_curvature(x, params, classification, noise_std):
+  """float64, per layer: KFAC's (Ā = mean ã ãᵀ, G = Σ_i J_iᵀ H_i J_i with J_i = ∂f_i/∂z_i) and the GGN
+  diagonal Σ_i ã_i² diag(J_iᵀ H_i J_i)ᵀ over [w; b], written out for `_ll_net`."""
+  outputs, hs = _ll_forward(params, x)
+  w2 = np.asarray(params["last"]["w"], np.float64)
+  num_outputs = w2.shape[1]
+  sums = {"first": [0.0, 0.0, 0.0], "last": [0.0, 0.0, 0.0]}
+  for x1, h, f in zip(np.asarray(x, np.float64), hs, outputs):
+    if classification:
+      p = np.exp(f - f.max()) / np.exp(f - f.max()).sum()
+      hessian = np.diag(p) - np.outer(p, p)
+    else:
+      hessian = np.eye(num_outputs) / noise_std**2
+    for name, a, jac in (
+      ("first", np.append(x1, 1.0), w2.T * (1 - h**2)[None]),  # ∂f/∂z1 [C, 3]
+      ("last", h, np.eye(num_outputs)),
+    ):
+      block = jac.T @ hessian @ jac
+      sums[name][0] = sums[name][0] + np.outer(a, a) / len(x)
+      sums[name][1] = sums[name][1] + block
+      sums[name][2] = sums[name][2] + np.outer(a * a, np.diag(block))
+  kfac = {name: (s[0], s[1]) for name, s in sums.items()}
+  diag = {"first": {"w": sums["first"][2][:2], "b": sums["first"][2][2]}, "last": {"w": sums["last"][2]}}
+  return kfac, diag
+
+
+def _ll_assert_tree_close(got, expected, rtol=2e-5, atol=1e-6):
+  assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(expected)
+  for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
+    assert np.shape(g) == np.shape(e)
+    np.testing.assert_allclose(np.asarray(g, np.float64), e, rtol=rtol, atol=atol)
+
+
+def test_laplace_dense_layers_and_their_tapped_inputs_by_hand():
+  x, params = _ll_problem(2)
+  net = _LL_NETS[2]
+  assert laplace_layers.dense_layers(net, params, (2,)) == {"first": (2, 3, True), "last": (3, 2, False)}
+  shapes = laplace_layers._linear_inputs(net, params, (2,))
+  assert list(shapes) == ["first", "last"]
+  assert [(s.shape, s.dtype) for s in shapes.values()] == [((1, 2), jnp.float32), ((1, 3), jnp.float32)]
+  # taps added to each hk.Linear's output, the inputs recorded; taps None: the network itself
+  taps = {"first": jnp.full((5, 3), 0.25), "last": jnp.asarray([[1.0, -1.0]] * 5)}
+  out, inputs = laplace_layers._tapped(net).apply(params, x, taps)
+  p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+  h = np.tanh(x @ p["first"]["w"] + p["first"]["b"] + 0.25)
+  np.testing.assert_allclose(out, h @ p["last"]["w"] + [1.0, -1.0], rtol=1e-5, atol=1e-6)
+  assert list(inputs) == ["first", "last"]
+  np.testing.assert_array_equal(inputs["first"], x)
+  np.testing.assert_allclose(inputs["last"], h, rtol=1e-5, atol=1e-6)
+  out, inputs = laplace_layers._tapped(net).apply(params, x, None)
+  np.testing.assert_allclose(out, _ll_forward(params, x)[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(inputs["last"], _ll_forward(params, x)[1], rtol=1e-5, atol=1e-6)
+  assert laplace_layers._all_dense(shapes, params)
+  assert not laplace_layers._all_dense({}, {})
+  assert not laplace_layers._all_dense(shapes, {**params, "conv": {}})
+  assert not laplace_layers._all_dense(
+    {**shapes, "last": jax.ShapeDtypeStruct((1, 1, 3), jnp.float32)}, params
+  )
+
+  def none(x):
+    return hk.Flatten()(hk.Conv2D(2, 2, padding="VALID")(x))
+
+  def others(x):  # two layers that are not hk.Linear: the first by name is named
+    x = hk.Conv2D(2, 2, name="z_conv")(x)
+    return hk.Linear(3, name="head")(hk.Flatten()(hk.Conv2D(1, 2, name="a_conv")(x)))
+
+  def again(x):
+    layer = hk.Linear(2, name="shared")
+    return layer(layer(hk.Flatten()(x)[:, :2]))
+
+  def flat(x):  # hk.Linear maps the last axis of any input; KFAC needs [B, in]
+    y = hk.Linear(2, name="flat_a")(x.reshape(len(x), 2, 8))
+    return hk.Linear(2, name="flat_b")(y.reshape(len(x), 1, 4))
+
+  images = jnp.zeros((1, 4, 4, 1))
+  for fn, message in (
+    (none, "KFAC Laplace needs dense layers (hk.Linear); this network has none"),
+    (
+      others,
+      "KFAC Laplace covers dense layers (hk.Linear) only; layer 'a_conv' is not one "
+      "(structure='diagonal' covers every layer)",
+    ),
+    (again, "KFAC Laplace needs each hk.Linear called once; 'shared' is called again"),
+    (flat, "KFAC Laplace needs a dense layer's input as [B, in]; 'flat_a' gets (1, 2, 8)"),
+  ):
+    fn_params = hk.transform(fn).init(jax.random.PRNGKey(0), images)
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+      laplace_layers.dense_layers(fn, fn_params, (4, 4, 1))
+
+
+def test_laplace_layer_curvature_is_the_hand_kfac_and_ggn_diagonal_over_padded_batches():
+  for classification, num_outputs, noise_std, batch_size in ((True, 2, 1.0, 2), (False, 1, 0.5, 500)):
+    x, params = _ll_problem(num_outputs)
+    net = _LL_NETS[num_outputs]
+    kfac, diag = _ll_hand_curvature(x, params, classification, noise_std)
+    kwargs = dict(noise_std=noise_std, batch_size=batch_size)
+    _ll_assert_tree_close(laplace_layers.layer_curvature(net, params, x, classification, **kwargs), kfac)
+    got = laplace_layers.layer_curvature(net, params, x, classification, kfac=False, **kwargs)
+    _ll_assert_tree_close(got, diag)
+
+
+def test_laplace_fit_is_the_hand_curvature_with_a_given_or_tuned_prior_precision():
+  x, params = _ll_problem(2)
+  net, info = _LL_NETS[2], DataInfo((2,), 2, 5)
+  kfac, diag = _ll_hand_curvature(x, params, True, 1.0)
+  post = laplace_layers.fit(net, params, x, info, "kfac", prior_precision=0.7, batch_size=2)
+  assert isinstance(post, laplace_layers.KFACPosterior) and post.params is params
+  assert post.prior_precision.dtype == jnp.float32 and float(post.prior_precision) == np.float32(0.7)
+  assert sorted(post.factors) == ["first", "last"]
+  for name, (a, g) in kfac.items():
+    f = post.factors[name]
+    _ll_assert_tree_close((f.a, f.g), (a, g))
+    np.testing.assert_allclose(f.a_eigenvalues, np.clip(np.linalg.eigvalsh(a), 0, None), atol=1e-5)
+    np.testing.assert_allclose(f.g_eigenvalues, np.clip(np.linalg.eigvalsh(g), 0, None), atol=1e-5)
+  post = laplace_layers.fit(net, params, x, info, "diagonal", batch_size=2)  # λ by the evidence
+  assert isinstance(post, laplace_layers.DiagonalPosterior) and post.params is params
+  _ll_assert_tree_close(post.ggn, diag)
+  tuned = laplace_layers.tune_prior_precision(
+    laplace_layers.curvature_eigenvalues(post), laplace_layers._sq_norm(params)
+  )
+  assert post.prior_precision.dtype == jnp.float32 and float(post.prior_precision) == np.float32(tuned)
+  # a regressor: H = I / noise_std²
+  x, params = _ll_problem(1)
+  net, info = _LL_NETS[1], DataInfo((2,), 0, 5)
+  kfac, diag = _ll_hand_curvature(x, params, False, 0.5)
+  post = laplace_layers.fit(net, params, x, info, "kfac", noise_std=0.5)
+  _ll_assert_tree_close({k: (f.a, f.g) for k, f in post.factors.items()}, kfac)
+  tuned = laplace_layers.tune_prior_precision(
+    laplace_layers.curvature_eigenvalues(post), laplace_layers._sq_norm(params)
+  )
+  assert float(post.prior_precision) == np.float32(tuned)
+  post = laplace_layers.fit(net, params, x, info, "diagonal", prior_precision=2.0, noise_std=0.5)
+  _ll_assert_tree_close(post.ggn, diag)
+  assert float(post.prior_precision) == 2.0
+  # a convolution: the diagonal of bnnjax.methods.fisher, with the same likelihood
+  images = jnp.asarray(np.random.default_rng(4).normal(size=(3, 3, 3, 1)), jnp.float32)
+
+  def conv_net(x):
+    return hk.Linear(1, name="head")(hk.Flatten()(hk.Conv2D(1, 2, name="conv")(x)))
+
+  conv_params = hk.transform(conv_net).init(jax.random.PRNGKey(0), images)
+  post = laplace_layers.fit(
+    conv_net, conv_params, images, DataInfo((3, 3, 1), 0, 3), "diagonal", prior_precision=1.0, noise_std=0.5
+  )
+  expected = fisher.diagonal_fisher(conv_net, conv_params, images, False, 0.5)
+  _ll_assert_tree_close(post.ggn, jax.tree_util.tree_map(np.asarray, expected), rtol=1e-6)
+  for kwargs, message in (
+    (dict(structure="full"), "Laplace structure must be one of last_layer, diagonal, kfac, got 'full'"),
+    (dict(prior_precision=0.0), "prior_precision must be positive (or None to tune it), got 0.0"),
+    (dict(prior_precision=float("nan")), "prior_precision must be positive (or None to tune it), got nan"),
+    (dict(info=DataInfo((2,), 1, 5)), "classification needs >= 2 classes, got num_classes=1"),
+  ):
+    kwargs = {"structure": "kfac", "info": info, **kwargs}
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+      laplace_layers.fit(net, params, x, **kwargs)
+
+
+def test_laplace_draws_deltas_outputs_and_its_predictor_by_the_documented_formulas():
+  x, params = _ll_problem(2)
+  net, rng, k = _LL_NETS[2], jax.random.PRNGKey(4), 3
+  # diagonal: δ = ε / √(diag + λ), one key of split(rng, leaves) per leaf in tree order
+  ggn = jax.tree_util.tree_map(lambda p: jnp.abs(p) + 0.5, params)
+  post = laplace_layers.DiagonalPosterior(params, ggn, jnp.float32(2.0))
+  leaves, treedef = jax.tree_util.tree_flatten(ggn)
+  keys = jax.random.split(rng, len(leaves))
+  expected = [
+    np.asarray(jax.random.normal(key, (k, *p.shape)), np.float64) / np.sqrt(np.asarray(p, np.float64) + 2.0)
+    for key, p in zip(keys, leaves)
+  ]
+  _ll_assert_tree_close(
+    laplace_layers.sample_deltas(post, rng, k), jax.tree_util.tree_unflatten(treedef, expected)
+  )
+  # KFAC: layer i (sorted by name) draws ε from fold_in(rng, i); δ = Q_A [ε / √(α γᵀ + λ)] Q_Gᵀ over [w; b]
+  kfac, _ = _ll_hand_curvature(x, params, True, 1.0)
+  factors = {
+    name: laplace_layers._kron_factors(*(jnp.asarray(m, jnp.float32) for m in kfac[name]))
+    for name in ("last", "first")
+  }
+  post = laplace_layers.KFACPosterior(params, factors, jnp.float32(0.5))
+  expected = {}
+  for i, name in enumerate(["first", "last"]):
+    f = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), factors[name])
+    scale = 1 / np.sqrt(np.outer(f.a_eigenvalues, f.g_eigenvalues) + 0.5)
+    eps = np.asarray(jax.random.normal(jax.random.fold_in(rng, i), (k, *scale.shape)), np.float64)
+    block = np.stack([f.a_vectors @ (e * scale) @ f.g_vectors.T for e in eps])
+    expected[name] = {"w": block[:, :2], "b": block[:, 2]} if name == "first" else {"w": block}
+  deltas = laplace_layers.sample_deltas(post, rng, k)
+  _ll_assert_tree_close(deltas, expected, rtol=1e-4, atol=1e-5)
+  half = laplace_layers.sample_deltas(
+    post._replace(params=jax.tree_util.tree_map(lambda p: p.astype(jnp.bfloat16), params)), rng, k
+  )
+  assert {d.dtype for d in jax.tree_util.tree_leaves(half)} == {jnp.dtype(jnp.bfloat16)}
+  _ll_assert_tree_close(half, expected, rtol=1e-2, atol=1e-2)
+  # the outputs: "mc" the network at θ* + δ_k, "glm" (the default) f(θ*) + J δ_k
+  mean = _ll_forward(params, x)[0]
+  mc = [_ll_forward(jax.tree_util.tree_map(lambda p, d: p + d[i], params, deltas), x)[0] for i in range(k)]
+  glm = [mean + _ll_forward(params, x, jax.tree_util.tree_map(lambda d: d[i], deltas))[2] for i in range(k)]
+  np.testing.assert_allclose(
+    laplace_layers.sample_outputs(net, post, rng, x, k, "mc"), mc, rtol=1e-4, atol=1e-5
+  )
+  np.testing.assert_allclose(laplace_layers.sample_outputs(net, post, rng, x, k), glm, rtol=1e-4, atol=1e-5)
+  classifier = laplace_layers.predictor(net, DataInfo((2,), 2, 5))
+  assert classifier.kind == "classifier"
+  np.testing.assert_allclose(classifier.sample(post, rng, x, k), glm, rtol=1e-4, atol=1e-5)
+  classifier = laplace_layers.predictor(net, DataInfo((2,), 2, 5), predictive="mc")
+  np.testing.assert_allclose(classifier.sample(post, rng, x, k), mc, rtol=1e-4, atol=1e-5)
+  # a regressor: means [K, B] and the noise std [K, B]
+  x, params = _ll_problem(1)
+  post = laplace_layers.DiagonalPosterior(
+    params, jax.tree_util.tree_map(jnp.ones_like, params), jnp.float32(1.0)
+  )
+  regressor = laplace_layers.predictor(_LL_NETS[1], DataInfo((2,), 0, 5), noise_std=0.5, predictive="mc")
+  assert regressor.kind == "regressor"
+  means, stds = regressor.sample(post, rng, x, k)
+  np.testing.assert_array_equal(
+    means, laplace_layers.sample_outputs(_LL_NETS[1], post, rng, x, k, "mc")[..., 0]
+  )
+  assert stds.dtype == jnp.float32
+  np.testing.assert_array_equal(stds, np.full((k, 5), 0.5, np.float32))
+  message = "Laplace predictive for a diagonal or KFAC posterior must be one of mc, glm, got 'probit'"
+  with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+    laplace_layers.predictor(net, DataInfo((2,), 2, 5), predictive="probit")
+  with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+    laplace_layers.sample_outputs(net, post, rng, x, k, "probit")
+  with pytest.raises(ValueError, match="^classification needs >= 2 classes, got num_classes=1$"):
+    laplace_layers.predictor(net, DataInfo((2,), 1, 5))
+
+
+# --- methods/laplace.py: the last layer's GGN, evidence, draws, moments, predictor, fit_run ----------------
+
+
+def _lla_net(num_outputs, bias=True):
+  """x [B, 2] -> tanh(x W1 + b1) W2 (+ b2) [B, num_outputs]: the last layer is "head"."""
+
+  def net(x):
+    h = jnp.tanh(hk.Linear(3, name="hidden")(x))
+    return hk.Linear(num_outputs, with_bias=bias, name="head")(h)
+
+  return net
+
+
+_LLA_NETS = {(c, bias): _lla_net(c, bias) for c in (1, 2) for bias in (True, False)}
+
+
+def _lla_problem(num_outputs, bias=True):
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(5, 2)).astype(np.float32)
+  head = {"w": rng.normal(size=(3, num_outputs))}
+  if bias:
+    head["b"] = rng.normal(size=num_outputs)
+  params = {"hidden": {"w": rng.normal(size=(2, 3)), "b": rng.normal(size=3)}, "head": head}
+  params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params)
+  phi = np.tanh(
+    np.asarray(x, np.float64) @ np.asarray(params["hidden"]["w"], np.float64)
+    + np.asarray(params["hidden"]["b"], np.float64)
+  )
+  return x, params, phi
+
+
+def _lla_hand_ggn(phi, head, classification, noise_std, weight=None):
+  """float64 Σ_i w_i J_iᵀ H_i J_i over θ = ravel(head) = (b, w.ravel()): J_i = [1, φ_i]ᵀ ⊗ I_C."""
+  w = np.asarray(head["w"], np.float64)
+  b = np.asarray(head["b"], np.float64) if "b" in head else 0.0
+  c = w.shape[1]
+  total = 0.0
+  for i, f1 in enumerate(phi):
+    out = f1 @ w + b
+    if classification:
+      p = np.exp(out - out.max()) / np.exp(out - out.max()).sum()
+      hessian = np.diag(p) - np.outer(p, p)
+    else:
+      hessian = np.eye(c) / noise_std**2
+    feats = np.append(1.0, f1) if "b" in head else f1
+    jac = np.kron(feats[None], np.eye(c))  # [C, (H + 1) C]: row-major [b; w]
+    total = total + (1.0 if weight is None else weight[i]) * jac.T @ hessian @ jac
+  return total
+
+
+def test_laplace_last_layer_features_ggn_and_evidence_by_hand():
+  x, params, phi = _lla_problem(2)
+  net = _LLA_NETS[2, True]
+  split = laplace.last_layer(net)
+  features, out = split.features.apply(params, x)
+  assert split.name() == "head"
+  np.testing.assert_allclose(features, phi, rtol=1e-5, atol=1e-6)
+  head = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params["head"])
+  np.testing.assert_allclose(out, phi @ head["w"] + head["b"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(laplace._dense(params["head"], features), out, rtol=1e-6)
+  np.testing.assert_allclose(
+    laplace._dense({"w": params["head"]["w"]}, features), phi @ head["w"], rtol=1e-5, atol=1e-6
+  )
+
+  def squashed(x):  # the last hk.Linear's output is not the network's
+    return jnp.tanh(hk.Linear(2, name="head")(x))
+
+  def none(x):
+    return x * 2.0
+
+  def flat(x):
+    return hk.Linear(2, name="head")(x.reshape(len(x), 1, 2))
+
+  message = (
+    "Laplace needs a network whose output is its last hk.Linear's output (a dense last layer); "
+    "this network has none"
+  )
+  for fn, expected in (
+    (squashed, message),
+    (none, message),
+    (flat, "Laplace needs the last hk.Linear's input as [B, H], got shape (5, 1, 2)"),
+  ):
+    with pytest.raises(ValueError, match="^" + re.escape(expected) + "$"):
+      laplace.last_layer(fn).features.init(jax.random.PRNGKey(0), x)
+  # Σ_i w_i (φ̃_i φ̃_iᵀ) ⊗ H_i over (b, w.ravel()), padded rows weighted 0
+  weight = jnp.asarray([1.0, 1.0, 0.0, 1.0, 1.0])
+  got = laplace.batch_ggn(params["head"], jnp.asarray(phi, jnp.float32), True, 1.0, weight)
+  np.testing.assert_allclose(
+    got, _lla_hand_ggn(phi, params["head"], True, 1.0, [1, 1, 0, 1, 1]), rtol=1e-5, atol=1e-6
+  )
+  hand = _lla_hand_ggn(phi, params["head"], True, 1.0)
+  np.testing.assert_allclose(
+    laplace.batch_ggn(params["head"], jnp.asarray(phi, jnp.float32), True, 1.0), hand, rtol=1e-5, atol=1e-6
+  )
+  for batch_size in (2, 500):  # padded batches, or one
+    np.testing.assert_allclose(
+      laplace.ggn(net, params, x, True, batch_size=batch_size), hand, rtol=1e-5, atol=1e-6
+    )
+  x1, params1, phi1 = _lla_problem(1, bias=False)  # a regressor, no bias: J_i = φ_iᵀ, H = 1 / noise_std²
+  got = laplace.ggn(_LLA_NETS[1, False], params1, x1, False, 0.5, batch_size=3)
+  np.testing.assert_allclose(got, phi1.T @ phi1 / 0.25, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    laplace.batch_ggn(params1["head"], jnp.asarray(phi1, jnp.float32), False, 0.5),
+    phi1.T @ phi1 / 0.25,
+    rtol=1e-5,
+    atol=1e-6,
+  )
+  # (P/2) log λ − (λ/2)‖θ‖² − ½ log det(G + λ I), and its grid maximiser
+  theta = jnp.asarray([0.5, -1.0, 2.0])
+  g = phi1.T @ phi1
+  lam = np.asarray([0.3, 2.0])
+  expected = [1.5 * np.log(v) - v / 2 * 5.25 - 0.5 * np.linalg.slogdet(g + v * np.eye(3))[1] for v in lam]
+  np.testing.assert_allclose(
+    laplace.log_marginal_likelihood_terms(jnp.asarray(g, jnp.float32), theta, lam), expected, rtol=1e-5
+  )
+  grid = np.logspace(-1, 1, 101)
+  best = grid[
+    np.argmax([1.5 * np.log(v) - v / 2 * 5.25 - 0.5 * np.linalg.slogdet(g + v * np.eye(3))[1] for v in grid])
+  ]
+  assert laplace.tune_prior_precision(jnp.asarray(g, jnp.float32), theta, 0.1, 10.0, 101) == pytest.approx(
+    best, rel=1e-5
+  )
+
+
+def test_laplace_last_layer_fit_draws_moments_and_predictor_by_hand():
+  x, params, phi = _lla_problem(2)
+  net, info = _LLA_NETS[2, True], DataInfo((2,), 2, 5)
+  hand = _lla_hand_ggn(phi, params["head"], True, 1.0)
+  post = laplace.fit(net, params, x, None, info, prior_precision=0.7, batch_size=2)
+  assert post.params is params and post.prior_precision.dtype == jnp.float32
+  assert float(post.prior_precision) == np.float32(0.7)
+  np.testing.assert_allclose(post.ggn, hand, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(post.precision, hand + 0.7 * np.eye(8), rtol=1e-5, atol=1e-6)
+  theta = jnp.concatenate([params["head"]["b"], params["head"]["w"].ravel()])
+  tuned = laplace.fit(net, params, x, None, info, prior_precision=None)
+  assert float(tuned.prior_precision) == np.float32(laplace.tune_prior_precision(tuned.ggn, theta))
+  np.testing.assert_allclose(
+    tuned.precision, tuned.ggn + float(tuned.prior_precision) * np.eye(8), rtol=1e-6, atol=1e-5
+  )
+  x1, params1, phi1 = _lla_problem(1, bias=False)
+  post1 = laplace.fit(
+    _LLA_NETS[1, False], params1, x1, None, DataInfo((2,), 0, 5), prior_precision=2.0, noise_std=0.5
+  )
+  np.testing.assert_allclose(post1.ggn, phi1.T @ phi1 / 0.25, rtol=1e-5, atol=1e-6)
+  for kwargs, message in (
+    (dict(prior_precision=0.0), "prior_precision must be positive (or None to tune it), got 0.0"),
+    (dict(prior_precision=float("nan")), "prior_precision must be positive (or None to tune it), got nan"),
+    (dict(info=DataInfo((2,), 1, 5)), "classification needs >= 2 classes, got num_classes=1"),
+  ):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+      laplace.fit(net, params, x, None, **{"info": info, **kwargs})
+  # draws: θ_k = θ* + L⁻ᵀ ε_k, Λ = L Lᵀ, ε = normal(rng, [K, P]), run through the last layer
+  rng, k = jax.random.PRNGKey(6), 4
+  eps = np.asarray(jax.random.normal(rng, (k, 8)), np.float64)
+  chol = np.linalg.cholesky(np.asarray(post.precision, np.float64))
+  thetas = np.asarray(theta, np.float64) + np.linalg.solve(chol.T, eps.T).T
+  expected = np.stack([phi @ t[2:].reshape(3, 2) + t[:2] for t in thetas])
+  np.testing.assert_allclose(laplace.sample_outputs(net, post, rng, x, k), expected, rtol=1e-4, atol=1e-5)
+  # moments: f*(x) and diag(J Σ Jᵀ); centred: of the logits minus their class mean
+  sigma = np.linalg.inv(np.asarray(post.precision, np.float64))
+  mean = phi @ np.asarray(params["head"]["w"], np.float64) + np.asarray(params["head"]["b"], np.float64)
+  jacs = [np.kron(np.append(1.0, f1)[None], np.eye(2)) for f1 in phi]
+  var = np.stack([np.diag(j @ sigma @ j.T) for j in jacs])
+  got_mean, got_var = laplace.output_moments(net, post, x)
+  np.testing.assert_allclose(got_mean, mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got_var, var, rtol=1e-4, atol=1e-7)
+  centre = np.eye(2) - 0.5
+  var_c = np.stack([np.diag(centre @ j @ sigma @ j.T @ centre) for j in jacs])
+  got_mean, got_var = laplace.output_moments(net, post, x, centred=True)
+  np.testing.assert_allclose(got_mean, mean - mean.mean(1, keepdims=True), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got_var, var_c, rtol=1e-4, atol=1e-7)
+  # the predictor: "mc" and "glm" sample; "closed_form" the probit of the centred logits
+  for kind in ("mc", "glm"):
+    pred = laplace.predictor(net, info, predictive=kind)
+    assert pred.kind == "classifier"
+    np.testing.assert_allclose(pred.sample(post, rng, x, k), expected, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    laplace.predictor(net, info).sample(post, rng, x, k), expected, rtol=1e-4, atol=1e-5
+  )
+  probit = laplace.predictor(net, info, predictive="closed_form").sample(post, rng, x, k)
+  np.testing.assert_allclose(
+    probit,
+    ((mean - mean.mean(1, keepdims=True)) / np.sqrt(1 + np.pi / 8 * var_c))[None],
+    rtol=1e-4,
+    atol=1e-6,
+  )
+  info1 = DataInfo((2,), 0, 5)
+  regressor = laplace.predictor(_LLA_NETS[1, False], info1, noise_std=0.5, predictive="closed_form")
+  assert regressor.kind == "regressor"
+  m, s = regressor.sample(post1, rng, x1, k)
+  sigma1 = np.linalg.inv(phi1.T @ phi1 / 0.25 + 2.0 * np.eye(3))
+  mean1 = phi1 @ np.asarray(params1["head"]["w"], np.float64)
+  np.testing.assert_allclose(m, mean1.T, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(s, np.sqrt(0.25 + np.einsum("bi,ij,bj->b", phi1, sigma1, phi1))[None], rtol=1e-5)
+  m, s = laplace.predictor(_LLA_NETS[1, False], info1, noise_std=0.5).sample(post1, rng, x1, k)
+  np.testing.assert_allclose(
+    m, laplace.sample_outputs(_LLA_NETS[1, False], post1, rng, x1, k)[..., 0], rtol=1e-6
+  )
+  assert s.dtype == jnp.float32
+  np.testing.assert_array_equal(s, np.full((k, 5), 0.5, np.float32))
+  with pytest.raises(
+    ValueError, match="^Laplace predictive must be one of mc, glm, closed_form, got 'probit'$"
+  ):
+    laplace.predictor(net, info, predictive="probit")
+  with pytest.raises(ValueError, match="^classification needs >= 2 classes, got num_classes=1$"):
+    laplace.predictor(net, DataInfo((2,), 1, 5))
+
+
+def _lla_point_run(data_name, model_name="mlp"):
+  """An untrained point run (hidden (4,)) on the first 24 training rows of a small data set."""
+  from bnnjax import Run, base_config  # pylint: disable=import-outside-toplevel
+  from bnnjax.config import resolve  # pylint: disable=import-outside-toplevel
+  from bnnjax.train import build_task  # pylint: disable=import-outside-toplevel
+
+  config = base_config()
+  config.data.name, config.data.seed, config.data.train_split = data_name, 2, "train[:24]"
+  config.model = ml_collections.ConfigDict({"name": model_name, "hidden_sizes": (4,)})
+  config = resolve(config)
+  train = data.load_split(config.data, config.data.train_split)
+  info = data.data_info(config.data, train)
+  task = build_task(config, info)
+  params = task.init(
+    jax.random.PRNGKey(0), {"x": jnp.asarray(train["x"][:2], jnp.float32), "y": train["y"][:2]}
+  )
+  return Run("unsaved", config, params, info, task), train
+
+
+def test_laplace_fit_run_is_the_fit_and_predictor_of_its_structure_on_the_training_split():
+  run, train = _lla_point_run("digits")
+  forward = laplace.network_of(run)
+  x = run.inputs(train["x"])
+  p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), run.params)
+  hidden = np.maximum(
+    np.asarray(x, np.float64).reshape(24, -1) @ p["mlp/~/linear_0"]["w"] + p["mlp/~/linear_0"]["b"], 0
+  )
+  logits = hidden @ p["mlp/~/linear_1"]["w"] + p["mlp/~/linear_1"]["b"]  # [24, 10]
+  apply = hk.without_apply_rng(hk.transform(forward)).apply
+  np.testing.assert_allclose(apply(run.params, x), logits, rtol=1e-4, atol=1e-5)
+  rng, batch = jax.random.PRNGKey(7), {"x": x[:6], "y": jnp.asarray(train["y"][:6])}
+  # last layer, λ given, "glm" (the default) = "mc" for a last layer, K = eval_samples = 32 by default
+  fitted = laplace.fit_run(run, prior_precision=1.0)
+  assert fitted.config.model.name == "laplace/mlp" and run.config.model.name == "mlp"
+  assert fitted.task.init is run.task.init and fitted.task.loss is run.task.loss
+  assert fitted.task.predictor.kind == "classifier"
+  expected = laplace.fit(forward, run.params, x, None, run.info, 1.0)
+  np.testing.assert_allclose(fitted.params.precision, expected.precision, rtol=1e-5, atol=1e-5)
+  pred = laplace.predictor(forward, run.info, 1.0, "mc")
+  metrics = ensemble.predictive_metrics(pred.sample(expected, rng, x[:6], 32), batch["y"], True, 1.0)
+  got = fitted.task.evaluate(fitted.params, rng, batch)
+  assert sorted(got) == sorted(metrics)
+  for key in metrics:
+    np.testing.assert_allclose(got[key], metrics[key], rtol=1e-5, atol=1e-6)
+  # "closed_form": one probit output
+  fitted = laplace.fit_run(run, prior_precision=1.0, predictive="closed_form")
+  probit = laplace.predictor(forward, run.info, 1.0, "closed_form").sample(expected, rng, x[:6], 1)
+  metrics = ensemble.predictive_metrics(probit, batch["y"], True, 1.0)
+  got = fitted.task.evaluate(fitted.params, rng, batch)
+  for key in metrics:
+    np.testing.assert_allclose(got[key], metrics[key], rtol=1e-5, atol=1e-6)
+  fitted = laplace.fit_run(run, structure="kfac", predictive="mc", eval_samples=2)  # λ by the evidence
+  assert fitted.config.model.name == "laplace_kfac/mlp"
+  expected = laplace_layers.fit(forward, run.params, x, run.info, "kfac")
+  assert float(fitted.params.prior_precision) == float(expected.prior_precision)
+  for name, f in expected.factors.items():
+    np.testing.assert_allclose(fitted.params.factors[name].g, f.g, rtol=1e-5, atol=1e-6)
+  outputs = laplace_layers.predictor(forward, run.info, 1.0, "mc").sample(expected, rng, x[:6], 2)
+  metrics = ensemble.predictive_metrics(outputs, batch["y"], True, 1.0)
+  got = fitted.task.evaluate(fitted.params, rng, batch)
+  for key in metrics:
+    np.testing.assert_allclose(got[key], metrics[key], rtol=1e-5, atol=1e-6)
+  for kwargs, message in (
+    (dict(structure="full"), "Laplace structure must be one of last_layer, diagonal, kfac, got 'full'"),
+    (dict(predictive="probit"), "Laplace predictive must be one of mc, glm, closed_form, got 'probit'"),
+    (
+      dict(structure="kfac", predictive="closed_form"),
+      "Laplace predictive for a diagonal or KFAC posterior must be one of mc, glm, got 'closed_form'",
+    ),
+  ):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+      laplace.fit_run(run, **kwargs)
+  other = run.config.copy_and_resolve_references()
+  other.model.name = "swag/mlp"
+  with pytest.raises(
+    ValueError,
+    match=r"^Laplace needs a trained point-estimate run \(mlp or point/<network>\), "
+    r"got model .swag/mlp. in unsaved$",
+  ):
+    laplace.network_of(type(run)("unsaved", other, run.params, run.info, run.task))
+
+
+def test_laplace_fit_run_of_a_regressor_evaluates_rmse_nll_and_coverage_of_its_draws():
+  run, train = _lla_point_run("toy_regression", "point/mlp")
+  forward = laplace.network_of(run)
+  x = run.inputs(train["x"])
+  assert hk.without_apply_rng(hk.transform(forward)).apply(run.params, x).shape == (24, 1)
+  rng, batch = jax.random.PRNGKey(8), {"x": x[:6], "y": jnp.asarray(train["y"][:6])}
+  fitted = laplace.fit_run(run, structure="diagonal", prior_precision=2.0, noise_std=0.5, eval_samples=3)
+  assert fitted.config.model.name == "laplace_diagonal/point/mlp"
+  expected = laplace_layers.fit(forward, run.params, x, run.info, "diagonal", 2.0, 0.5)
+  _ll_assert_tree_close(fitted.params.ggn, jax.tree_util.tree_map(np.asarray, expected.ggn), rtol=1e-5)
+  means, stds = laplace_layers.predictor(forward, run.info, 0.5, "glm").sample(expected, rng, x[:6], 3)
+  from bnnjax.methods.mean_field import regression_metrics  # pylint: disable=import-outside-toplevel
+
+  metrics = regression_metrics(means, jnp.ravel(batch["y"]), stds)
+  got = fitted.task.evaluate(fitted.params, rng, batch)
+  assert sorted(got) == sorted(metrics)
+  for key in metrics:
+    np.testing.assert_allclose(got[key], metrics[key], rtol=1e-5, atol=1e-6)
+  fitted = laplace.fit_run(run, noise_std=0.5, eval_samples=3, predictive="closed_form")  # a last layer
+  assert fitted.config.model.name == "laplace/point/mlp"
+  expected = laplace.fit(forward, run.params, x, None, run.info, None, 0.5)
+  assert float(fitted.params.prior_precision) == float(expected.prior_precision)
+  means, stds = laplace.predictor(forward, run.info, 0.5, "closed_form").sample(expected, rng, x[:6], 3)
+  metrics = regression_metrics(means, jnp.ravel(batch["y"]), stds)
+  got = fitted.task.evaluate(fitted.params, rng, batch)
+  for key in metrics:
+    np.testing.assert_allclose(got[key], metrics[key], rtol=1e-5, atol=1e-6)
