@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import optax
 import scipy.special
+import scipy.stats
 
 from bnnjax import (
   checkpoint,
@@ -2834,3 +2836,124 @@ def test_laplace_fit_run_of_a_regressor_evaluates_rmse_nll_and_coverage_of_its_d
   got = fitted.task.evaluate(fitted.params, rng, batch)
   for key in metrics:
     np.testing.assert_allclose(got[key], metrics[key], rtol=1e-5, atol=1e-6)
+
+
+# --- methods/hmc.py: the checks, the log posterior, the chains' bookkeeping (no NUTS run) ------------------
+
+
+def test_hmc_checks_log_posterior_and_predictive_bookkeeping_by_hand(monkeypatch):
+  from bnnjax.methods import hmc  # pylint: disable=import-outside-toplevel
+
+  hmc.check_sampler_args(2, 4, 1)
+  for args, message in (
+    ((1, 4, 1), "num_chains must be an integer >= 2, got 1"),
+    ((True, 4, 1), "num_chains must be an integer >= 2, got True"),
+    ((2, 3, 1), "num_samples must be an integer >= 4, got 3"),
+    ((2, 4.0, 1), "num_samples must be an integer >= 4, got 4.0"),
+    ((2, 4, 0), "num_warmup must be an integer >= 1, got 0"),
+  ):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+      hmc.check_sampler_args(*args)
+  hmc.check_full_batch(10_000)
+  message = (
+    "HMC/NUTS runs full batch: 10001 training examples exceed the limit of 10000; "
+    "use a smaller data set or another method"
+  )
+  with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+    hmc.check_full_batch(10_001)
+  # τ = 1/σ² ~ Gamma(a, rate b), in log σ: log Gamma(τ) + log 2τ
+  log_std = np.array([-0.5, 0.0, 0.7])
+  tau = np.exp(-2 * log_std)
+  expected = scipy.stats.gamma.logpdf(tau, 6.0, scale=1 / 3.0) + np.log(2 * tau)
+  np.testing.assert_allclose(
+    hmc.gamma_precision_log_prior(jnp.asarray(log_std), 6.0, 3.0), expected, rtol=1e-5
+  )
+  # the log posterior: Σ log p(y_i | x_i, w) + Σ log N(w; 0, prior_scale²)
+  x, params = _ll_problem(1)
+  y = np.array([[0.5], [-1.0], [2.0], [0.0], [1.5]], np.float32)
+  f = _ll_forward(params, x)[0][:, 0]
+  leaves = [np.asarray(w, np.float64) for w in jax.tree_util.tree_leaves(params)]
+  prior = sum(np.sum(scipy.stats.norm.logpdf(w, 0.0, 2.0)) for w in leaves)
+  info = DataInfo((2,), 0, 5)
+  log_post = hmc.network_log_posterior(_LL_NETS[1], info, x, y, prior_scale=2.0, noise_std=0.5)
+  expected = np.sum(scipy.stats.norm.logpdf(y[:, 0], f, 0.5)) + prior
+  assert float(jax.jit(log_post)(params)) == pytest.approx(expected, rel=1e-5)
+  log_post = hmc.network_log_posterior(_LL_NETS[1], info, x, y[:, 0], 2.0, noise_prior=(6.0, 3.0))
+  expected = np.sum(scipy.stats.norm.logpdf(y[:, 0], f, np.exp(-0.5))) + prior
+  expected += scipy.stats.gamma.logpdf(np.exp(1.0), 6.0, scale=1 / 3.0) + np.log(2 * np.exp(1.0))
+  assert float(jax.jit(log_post)((params, jnp.float32(-0.5)))) == pytest.approx(expected, rel=1e-5)
+  default = sum(np.sum(scipy.stats.norm.logpdf(w)) for w in leaves)  # prior_scale 1, noise_std 1
+  log_post = hmc.network_log_posterior(_LL_NETS[1], info, x, y)
+  expected = np.sum(scipy.stats.norm.logpdf(y[:, 0], f, 1.0)) + default
+  assert float(jax.jit(log_post)(params)) == pytest.approx(expected, rel=1e-5)
+  x2, params2 = _ll_problem(2)
+  labels = np.array([0, 1, 1, 0, 1])
+  logits = _ll_forward(params2, x2)[0]
+  log_softmax = logits - scipy.special.logsumexp(logits, 1, keepdims=True)
+  leaves2 = [np.asarray(w, np.float64) for w in jax.tree_util.tree_leaves(params2)]
+  expected = log_softmax[np.arange(5), labels].sum() + sum(
+    np.sum(scipy.stats.norm.logpdf(w)) for w in leaves2
+  )
+  log_post = hmc.network_log_posterior(_LL_NETS[2], DataInfo((2,), 2, 5), x2, labels)
+  assert float(jax.jit(log_post)(params2)) == pytest.approx(expected, rel=1e-5)
+  for args, kwargs, message in (
+    ((info, x, y), dict(prior_scale=0.0), "prior_scale and noise_std must be positive, got 0.0, 1.0"),
+    ((info, x, y), dict(noise_std=-1.0), "prior_scale and noise_std must be positive, got 1.0, -1.0"),
+    (
+      (info, x, y),
+      dict(noise_prior=(0.0, 1.0)),
+      "noise_prior (a, b) needs a regressor and a, b > 0, got (0.0, 1.0)",
+    ),
+    (
+      (DataInfo((2,), 2, 5), x2, labels),
+      dict(noise_prior=(6.0, 6.0)),
+      "noise_prior (a, b) needs a regressor and a, b > 0, got (6.0, 6.0)",
+    ),
+    ((DataInfo((2,), 1, 5), x2, labels), {}, "classification needs >= 2 classes, got num_classes=1"),
+    ((info, np.zeros((10_001, 2)), np.zeros(10_001)), {}, message),
+  ):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+      hmc.network_log_posterior(_LL_NETS[1], *args, **kwargs)
+  # chains [C, S, ...] -> [C S, ...]; the predictive of the stacked draws, K = S
+  samples = {"a": jnp.arange(12.0).reshape(2, 3, 2), "b": jnp.arange(6.0).reshape(2, 3)}
+  stacked = hmc.stack_chains(samples)
+  np.testing.assert_array_equal(stacked["a"], np.arange(12.0).reshape(6, 2))
+  np.testing.assert_array_equal(stacked["b"], np.arange(6.0))
+  draws = jax.tree_util.tree_map(lambda p: jnp.stack([p, 0.5 * p, -p]), params2)
+  pred = hmc.predictor(_LL_NETS[2], DataInfo((2,), 2, 5))
+  assert pred.kind == "classifier"
+  expected = [_ll_forward(jax.tree_util.tree_map(lambda p: c * p, params2), x2)[0] for c in (1.0, 0.5, -1.0)]
+  np.testing.assert_allclose(pred.sample(draws, None, x2, 7), expected, rtol=1e-5, atol=1e-6)
+  draws = jax.tree_util.tree_map(lambda p: jnp.stack([p, 0.5 * p]), params)
+  means, stds = hmc.predictor(_LL_NETS[1], info, noise_std=0.5).sample(draws, None, x, 7)
+  half = _ll_forward(jax.tree_util.tree_map(lambda p: 0.5 * p, params), x)[0][:, 0]
+  np.testing.assert_allclose(means, [f, half], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(stds, np.full((2, 5), 0.5), rtol=1e-6)
+  # top-1 agreement and the mean total variation ½ Σ_c |p_c − q_c|
+  probs = [[0.7, 0.3], [0.4, 0.6], [0.5, 0.5]]
+  reference = [[0.6, 0.4], [0.7, 0.3], [0.2, 0.8]]
+  top1, tv = hmc.agreement(probs, reference)
+  assert float(top1) == pytest.approx(1 / 3) and float(tv) == pytest.approx(0.7 / 3, rel=1e-6)
+  for a, b in (([[0.5, 0.5]], [[0.5, 0.5], [1.0, 0.0]]), ([0.5, 0.5], [0.5, 0.5])):
+    message = f"agreement needs two [B, C] arrays of one shape, got {np.shape(a)} and {np.shape(b)}"
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+      hmc.agreement(a, b)
+  # R-hat and ESS of each leaf by blackjax.diagnostics' two functions (stood in for here: compiling the
+  # real ESS takes seconds), the MAP climb is Adam(1e-2) by default
+  import blackjax  # pylint: disable=import-outside-toplevel
+
+  monkeypatch.setattr(blackjax.diagnostics, "potential_scale_reduction", lambda a: a.sum((0, 1)))
+  monkeypatch.setattr(blackjax.diagnostics, "effective_sample_size", lambda a: a.max((0, 1)))
+  chains = {"v": jnp.arange(12.0).reshape(2, 3, 2), "w": -jnp.arange(4.0).reshape(2, 2)}
+  rhat, ess = hmc.diagnostics(chains)
+  assert jax.tree_util.tree_structure(rhat) == jax.tree_util.tree_structure(chains)
+  np.testing.assert_array_equal(rhat["v"], [30.0, 36.0])
+  np.testing.assert_array_equal(ess["v"], [10.0, 11.0])
+  assert float(rhat["w"]) == -6.0 and float(ess["w"]) == 0.0
+  log_prob = lambda w: -0.5 * jnp.sum((w["w"] - 3.0) ** 2)  # noqa: E731
+  position = {"w": jnp.zeros(2)}
+  state = optax.adam(1e-2).init(position)
+  for _ in range(5):
+    updates, state = optax.adam(1e-2).update(jax.grad(lambda p: -log_prob(p))(position), state)
+    position = optax.apply_updates(position, updates)
+  np.testing.assert_allclose(hmc.find_map(log_prob, {"w": jnp.zeros(2)}, 5)["w"], position["w"], rtol=1e-5)
