@@ -2390,9 +2390,24 @@ def test_laplace_layer_curvature_is_the_hand_kfac_and_ggn_diagonal_over_padded_b
     _ll_assert_tree_close(laplace_layers.layer_curvature(net, params, x, classification, **kwargs), kfac)
     got = laplace_layers.layer_curvature(net, params, x, classification, kfac=False, **kwargs)
     _ll_assert_tree_close(got, diag)
+  # noise_std 1 by default (x, params: the regressor's); integer inputs are taken as float32
+  _ll_assert_tree_close(
+    laplace_layers.layer_curvature(net, params, x, False), _ll_hand_curvature(x, params, False, 1.0)[0]
+  )
+  x, params = _ll_problem(2)
+  counts = np.round(2 * x).astype(np.int32)
+  got = laplace_layers.layer_curvature(_LL_NETS[2], params, counts, True, batch_size=2, kfac=False)
+  _ll_assert_tree_close(got, _ll_hand_curvature(counts.astype(np.float32), params, True, 1.0)[1])
 
 
-def test_laplace_fit_is_the_hand_curvature_with_a_given_or_tuned_prior_precision():
+def test_laplace_fit_is_the_hand_curvature_with_a_given_or_tuned_prior_precision(monkeypatch):
+  fisher_calls, real_fisher = [], fisher.diagonal_fisher
+
+  def recorded_fisher(*args, **kwargs):  # (classification, noise_std, ...) of each call
+    fisher_calls.append(args[3:] + tuple(kwargs.values()))
+    return real_fisher(*args, **kwargs)
+
+  monkeypatch.setattr(fisher, "diagonal_fisher", recorded_fisher)
   x, params = _ll_problem(2)
   net, info = _LL_NETS[2], DataInfo((2,), 2, 5)
   kfac, diag = _ll_hand_curvature(x, params, True, 1.0)
@@ -2425,6 +2440,9 @@ def test_laplace_fit_is_the_hand_curvature_with_a_given_or_tuned_prior_precision
   post = laplace_layers.fit(net, params, x, info, "diagonal", prior_precision=2.0, noise_std=0.5)
   _ll_assert_tree_close(post.ggn, diag)
   assert float(post.prior_precision) == 2.0
+  post = laplace_layers.fit(net, params, x, info, "diagonal", prior_precision=2.0)  # noise_std 1 by default
+  _ll_assert_tree_close(post.ggn, _ll_hand_curvature(x, params, False, 1.0)[1])
+  assert fisher_calls == []  # dense layers only: the factors' one pass, not per-example gradients
   # a convolution: the diagonal of bnnjax.methods.fisher, with the same likelihood
   images = jnp.asarray(np.random.default_rng(4).normal(size=(3, 3, 3, 1)), jnp.float32)
 
@@ -2435,7 +2453,8 @@ def test_laplace_fit_is_the_hand_curvature_with_a_given_or_tuned_prior_precision
   post = laplace_layers.fit(
     conv_net, conv_params, images, DataInfo((3, 3, 1), 0, 3), "diagonal", prior_precision=1.0, noise_std=0.5
   )
-  expected = fisher.diagonal_fisher(conv_net, conv_params, images, False, 0.5)
+  assert post.params is conv_params and fisher_calls == [(False, 0.5)]
+  expected = real_fisher(conv_net, conv_params, images, False, 0.5)
   _ll_assert_tree_close(post.ggn, jax.tree_util.tree_map(np.asarray, expected), rtol=1e-6)
   for kwargs, message in (
     (dict(structure="full"), "Laplace structure must be one of last_layer, diagonal, kfac, got 'full'"),
