@@ -2390,6 +2390,12 @@ def test_laplace_layer_curvature_is_the_hand_kfac_and_ggn_diagonal_over_padded_b
     _ll_assert_tree_close(laplace_layers.layer_curvature(net, params, x, classification, **kwargs), kfac)
     got = laplace_layers.layer_curvature(net, params, x, classification, kfac=False, **kwargs)
     _ll_assert_tree_close(got, diag)
+  # a dense layer with a bias and fewer outputs than inputs: its bias is row `in` of [w; b]
+  x3, params3, phi = _lla_problem(2)
+  got = laplace_layers.layer_curvature(_LLA_NETS[2, True], params3, x3, True, kfac=False)["head"]
+  hand = np.diag(_lla_hand_ggn(phi, params3["head"], True, 1.0))  # over (b, w.ravel())
+  np.testing.assert_allclose(got["b"], hand[:2], rtol=2e-5, atol=1e-6)
+  np.testing.assert_allclose(got["w"].ravel(), hand[2:], rtol=2e-5, atol=1e-6)
   # noise_std 1 by default (x, params: the regressor's); integer inputs are taken as float32
   _ll_assert_tree_close(
     laplace_layers.layer_curvature(net, params, x, False), _ll_hand_curvature(x, params, False, 1.0)[0]
