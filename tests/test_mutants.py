@@ -2535,6 +2535,15 @@ def test_laplace_draws_deltas_outputs_and_its_predictor_by_the_documented_formul
   )
   assert stds.dtype == jnp.float32
   np.testing.assert_array_equal(stds, np.full((k, 5), 0.5, np.float32))
+  # a bfloat16 network (KFAC draws in its dtype): stds in the means' dtype; noise_std 1 by default
+  eye = laplace_layers._kron_factors(jnp.eye(3), jnp.eye(3))
+  factors = {"first": eye, "last": laplace_layers._kron_factors(jnp.eye(3), jnp.eye(1))}
+  half = jax.tree_util.tree_map(lambda p: p.astype(jnp.bfloat16), params)
+  post = laplace_layers.KFACPosterior(half, factors, jnp.float32(1.0))
+  sample = laplace_layers.predictor(_LL_NETS[1], DataInfo((2,), 0, 5)).sample
+  means, stds = sample(post, rng, x.astype(jnp.bfloat16), k)
+  assert means.dtype == stds.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(stds, np.float32), np.ones((k, 5), np.float32))
   message = "Laplace predictive for a diagonal or KFAC posterior must be one of mc, glm, got 'probit'"
   with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
     laplace_layers.predictor(net, DataInfo((2,), 2, 5), predictive="probit")
