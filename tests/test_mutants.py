@@ -2812,17 +2812,6 @@ def test_laplace_fit_run_is_the_fit_and_predictor_of_its_structure_on_the_traini
   got = fitted.task.evaluate(fitted.params, rng, batch)
   for key in metrics:
     np.testing.assert_allclose(got[key], metrics[key], rtol=1e-5, atol=1e-6)
-  fitted = laplace.fit_run(run, structure="kfac", predictive="mc", eval_samples=2)  # λ by the evidence
-  assert fitted.config.model.name == "laplace_kfac/mlp"
-  expected = laplace_layers.fit(forward, run.params, x, run.info, "kfac")
-  assert float(fitted.params.prior_precision) == float(expected.prior_precision)
-  for name, f in expected.factors.items():
-    np.testing.assert_allclose(fitted.params.factors[name].g, f.g, rtol=1e-5, atol=1e-6)
-  outputs = laplace_layers.predictor(forward, run.info, 1.0, "mc").sample(expected, rng, x[:6], 2)
-  metrics = ensemble.predictive_metrics(outputs, batch["y"], True, 1.0)
-  got = fitted.task.evaluate(fitted.params, rng, batch)
-  for key in metrics:
-    np.testing.assert_allclose(got[key], metrics[key], rtol=1e-5, atol=1e-6)
   for kwargs, message in (
     (dict(structure="full"), "Laplace structure must be one of last_layer, diagonal, kfac, got 'full'"),
     (dict(predictive="probit"), "Laplace predictive must be one of mc, glm, closed_form, got 'probit'"),
