@@ -2675,6 +2675,11 @@ def test_laplace_last_layer_features_ggn_and_evidence_by_hand():
   assert laplace.tune_prior_precision(jnp.asarray(g, jnp.float32), theta, 0.1, 10.0, 101) == pytest.approx(
     best, rel=1e-5
   )
+  # by default the grid of laplace_layers: 2001 points over [1e-4, 1e6] (a maximiser below 1, one at the top)
+  g32 = jnp.asarray(g, jnp.float32)
+  expected = laplace_layers.tune_prior_precision(jnp.linalg.eigvalsh(g32), jnp.sum(theta**2), 1e-4, 1e6, 2001)
+  assert laplace.tune_prior_precision(g32, theta) == expected and expected < 0.5
+  assert laplace.tune_prior_precision(1e8 * jnp.eye(3), jnp.full(3, 1e-7)) == pytest.approx(1e6, rel=2e-7)
 
 
 def test_laplace_last_layer_fit_draws_moments_and_predictor_by_hand():
