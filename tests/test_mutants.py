@@ -2665,6 +2665,8 @@ def test_laplace_last_layer_features_ggn_and_evidence_by_hand():
   np.testing.assert_allclose(got, phi1.T @ phi1 / 4.0, rtol=1e-5, atol=1e-6)
   half = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params1["head"])
   assert laplace.batch_ggn(half, jnp.asarray(phi1, jnp.bfloat16), False, 2.0).dtype == jnp.bfloat16
+  half = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params["head"])  # with a bias
+  assert laplace.batch_ggn(half, jnp.asarray(phi, jnp.bfloat16), True, 1.0).dtype == jnp.bfloat16
   # (P/2) log λ − (λ/2)‖θ‖² − ½ log det(G + λ I), and its grid maximiser
   theta = jnp.asarray([0.5, -1.0, 2.0])
   g = phi1.T @ phi1
