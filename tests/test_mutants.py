@@ -2660,6 +2660,8 @@ def test_laplace_last_layer_features_ggn_and_evidence_by_hand():
     rtol=1e-5,
     atol=1e-6,
   )
+  got = laplace.ggn(_LLA_NETS[1, False], params1, x1, False)  # noise_std 1 by default
+  np.testing.assert_allclose(got, phi1.T @ phi1, rtol=1e-5, atol=1e-6)
   # 1 / noise_std², not 2 / noise_std (equal at 0.5); in the layer's dtype (a bfloat16 one stays bfloat16)
   got = laplace.batch_ggn(params1["head"], jnp.asarray(phi1, jnp.float32), False, 2.0)
   np.testing.assert_allclose(got, phi1.T @ phi1 / 4.0, rtol=1e-5, atol=1e-6)
