@@ -142,14 +142,21 @@ def named_prior(kind: str, m):
   return priors.scale_mixture_prior(m.mixture_pi, m.mixture_scale1, m.mixture_scale2, m.mixture_kl)
 
 
-def posterior_prior(previous, reference_posterior, where: str):
-  """A previous run's posterior as the prior (continual learning), its architecture checked."""
+def previous_posterior(previous, reference_posterior, not_a_posterior: str):
+  """A restored run's params as a posterior of jax arrays, its architecture checked against
+  reference_posterior; ValueError(not_a_posterior) when the run holds no posterior."""
   if not post.is_posterior(previous):
-    raise ValueError(f"{where} holds no Bayesian posterior (no 'mean' and 'rho' or 'log_std' params)")
+    raise ValueError(not_a_posterior)
   key = post.scale_key(previous)
   previous = jax.tree_util.tree_map(jnp.asarray, {"mean": previous["mean"], key: previous[key]})
   post.check_same_architecture(reference_posterior, previous)
-  return priors.PosteriorPrior(previous)
+  return previous
+
+
+def posterior_prior(previous, reference_posterior, where: str):
+  """A previous run's posterior as the prior (continual learning), its architecture checked."""
+  message = f"{where} holds no Bayesian posterior (no 'mean' and 'rho' or 'log_std' params)"
+  return priors.PosteriorPrior(previous_posterior(previous, reference_posterior, message))
 
 
 def initial_stds(m, reference_posterior, restored):
@@ -157,12 +164,9 @@ def initial_stds(m, reference_posterior, restored):
   architecture checked against the posterior's."""
   if not (m.init_from and m.init_from_stds):
     return None
-  previous = restored["init_from"]
   where = f"config.model.init_from={m.init_from!r}"
-  if not post.is_posterior(previous):
-    raise ValueError(f"config.model.init_from_stds=True needs a mean-field run; {where} is a point estimate")
-  post.check_same_architecture(reference_posterior, previous)
-  return post.stds(jax.tree_util.tree_map(jnp.asarray, previous))
+  message = f"config.model.init_from_stds=True needs a mean-field run; {where} is a point estimate"
+  return post.stds(previous_posterior(restored["init_from"], reference_posterior, message))
 
 
 def initial_means(m, fresh_shapes, restored):
