@@ -47,14 +47,17 @@ def gaussian_log_prob(x, mean, std):
   return -0.5 * (z**2 + _LOG_2PI) - jnp.log(std)
 
 
-def gaussian_kl(mean_q, std_q, mean_p, std_p, log_std_q=None):
+def gaussian_kl(mean_q, std_q, mean_p, std_p, log_std_q=None, var_q=None):
   """KL(N(mean_q, std_q^2) || N(mean_p, std_p^2)), elementwise, in closed form.
 
   log_std_q: log(std_q), where the caller holds it exactly (a log-std parameter):
   it saves a log per element, which is a good part of a Bayesian step's cost.
+  var_q: std_q^2, where the caller holds it (then std_q may be None): exp(2 log_std) shares
+  its exp with the variance path of local reparameterisation, where (exp(log_std))^2 gets a
+  second exp from XLA:CPU for its gradient.
   """
   log_std_q = jnp.log(std_q) if log_std_q is None else log_std_q
-  var_ratio = (std_q / std_p) ** 2
+  var_ratio = (std_q / std_p) ** 2 if var_q is None else var_q / std_p**2
   mean_term = ((mean_q - mean_p) / std_p) ** 2
   return 0.5 * (var_ratio + mean_term - 1.0) - log_std_q + jnp.log(std_p)
 

@@ -97,16 +97,17 @@ def bayesian_transform(forward, estimator: str) -> hk.Transformed:
 
   net = hk.transform(intercepted)
   init = lambda rng, x: hk.transform(forward).init(rng, x)
-  apply = lambda posterior, rng, x: net.apply(posterior["mean"], rng, x, post.stds(posterior))
+  scales = post.variances if estimator == "local" else post.stds
+  apply = lambda posterior, rng, x: net.apply(posterior["mean"], rng, x, scales(posterior))
   return hk.Transformed(init, apply)
 
 
-def _local_linear(next_fun, x, sigma):
+def _local_linear(next_fun, x, variance):
   """Sample y ~ N(x @ mu_W + mu_b, (x*x) @ std_W^2 + std_b^2) per example."""
   mean = next_fun(x)  # the layer at the posterior mean
-  var = jnp.dot(x * x, jnp.square(sigma["w"]))
-  if "b" in sigma:
-    var = var + jnp.square(sigma["b"])
+  var = jnp.dot(x * x, variance["w"])
+  if "b" in variance:
+    var = var + variance["b"]
   # The tiny floor keeps d sqrt / d var finite where an input row is all zero.
   std = jnp.sqrt(var + 1e-30)
   return mean + std * standard_normal(hk.next_rng_key(), mean.shape, mean.dtype)
@@ -147,21 +148,21 @@ def _masked(module: hk.ConvND, w):
   return w if module.mask is None else w * module.mask
 
 
-def _local_conv(module, next_fun, args, kwargs, sigma):
+def _local_conv(module, next_fun, args, kwargs, variance):
   """Sample y ~ N(conv(x, mu_W) + mu_b, conv(x*x, std_W^2) + std_b^2) per output activation.
 
   Args:
     module: the hk.ConvND being called; next_fun, args, kwargs: its intercepted call
       (args[0] the input x, [N, *spatial, C] or one example).
-    sigma: {"w": std of the kernel [*kernel, C_in / groups, C_out], "b": std of the bias}.
+    variance: {"w": variance of the kernel [*kernel, C_in / groups, C_out], "b": of the bias}.
   Returns:
     One draw of the output, shaped like the layer's.
   """
   x = args[0]
   mean = next_fun(*args, **kwargs)  # the layer at the posterior mean
-  var = _conv(module, jnp.square(x), _masked(module, jnp.square(sigma["w"])), kwargs.get("precision"))
-  if "b" in sigma:
-    var = var + jnp.square(sigma["b"])
+  var = _conv(module, jnp.square(x), _masked(module, variance["w"]), kwargs.get("precision"))
+  if "b" in variance:
+    var = var + variance["b"]
   std = jnp.sqrt(var + 1e-30)  # the floor keeps d sqrt / d var finite where a patch is all zero
   return mean + std * standard_normal(hk.next_rng_key(), mean.shape, mean.dtype)
 

@@ -132,6 +132,17 @@ def stds(posterior):
   return jax.tree_util.tree_map(jnp.exp, posterior["log_std"])
 
 
+def variances(posterior):
+  """The variances of the Bayesian leaves: softplus(rho)^2 or exp(2 log_std).
+
+  Under "log_std" this is one exp per weight whose derivative is the value itself (times 2),
+  so the forward pass, the variance path's gradient and the KL share a single exp.
+  """
+  if scale_key(posterior) == "rho":
+    return jax.tree_util.tree_map(lambda r: jnp.square(jax.nn.softplus(r)), posterior["rho"])
+  return jax.tree_util.tree_map(lambda s: jnp.exp(2.0 * s), posterior["log_std"])
+
+
 def log_stds(posterior):
   """log std of the Bayesian leaves; exactly the parameter under "log_std" (no log computed)."""
   if scale_key(posterior) == "rho":
@@ -207,18 +218,18 @@ def kl(posterior, prior, rng: Optional[jax.Array] = None):
   means, sigmas, log_sigmas = bayesian_means(posterior), stds(posterior), log_stds(posterior)
   if isinstance(prior, priors.GaussianPrior):
     terms = jax.tree_util.tree_map(
-      lambda m, s, log_s: gaussian_kl(m, s, 0.0, prior.scale, log_std_q=log_s).sum(),
+      lambda m, v, log_s: gaussian_kl(m, None, 0.0, prior.scale, log_std_q=log_s, var_q=v).sum(),
       means,
-      sigmas,
+      variances(posterior),
       log_sigmas,
     )
     return sum(jax.tree_util.tree_leaves(terms))
   if isinstance(prior, priors.PosteriorPrior):
     check_same_architecture(posterior, prior.posterior)
     terms = jax.tree_util.tree_map(
-      lambda m, s, log_s, mp, sp: gaussian_kl(m, s, mp, sp, log_std_q=log_s).sum(),
+      lambda m, v, log_s, mp, sp: gaussian_kl(m, None, mp, sp, log_std_q=log_s, var_q=v).sum(),
       means,
-      sigmas,
+      variances(posterior),
       log_sigmas,
       bayesian_means(prior.posterior),
       stds(prior.posterior),

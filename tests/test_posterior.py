@@ -126,6 +126,10 @@ def test_log_std_scale_is_the_same_distribution_as_softplus():
   assert post.log_stds(q_log) is q_log["log_std"]
   for a, b in zip(jax.tree_util.tree_leaves(post.stds(q_soft)), jax.tree_util.tree_leaves(post.stds(q_log))):
     np.testing.assert_allclose(a, b, rtol=1e-5)
+  # variances (what local reparameterisation and the KL use) are the squared stds in both.
+  for q in (q_soft, q_log):
+    for v, s in zip(jax.tree_util.tree_leaves(post.variances(q)), jax.tree_util.tree_leaves(post.stds(q))):
+      np.testing.assert_allclose(v, s**2, rtol=1e-5)
   p = _random_posterior(jax.random.PRNGKey(9), shapes, scale="softplus")
   w = post.sample_params(p, jax.random.PRNGKey(10))
   for value in (
