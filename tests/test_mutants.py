@@ -354,6 +354,32 @@ def test_layerwise_kl_is_each_modules_kl_with_its_own_key_and_errors_name_the_mo
     posterior.kl(q, priors.layerwise_prior({"lin": g}))
 
 
+@pytest.mark.parametrize("scale", ["rho", "log_std"])
+def test_variances_feed_the_gaussian_kls_and_the_local_draw_as_the_squared_stds(scale):
+  q = _posterior(scale)
+  var = posterior.variances(q)
+  assert sorted(var) == ["lin"] and var["lin"]["w"].dtype == jnp.float32
+  np.testing.assert_allclose(var["lin"]["w"], [[0.25, 4.0]], rtol=1e-5)
+  np.testing.assert_allclose(var["lin"]["b"], [0.0625], rtol=1e-5)
+  # gaussian_kl with the variance alone (std_q=None) against float64, std_p != 1
+  mq, sq, mp, sp = 0.3, 0.5, -0.2, 1.5
+  kl = np.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5
+  np.testing.assert_allclose(
+    distributions.gaussian_kl(mq, None, mp, sp, log_std_q=np.log(sq), var_q=sq**2), kl, rtol=1e-6
+  )
+  # the variance passed in is the one used (std_q, given too, is ignored)
+  np.testing.assert_allclose(
+    distributions.gaussian_kl(mq, 9.0, mp, sp, log_std_q=np.log(sq), var_q=sq**2 + 0.45), kl + 0.1, rtol=1e-6
+  )
+  # the KL to a previous posterior with other stds: the variance ratio term
+  s = np.array([0.5, 2.0, 0.25])
+  other = {"mean": q["mean"], scale: jax.tree_util.tree_map(lambda r: r + 0.5, q[scale])}
+  sp_ = np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(posterior.stds(other))])
+  sp_ = np.array([sp_[1], sp_[2], sp_[0]])  # leaves in order b, w: reorder to (w0, w1, b)
+  expected = (np.log(sp_ / s) + s**2 / (2 * sp_**2) - 0.5).sum()
+  np.testing.assert_allclose(posterior.kl(q, priors.PosteriorPrior(other)), expected, rtol=1e-5)
+
+
 def test_another_architecture_is_named_leaf_by_leaf():
   q = posterior.init_posterior(_params(), 0.4)
   other = posterior.init_posterior({"lin": {"w": jnp.zeros((2, 2))}}, 0.4)
