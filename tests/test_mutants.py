@@ -2695,6 +2695,13 @@ def test_laplace_last_layer_features_ggn_and_evidence_by_hand():
   assert laplace.batch_ggn(half, jnp.asarray(phi1, jnp.bfloat16), False, 2.0).dtype == jnp.bfloat16
   half = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params["head"])  # with a bias
   assert laplace.batch_ggn(half, jnp.asarray(phi, jnp.bfloat16), True, 1.0).dtype == jnp.bfloat16
+  # through ggn's masked, padded batches too: a network that casts its input to bfloat16 (φ = x)
+  half_w = {"head": {"w": jnp.asarray([[0.5], [-1.0]], jnp.bfloat16)}}
+  got = laplace.ggn(
+    lambda x: hk.Linear(1, False, name="head")(x.astype(jnp.bfloat16)), half_w, x1, False, 0.5, 2
+  )
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(got, np.float64), x1.T.astype(np.float64) @ x1 / 0.25, rtol=2e-2)
   # (P/2) log λ − (λ/2)‖θ‖² − ½ log det(G + λ I), and its grid maximiser
   theta = jnp.asarray([0.5, -1.0, 2.0])
   g = phi1.T @ phi1
