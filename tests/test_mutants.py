@@ -3027,3 +3027,179 @@ def test_hmc_checks_log_posterior_and_predictive_bookkeeping_by_hand(monkeypatch
     updates, state = optax.adam(1e-2).update(jax.grad(lambda p: -log_prob(p))(position), state)
     position = optax.apply_updates(position, updates)
   np.testing.assert_allclose(hmc.find_map(log_prob, {"w": jnp.zeros(2)}, 5)["w"], position["w"], rtol=1e-5)
+
+
+def test_nuts_posterior_jitters_one_start_per_chain_and_stacks_the_chains_by_hand(monkeypatch):
+  """nuts_posterior's bookkeeping around one chain (`_run_chain` stood in for: no NUTS compiled)."""
+  from bnnjax.methods import hmc  # pylint: disable=import-outside-toplevel
+  import blackjax  # pylint: disable=import-outside-toplevel
+
+  monkeypatch.setattr(blackjax.diagnostics, "potential_scale_reduction", lambda a: a.sum((0, 1)))
+  monkeypatch.setattr(blackjax.diagnostics, "effective_sample_size", lambda a: a.max((0, 1)))
+  calls, mode = [], {"nan": None}
+
+  def fake_chain(log_prob, w, key, *args):
+    calls.append(args)
+    steps = jnp.arange(args[1], dtype=w.dtype)
+    positions = w[None] + steps[:, None]  # [S, d]: the start, then +1 per step
+    logdensity = log_prob(w) + steps
+    if mode["nan"] == "position":
+      positions = positions * jnp.nan
+    if mode["nan"] == "logdensity":
+      logdensity = logdensity * jnp.nan
+    # acceptance: the start's first coordinate + step; divergent: the first two steps; "step size": the key
+    return positions, logdensity, w[0] + steps, steps < 2, key
+
+  monkeypatch.setattr(hmc, "_run_chain", fake_chain)
+  init = {"a": jnp.asarray([1.0, 2.0]), "b": jnp.asarray(3.0)}  # ravelled (a0, a1, b)
+  log_prob = lambda p: -0.5 * (jnp.sum(p["a"] ** 2) + 2.0 * p["b"] ** 2)  # noqa: E731
+  rng = jax.random.PRNGKey(3)
+  result = hmc.nuts_posterior(log_prob, init, rng, 2, 4, 3, 0.5, 0.6, True, 3)
+  assert calls == [(3, 4, 0.6, True, 3)]  # one compiled chain, traced once
+  jitter_key, chain_key = jax.random.split(rng)
+  starts = np.asarray([1.0, 2.0, 3.0]) + 0.5 * np.asarray(jax.random.normal(jitter_key, (2, 3)))
+  steps = np.arange(4.0)
+  np.testing.assert_allclose(result.samples["a"], starts[:, None, :2] + steps[None, :, None], rtol=1e-6)
+  np.testing.assert_allclose(result.samples["b"], starts[:, None, 2] + steps[None], rtol=1e-6)
+  np.testing.assert_allclose(result.acceptance, starts[:, 0] + 1.5, rtol=1e-6)
+  np.testing.assert_array_equal(result.divergences, [2, 2])
+  np.testing.assert_array_equal(result.step_size, jax.random.split(chain_key, 2))
+  np.testing.assert_allclose(result.rhat["b"], (starts[:, None, 2] + steps[None]).sum(), rtol=1e-6)
+  np.testing.assert_allclose(result.ess["a"], starts[:, :2].max(0) + 3.0, rtol=1e-6)
+  # the defaults: 4 chains of 500 draws after 500 warm-up steps, jitter 0.1, acceptance 0.8, diagonal mass
+  calls.clear()
+  result = hmc.nuts_posterior(log_prob, init, rng)
+  assert calls == [(500, 500, 0.8, False, 10)]
+  starts = np.asarray([1.0, 2.0, 3.0]) + 0.1 * np.asarray(jax.random.normal(jitter_key, (4, 3)))
+  np.testing.assert_allclose(result.samples["b"][:, 0], starts[:, 2], rtol=1e-6)
+  assert result.samples["a"].shape == (4, 500, 2) and result.divergences.shape == (4,)
+  # one-line errors: a log density not finite at init, a non-finite draw or log density, R-hat's chains
+  with pytest.raises(ValueError, match=r"^NUTS: log_prob at the initial position is not finite$"):
+    hmc.nuts_posterior(lambda p: jnp.log(p["b"] - 3.0), init, rng, 2, 4, 3)
+  for where in ("position", "logdensity"):
+    mode["nan"] = where
+    with pytest.raises(ValueError, match=r"^NUTS diverged: a draw or its log density is not finite$"):
+      hmc.nuts_posterior(log_prob, init, rng, 2, 4, 3)
+  with pytest.raises(ValueError, match=r"^num_chains must be an integer >= 2, got 1$"):
+    hmc.nuts_posterior(log_prob, init, rng, 1, 4, 3)
+
+
+def test_network_posterior_starts_from_the_documented_init_and_passes_its_arguments_on(monkeypatch):
+  """network_posterior's init, keys and arguments (`nuts_posterior` stood in for: no NUTS run)."""
+  from bnnjax.methods import hmc  # pylint: disable=import-outside-toplevel
+
+  calls = []
+  monkeypatch.setattr(hmc, "nuts_posterior", lambda *args, **kwargs: calls.append((args, kwargs)) or "result")
+  x, _ = _ll_problem(1)
+  y = np.array([0.5, -1.0, 2.0, 0.0, 1.5], np.float32)
+  info, rng = DataInfo((2,), 0, 5), jax.random.PRNGKey(4)
+  init_key, nuts_key = jax.random.split(rng)
+  expected_init = hk.without_apply_rng(hk.transform(_LL_NETS[1])).init(init_key, jnp.asarray(x[:1]))
+  got = hmc.network_posterior(
+    _LL_NETS[1],
+    info,
+    x,
+    y,
+    rng,
+    prior_scale=2.0,
+    noise_std=0.5,
+    num_chains=3,
+    num_samples=6,
+    num_warmup=7,
+    dense_mass=True,
+    max_num_doublings=4,
+  )
+  assert got == "result" and len(calls) == 1
+  (log_prob, init, key, *sizes), kwargs = calls[0]
+  assert sizes == [3, 6, 7] and kwargs == {"dense_mass": True, "max_num_doublings": 4}
+  np.testing.assert_array_equal(key, nuts_key)
+  _ll_assert_tree_close(init, expected_init, rtol=0, atol=0)
+  reference = hmc.network_log_posterior(_LL_NETS[1], info, x, y, 2.0, 0.5)
+  assert float(log_prob(init)) == pytest.approx(float(reference(init)), rel=1e-6)
+  # the defaults, and a sampled noise std: the position is (params, log noise_std)
+  calls.clear()
+  hmc.network_posterior(_LL_NETS[1], info, x, y, rng, noise_std=0.5, noise_prior=(6.0, 3.0))
+  (log_prob, init, key, *sizes), kwargs = calls[0]
+  assert sizes == [4, 500, 500] and kwargs == {"dense_mass": False, "max_num_doublings": 10}
+  _ll_assert_tree_close(init[0], expected_init, rtol=0, atol=0)
+  assert init[1].dtype == jnp.float32 and float(init[1]) == pytest.approx(np.log(0.5), rel=1e-6)
+  reference = hmc.network_log_posterior(_LL_NETS[1], info, x, y, 1.0, 0.5, (6.0, 3.0))
+  assert float(log_prob(init)) == pytest.approx(float(reference(init)), rel=1e-6)
+  # map_steps: the chains start from find_map's climb of the same log posterior
+  calls.clear()
+  hmc.network_posterior(_LL_NETS[1], info, x, y, rng, map_steps=3)
+  (log_prob, init, key, *sizes), kwargs = calls[0]
+  climbed = hmc.find_map(hmc.network_log_posterior(_LL_NETS[1], info, x, y), expected_init, 3)
+  _ll_assert_tree_close(init, climbed, rtol=1e-6, atol=1e-7)
+  assert not np.allclose(init["first"]["w"], expected_init["first"]["w"])
+
+
+def test_run_chain_is_window_adaptation_then_nuts_steps_with_the_documented_keys(monkeypatch):
+  """One chain: blackjax's window adaptation (diagonal or dense mass, the target acceptance, the doublings)
+  on the first key of split(rng), then num_samples NUTS steps on split(the second, num_samples); blackjax's
+  two algorithms stood in for by recorders (no NUTS compiled)."""
+  import blackjax  # pylint: disable=import-outside-toplevel
+  from bnnjax.methods import hmc  # pylint: disable=import-outside-toplevel
+
+  calls = []
+
+  class Adaptation(NamedTuple):
+    kwargs: dict
+
+    def run(self, key, position, num_steps):
+      calls.append(("run", key, num_steps))
+      return (State(position + 1.0, jnp.float32(-1.0)), {"step_size": jnp.float32(0.25), "mass": 2.0}), "info"
+
+  class Info(NamedTuple):
+    acceptance_rate: jax.Array
+    is_divergent: jax.Array
+
+  class State(NamedTuple):
+    position: jax.Array
+    logdensity: jax.Array
+
+  def nuts(log_prob, **parameters):
+    calls.append(("nuts", log_prob, parameters))
+
+    def step(key, state):  # position + step size * (first word of the key mod 7); logdensity counts steps
+      position, logdensity = state
+      moved = position + parameters["step_size"] * (key[0] % 7).astype(jnp.float32)
+      return State(moved, logdensity - 1.0), Info(moved[0], moved[0] > position[0] + 1.0)
+
+    return NamedTuple("Kernel", [("step", object)])(step)
+
+  monkeypatch.setattr(
+    blackjax,
+    "window_adaptation",
+    lambda algorithm, log_prob, **kw: calls.append((algorithm, log_prob, kw)) or Adaptation(kw),
+  )
+  monkeypatch.setattr(blackjax, "nuts", nuts)
+  log_prob, rng, start = (lambda w: -jnp.sum(w**2)), jax.random.PRNGKey(6), jnp.asarray([0.5, -0.5])
+  got = hmc._run_chain(log_prob, start, rng, 6, 5, 0.7, False, 3)
+  warm_key, sample_key = jax.random.split(rng)
+  assert calls[0] == (
+    nuts,
+    log_prob,
+    dict(is_mass_matrix_diagonal=True, target_acceptance_rate=0.7, max_num_doublings=3),
+  )
+  np.testing.assert_array_equal(calls[1][1], warm_key)
+  assert calls[1][2] == 6 and calls[2][0] == "nuts" and calls[2][1] is log_prob
+  assert calls[2][2] == {"step_size": 0.25, "mass": 2.0}
+  position, logdensity, acceptance, divergent = np.asarray([1.5, 0.5]), -1.0, [], []
+  positions, logdensities = [], []
+  for key in np.asarray(jax.random.split(sample_key, 5)):
+    moved = position + 0.25 * (key[0] % 7)
+    divergent.append(moved[0] > position[0] + 1.0)
+    position, logdensity = moved, logdensity - 1.0
+    positions.append(position)
+    logdensities.append(logdensity)
+    acceptance.append(position[0])
+  np.testing.assert_allclose(got[0], positions, rtol=1e-6)
+  np.testing.assert_allclose(got[1], logdensities, rtol=1e-6)
+  np.testing.assert_allclose(got[2], acceptance, rtol=1e-6)
+  np.testing.assert_array_equal(got[3], divergent)
+  assert len(got) == 5 and float(got[4]) == 0.25
+  assert any(divergent) and not all(divergent)
+  calls.clear()
+  hmc._run_chain(log_prob, start, rng, 6, 5, 0.7, True, 3)  # a dense mass matrix
+  assert calls[0][2]["is_mass_matrix_diagonal"] is False
