@@ -9,6 +9,7 @@ them: CI can never pass by skipping.
 
 import os
 import pathlib
+import tempfile
 
 import pytest
 
@@ -16,6 +17,15 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("BNNJAX_DATA_DIR", REPO.parent / "shared" / "data"))
 if SHARED_DATA.is_dir():
   os.environ["BNNJAX_DATA_DIR"] = str(SHARED_DATA)
+
+# JAX's persistent compilation cache, one folder per test run (both xdist workers share the
+# run's id), set before anything imports jax and inherited by the scripts and tutorials the
+# tests start: many tests train or resume the same programs, and a Bayesian step compiles for
+# seconds on CPU. An environment that sets JAX_COMPILATION_CACHE_DIR itself keeps its own.
+_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+os.environ.setdefault(
+  "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"bnnjax-test-jax-cache-{_RUN_ID}")
+)
 
 
 @pytest.fixture(scope="session")

@@ -273,6 +273,9 @@ def test_toy_regression_is_less_sure_away_from_its_data(tmp_path):
       "optimizer.lr": 1e-2,
       "batch_size": 50,
       "num_steps": 1000,
+      # An epoch is 4 steps here: a checkpoint and an evaluation per epoch cost ten times the training.
+      "eval_every": 1000,
+      "checkpoint_every": 1000,
       "eval_batch_size": 500,
       "progress_bar": False,
     },
