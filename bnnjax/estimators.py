@@ -198,6 +198,27 @@ def _flipout_conv(module, next_fun, args, kwargs, sigma):
   return out
 
 
+def sample_outputs_and_weights(network: hk.Transformed, posterior, rng, x, num_samples: int):
+  """Reparameterisation's K outputs and the K weight draws that made them.
+
+  Args:
+    network: hk.transform of the plain forward function (apply(params, rng, x)).
+    posterior, rng, x, num_samples: as `sample_outputs`.
+  Returns:
+    (outputs [K, ...], weights): the outputs `sample_outputs` gives with a "reparam"
+    `bayesian_transform` of the same function and rng, and the Bayesian leaves of their draws
+    (`post.bayesian_leaves`, each [K, *shape]) for the Monte Carlo KL to score.
+  """
+  if num_samples < 1:
+    raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
+
+  def one(key):
+    params = post.sample_params(posterior, key)
+    return network.apply(params, None, x), post.bayesian_leaves(posterior, params)
+
+  return jax.vmap(one)(jax.random.split(rng, num_samples))
+
+
 def sample_outputs(transformed: hk.Transformed, posterior, rng, x, num_samples: int):
   """K Monte Carlo outputs [K, ...] through jax.vmap over K rng keys."""
   if num_samples < 1:

@@ -121,8 +121,14 @@ def mean_params(posterior):
 
 def bayesian_means(posterior):
   """The means of the Bayesian leaves only, structured like `scale_params(posterior)`."""
-  mean, scales = posterior["mean"], scale_params(posterior)
-  return {m: {n: mean[m][n] for n in scales[m]} for m in scales}
+  return bayesian_leaves(posterior, posterior["mean"])
+
+
+def bayesian_leaves(posterior, params):
+  """The leaves of a full params pytree (e.g. a draw of `sample_params`) that the posterior
+  makes Bayesian, structured like `scale_params(posterior)`."""
+  scales = scale_params(posterior)
+  return {m: {n: params[m][n] for n in scales[m]} for m in scales}
 
 
 def stds(posterior):
@@ -199,7 +205,7 @@ def _describe(shapes):
   return ", ".join(f"{m}/{n}{tuple(shapes[m][n])}" for m in sorted(shapes) for n in sorted(shapes[m]))
 
 
-def kl(posterior, prior, rng: Optional[jax.Array] = None):
+def kl(posterior, prior, rng: Optional[jax.Array] = None, weights=None):
   """KL(q || p) summed over the Bayesian leaves.
 
   Closed form for a Gaussian prior and for a previous posterior used as prior.
@@ -212,9 +218,15 @@ def kl(posterior, prior, rng: Optional[jax.Array] = None):
     responsibilities, E_q[log p(w)] >= logsumexp_k(log pi_k + E_q[log N(w; 0, s_k^2)]),
     gives a closed-form upper bound on the KL (exact when one component carries
     the weight). No weight draw, no variance; the ELBO stays a lower bound.
+
+  weights: draws of q already made, the Bayesian leaves (`bayesian_leaves`) with a leading
+    axis K: the Monte Carlo cross term averages log p over them instead of drawing its own
+    (Bayes by Backprop's estimator: the likelihood's weights also score the prior, so a
+    reparameterised step draws each weight once). Unbiased either way; ignored by the
+    closed forms.
   """
   if isinstance(prior, priors.LayerwisePrior):
-    return _layerwise_kl(posterior, prior, rng)
+    return _layerwise_kl(posterior, prior, rng, weights)
   means, sigmas, log_sigmas = bayesian_means(posterior), stds(posterior), log_stds(posterior)
   if isinstance(prior, priors.GaussianPrior):
     terms = jax.tree_util.tree_map(
@@ -240,16 +252,19 @@ def kl(posterior, prior, rng: Optional[jax.Array] = None):
       lambda m, s, log_s: _mixture_kl_bound(m, s, log_s, prior).sum(), means, sigmas, log_sigmas
     )
     return sum(jax.tree_util.tree_leaves(terms))
+  if isinstance(prior, priors.ScaleMixturePrior) and weights is not None:
+    cross = jnp.mean(jax.vmap(lambda w: priors.log_prob(w, prior))(weights))
+    return -entropy(posterior) - cross
   if isinstance(prior, priors.ScaleMixturePrior):
     if rng is None:
-      raise ValueError("kl to a scale-mixture prior is a Monte Carlo estimate: pass rng")
+      raise ValueError("kl to a scale-mixture prior is a Monte Carlo estimate: pass rng or weights")
     eps = _normal_like(rng, means)
     w = jax.tree_util.tree_map(lambda m, s, e: m + s * e, means, sigmas, eps)
     return -entropy(posterior) - priors.log_prob(w, prior)
   raise ValueError(f"kl: unknown prior {type(prior).__name__}")
 
 
-def _layerwise_kl(posterior, prior, rng):
+def _layerwise_kl(posterior, prior, rng, weights):
   modules = [module for module, _ in prior.by_module]
   bayesian_modules = sorted(scale_params(posterior))
   if sorted(modules) != bayesian_modules:
@@ -265,7 +280,8 @@ def _layerwise_kl(posterior, prior, rng):
     if isinstance(module_prior, priors.PosteriorPrior):
       module_prior = priors.PosteriorPrior(only(module_prior.posterior, module))
     module_rng = None if rng is None else jax.random.fold_in(rng, i)
-    total = total + kl(only(posterior, module), module_prior, module_rng)
+    module_weights = None if weights is None else {module: weights[module]}
+    total = total + kl(only(posterior, module), module_prior, module_rng, module_weights)
   return total
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from bnnjax import checkpoint
 from bnnjax import posterior as post
+from bnnjax import priors
 from bnnjax.config import base_config, resolve
 from bnnjax.methods import mean_field
 from bnnjax.task import DataInfo
@@ -132,6 +133,41 @@ def test_loss_is_nll_plus_kl_over_n_and_evaluate_reports_each_term():
     metrics["kl"], post.kl(q, mean_field.named_prior("gaussian", resolve(_config()).model)), rtol=1e-5
   )
   assert set(jax.jit(task.evaluate)(q, jax.random.PRNGKey(2), batch)) == {"accuracy", "nll", "kl", "elbo"}
+
+
+def _primitive_count(jaxpr, name):
+  """How many equations named `name` a jaxpr holds, those of its sub-jaxprs included."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    count += eqn.primitive.name == name
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else [value]:
+        sub = getattr(sub, "jaxpr", sub)
+        if hasattr(sub, "eqns"):
+          count += _primitive_count(sub, name)
+  return count
+
+
+def test_reparam_mixture_kl_scores_the_likelihoods_own_draws_once():
+  """Bayes by Backprop's estimator: the Monte Carlo KL is -H[q] minus the mean log prior of the
+  K weight draws that made the outputs, and the step draws each Bayesian weight once."""
+  info = DataInfo((4,), 3, 100)
+  batch = {"x": jnp.ones((2, 4)), "y": jnp.array([0, 1])}
+  config = _config(estimator="reparam", prior="mixture", mixture_kl="mc", num_samples=3)
+  task = task_of(config, info)
+  q = task.init(jax.random.PRNGKey(0), batch)
+  rng = jax.random.PRNGKey(1)
+  kl = task.loss(q, rng, batch, 0)[1]["kl"]
+  rng_out, rng_kl = jax.random.split(rng)
+  prior = mean_field.named_prior("mixture", resolve(config).model)
+  # The forward pass's draws: its K keys, drawn batched as sample_outputs draws them.
+  draws = jax.vmap(lambda k: post.bayesian_leaves(q, post.sample_params(q, k)))(jax.random.split(rng_out, 3))
+  cross = np.mean(jax.vmap(lambda w: priors.log_prob(w, prior))(draws))
+  np.testing.assert_allclose(kl, -post.entropy(q) - cross, rtol=1e-5)
+  assert abs(float(kl - post.kl(q, prior, rng_kl))) > 1e-3  # not a draw of its own
+  leaves = len(jax.tree_util.tree_leaves(post.scale_params(q)))
+  jaxpr = jax.make_jaxpr(task.loss)(q, rng, batch, 0).jaxpr
+  assert leaves == 4 and _primitive_count(jaxpr, "rng_bit_generator") == leaves
 
 
 def _save_run(workdir, params, config, info):

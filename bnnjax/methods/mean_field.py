@@ -6,6 +6,10 @@ The network is an ordinary Haiku function; its weights get the mean-field poster
 
     loss = E_q[-log p(y | x, w)] + kl_weight * KL(q || p) / N     (per example)
 
+A Monte Carlo KL (the scale-mixture prior's "mc") under "reparam" scores the K weight draws the
+likelihood used, as Bayes by Backprop does; the other estimators never draw whole weights, so
+there it draws its own.
+
 The params the loop optimises and checkpoints are the posterior pytree
 {"mean": haiku params, "rho" or "log_std": haiku params of the Bayesian leaves}; for
 regression with learned noise, "mean" also holds {"likelihood": {"log_noise_std": scalar}}.
@@ -40,6 +44,7 @@ prior_workdir and passes their params in `restored`.
 import math
 from typing import Any, Callable, Optional
 
+import haiku as hk
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -262,6 +267,8 @@ def make_task(
     raise ValueError("config.model.prior='posterior' needs the previous run's posterior")
   prior = named_prior(m.prior, m) if prior is None else prior
   net = estimators.bayesian_transform(forward, m.estimator)
+  # Under reparameterisation the ELBO's Monte Carlo KL scores the likelihood's own weight draws.
+  plain = hk.transform(forward) if m.estimator == "reparam" else None
 
   def init(rng, batch):
     params = net.init(rng, batch["x"]) if initial_means is None else initial_means
@@ -283,9 +290,15 @@ def make_task(
 
   def loss(posterior, rng, batch, step):
     rng_out, rng_kl = jax.random.split(rng)
-    outputs = estimators.sample_outputs(net, posterior, rng_out, batch["x"], m.num_samples)
+    if plain is None:
+      outputs = estimators.sample_outputs(net, posterior, rng_out, batch["x"], m.num_samples)
+      kl = post.kl(posterior, prior, rng_kl)
+    else:
+      outputs, weights = estimators.sample_outputs_and_weights(
+        plain, posterior, rng_out, batch["x"], m.num_samples
+      )
+      kl = post.kl(posterior, prior, weights=weights)
     nll = expected_nll(outputs, batch, posterior)
-    kl = post.kl(posterior, prior, rng_kl)
     weight = objectives.kl_weight(
       step, beta=m.kl_beta, warmup_steps=m.kl_warmup_steps, temperature=m.temperature
     )
