@@ -723,6 +723,50 @@ def test_estimator_names_and_unhandled_layers_are_one_line_errors():
     estimators.bayesian_transform(forward, "local").apply(q, jax.random.PRNGKey(0), _X)
 
 
+class _NeedsFactor(hk.Module):
+  """Neither hk.Linear nor hk.ConvND; its call has a required keyword-only argument."""
+
+  def __call__(self, x, *, factor):
+    return factor * x * hk.get_parameter("w", x.shape[-1:], x.dtype, jnp.ones)
+
+
+def test_the_estimators_pass_a_layers_extra_arguments_on_bayesian_or_not():
+  """A Bayesian hk.Linear subclass called with (x, shift, scale=...) and a point-estimate one after it: the
+  local draw's mean is the layer's own call with every argument (the variance is (x*x) @ var_W); the
+  point layer is called as written; an unhandled Bayesian layer is named even if its call needs a keyword."""
+  shift1, shift2 = np.array([0.5, -0.5], np.float32), np.array([1.0, 2.0], np.float32)
+
+  def forward(x):
+    h = _ShiftedLinear(2, name="bayes")(x, shift1, scale=2.0)
+    return _ShiftedLinear(2, name="point")(h, shift2, scale=0.5)
+
+  params = hk.transform(forward).init(jax.random.PRNGKey(0), _X)  # w = 0.5 everywhere (no bias)
+  q = _linear_posterior()
+  q = {
+    "mean": {"bayes": {"w": q["mean"]["linear"]["w"]}, "point": params["point"]},
+    "log_std": {"bayes": {"w": q["log_std"]["linear"]["w"]}},
+  }
+  rng = jax.random.PRNGKey(16)
+  m, s, p = q["mean"]["bayes"]["w"], posterior.stds(q)["bayes"]["w"], params["point"]["w"]
+  eps = distributions.standard_normal(_first_key(rng), (2, 2))
+  h = 2.0 * (_X @ m + shift1) + jnp.sqrt((_X * _X) @ s**2) * eps
+  expected = 0.5 * (h @ p + shift2)
+  out = estimators.bayesian_transform(forward, "local").apply(q, rng, _X)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+  def unhandled(x):
+    return _NeedsFactor(name="weird")(hk.Linear(3, name="dense")(x), factor=2.0)
+
+  params = hk.transform(unhandled).init(jax.random.PRNGKey(0), _X)
+  for estimator in ("local", "flipout"):
+    with pytest.raises(
+      ValueError, match=r"Bayesian layer weird \(_NeedsFactor\) is neither; use estimator 'reparam'$"
+    ):
+      estimators.bayesian_transform(unhandled, estimator).apply(
+        posterior.init_posterior(params, 0.1), rng, _X
+      )
+
+
 def test_sample_outputs_is_apply_vmapped_over_split_keys():
   q, rng = _linear_posterior(), jax.random.PRNGKey(16)
   net = estimators.bayesian_transform(lambda x: hk.Linear(2)(x), "local")
