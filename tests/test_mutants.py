@@ -380,6 +380,68 @@ def test_variances_feed_the_gaussian_kls_and_the_local_draw_as_the_squared_stds(
   np.testing.assert_allclose(posterior.kl(q, priors.PosteriorPrior(other)), expected, rtol=1e-5)
 
 
+def test_the_mixture_kl_scores_given_weight_draws_and_bayesian_leaves_pick_the_posteriors_leaves():
+  q, key = _posterior("log_std"), jax.random.PRNGKey(9)
+  params = posterior.sample_params(q, key)
+  leaves = posterior.bayesian_leaves(q, params)
+  assert sorted(leaves) == ["lin"] and sorted(leaves["lin"]) == ["b", "w"]
+  assert leaves["lin"]["w"] is params["lin"]["w"] and leaves["lin"]["b"] is params["lin"]["b"]
+  # K = 3 draws of the Bayesian leaves score the prior: -H[q] - mean_k log p(w_k), by hand in float64
+  weights = {
+    "lin": {
+      "w": jnp.asarray([[[0.5, -1.0]], [[0.1, 0.3]], [[-2.0, 0.0]]]),
+      "b": jnp.asarray([[0.2], [-0.4], [1.0]]),
+    }
+  }
+  mix = priors.ScaleMixturePrior(0.3, 1.0, 0.2, "mc")
+  mix_log_pdf = lambda w: np.logaddexp(
+    np.log(0.3) + _normal_log_pdf(w, 0.0, 1.0), np.log(0.7) + _normal_log_pdf(w, 0.0, 0.2)
+  )
+  w64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), weights["lin"])
+  cross = np.mean([mix_log_pdf(w64["w"][k]).sum() + mix_log_pdf(w64["b"][k]).sum() for k in range(3)])
+  s = np.array([0.5, 2.0, 0.25])
+  expected = -(0.5 * (1 + LOG_2PI) + np.log(s)).sum() - cross
+  np.testing.assert_allclose(posterior.kl(q, mix, weights=weights), expected, rtol=1e-5)
+  np.testing.assert_allclose(posterior.kl(q, mix, key, weights), expected, rtol=1e-5)  # rng unused
+  g = priors.GaussianPrior(1.5)
+  np.testing.assert_allclose(posterior.kl(q, g, weights=weights), posterior.kl(q, g), rtol=1e-6)
+  with pytest.raises(
+    ValueError, match=r"^kl to a scale-mixture prior is a Monte Carlo estimate: pass rng or weights$"
+  ):
+    posterior.kl(q, mix)
+  # layer by layer: each module's prior scores that module's draws
+  q2 = posterior.init_posterior(_params(), 0.4, scale="log_std")
+  only = lambda module: {"mean": {module: q2["mean"][module]}, "log_std": {module: q2["log_std"][module]}}
+  both = {**weights, "out": {"w": jnp.asarray([[[1.0]], [[2.0]], [[0.5]]])}}
+  prior = priors.layerwise_prior({"lin": mix, "out": mix})
+  expected = posterior.kl(only("lin"), mix, weights={"lin": both["lin"]}) + posterior.kl(
+    only("out"), mix, weights={"out": both["out"]}
+  )
+  np.testing.assert_allclose(posterior.kl(q2, prior, weights=both), expected, rtol=1e-5)
+  np.testing.assert_allclose(
+    posterior.kl(only("out"), mix, weights={"out": both["out"]}),
+    -(0.5 * (1 + LOG_2PI) + np.log(0.4)) - np.mean([mix_log_pdf(v) for v in (1.0, 2.0, 0.5)]),
+    rtol=1e-5,
+  )
+  # reparameterisation's K outputs and the K draws that made them
+  net_fn = lambda x: hk.Linear(1, name="lin")(x) * 2.0  # noqa: E731
+  net = hk.transform(net_fn)
+  q3 = {
+    "mean": {"lin": {"w": jnp.asarray([[0.5], [-1.0]]), "b": jnp.asarray([0.25])}},
+    "log_std": {"lin": {"w": jnp.log(jnp.asarray([[0.5], [2.0]]))}},
+  }
+  xs = np.array([[1.0, 2.0], [0.5, -1.0]], np.float32)
+  outputs, draws = estimators.sample_outputs_and_weights(net, q3, key, xs, 3)
+  assert outputs.shape == (3, 2, 1) and sorted(draws["lin"]) == ["w"] and draws["lin"]["w"].shape == (3, 2, 1)
+  same = estimators.sample_outputs(estimators.bayesian_transform(net_fn, "reparam"), q3, key, xs, 3)
+  np.testing.assert_allclose(outputs, same, rtol=1e-6)
+  for k in range(3):  # each output is the network at its own draw (the bias is a point estimate)
+    np.testing.assert_allclose(outputs[k], 2.0 * (xs @ draws["lin"]["w"][k] + 0.25), rtol=1e-5)
+  assert not np.allclose(draws["lin"]["w"][0], draws["lin"]["w"][1])
+  with pytest.raises(ValueError, match=r"^num_samples must be >= 1, got 0$"):
+    estimators.sample_outputs_and_weights(net, q3, key, xs, 0)
+
+
 def test_another_architecture_is_named_leaf_by_leaf():
   q = posterior.init_posterior(_params(), 0.4)
   other = posterior.init_posterior({"lin": {"w": jnp.zeros((2, 2))}}, 0.4)
