@@ -18,14 +18,16 @@ SHARED_DATA = pathlib.Path(os.environ.get("BNNJAX_DATA_DIR", REPO.parent / "shar
 if SHARED_DATA.is_dir():
   os.environ["BNNJAX_DATA_DIR"] = str(SHARED_DATA)
 
-# JAX's persistent compilation cache, one folder per test run (both xdist workers share the
-# run's id), set before anything imports jax and inherited by the scripts and tutorials the
-# tests start: many tests train or resume the same programs, and a Bayesian step compiles for
-# seconds on CPU. An environment that sets JAX_COMPILATION_CACHE_DIR itself keeps its own.
-_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
-os.environ.setdefault(
-  "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"bnnjax-test-jax-cache-{_RUN_ID}")
-)
+# JAX's persistent compilation cache, one fresh folder per test run, set before anything imports
+# jax: the xdist workers and the scripts and tutorials the tests start inherit it from the
+# process that loads this file first. Many tests train or resume the same programs, and a
+# Bayesian step compiles for seconds on CPU. An environment that sets JAX_COMPILATION_CACHE_DIR
+# itself keeps its own.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = os.path.join(tempfile.gettempdir(), f"bnnjax-test-jax-cache-{os.getpid()}")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  # A size bound turns on the cache's file lock: two workers never read an entry half written.
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
 
 @pytest.fixture(scope="session")
