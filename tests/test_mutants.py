@@ -438,6 +438,8 @@ def test_the_mixture_kl_scores_given_weight_draws_and_bayesian_leaves_pick_the_p
   for k in range(3):  # each output is the network at its own draw (the bias is a point estimate)
     np.testing.assert_allclose(outputs[k], 2.0 * (xs @ draws["lin"]["w"][k] + 0.25), rtol=1e-5)
   assert not np.allclose(draws["lin"]["w"][0], draws["lin"]["w"][1])
+  one, one_draw = estimators.sample_outputs_and_weights(net, q3, key, xs, 1)  # K = 1 is allowed
+  assert one.shape == (1, 2, 1) and one_draw["lin"]["w"].shape == (1, 2, 1)
   with pytest.raises(ValueError, match=r"^num_samples must be >= 1, got 0$"):
     estimators.sample_outputs_and_weights(net, q3, key, xs, 0)
 
