@@ -31,7 +31,7 @@ def get_grid():
   1e-4 and 3e-4 times (noise_std / 0.1)^2. The stds span the sets' residuals (standardised:
   about 0.05 on energy, 0.8 on wine-quality-red)."""
   return [
-    {"model.noise_std": s, "model.step_size": e * (s / 0.1) ** 2}
+    {"model.noise_std": s, "model.step_size": float(f"{e * (s / 0.1) ** 2:.2g}")}
     for s in (0.03, 0.1, 0.3, 1.0)
     for e in (1e-4, 3e-4)
   ]
