@@ -2866,6 +2866,17 @@ def test_laplace_last_layer_fit_draws_moments_and_predictor_by_hand():
   thetas = np.asarray(theta, np.float64) + np.linalg.solve(chol.T, eps.T).T
   expected = np.stack([phi @ t[2:].reshape(3, 2) + t[:2] for t in thetas])
   np.testing.assert_allclose(laplace.sample_outputs(net, post, rng, x, k), expected, rtol=1e-4, atol=1e-5)
+  # ε in the last layer's dtype: a bfloat16 head (its precision float32) draws bfloat16 normals
+  half_head = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params["head"])
+  half = post._replace(params={**params, "head": half_head})
+  eps_h = np.asarray(jax.random.normal(rng, (k, 8), jnp.bfloat16), np.float64)
+  theta_h = np.concatenate(
+    [np.asarray(half_head["b"], np.float64), np.asarray(half_head["w"], np.float64).ravel()]
+  )
+  thetas_h = theta_h + np.linalg.solve(chol.T, eps_h.T).T
+  expected_h = np.stack([phi @ t[2:].reshape(3, 2) + t[:2] for t in thetas_h])
+  got = np.asarray(laplace.sample_outputs(net, half, rng, x, k), np.float64)
+  np.testing.assert_allclose(got, expected_h, rtol=5e-2, atol=5e-2)
   # moments: f*(x) and diag(J Σ Jᵀ); centred: of the logits minus their class mean
   sigma = np.linalg.inv(np.asarray(post.precision, np.float64))
   mean = phi @ np.asarray(params["head"]["w"], np.float64) + np.asarray(params["head"]["b"], np.float64)
