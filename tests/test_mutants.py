@@ -2946,7 +2946,7 @@ def _lla_point_run(data_name, model_name="mlp"):
   return Run("unsaved", config, params, info, task), train
 
 
-def test_laplace_fit_run_is_the_fit_and_predictor_of_its_structure_on_the_training_split():
+def test_laplace_fit_run_is_the_fit_and_predictor_of_its_structure_on_the_training_split(monkeypatch):
   run, train = _lla_point_run("digits")
   forward = laplace.network_of(run)
   x = run.inputs(train["x"])
@@ -2985,6 +2985,10 @@ def test_laplace_fit_run_is_the_fit_and_predictor_of_its_structure_on_the_traini
       dict(structure="kfac", predictive="closed_form"),
       "Laplace predictive for a diagonal or KFAC posterior must be one of mc, glm, got 'closed_form'",
     ),
+    (
+      dict(structure="diagonal", predictive="probit"),
+      "Laplace predictive for a diagonal or KFAC posterior must be one of mc, glm, got 'probit'",
+    ),
   ):
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
       laplace.fit_run(run, **kwargs)
@@ -2996,6 +3000,35 @@ def test_laplace_fit_run_is_the_fit_and_predictor_of_its_structure_on_the_traini
     r"got model .swag/mlp. in unsaved$",
   ):
     laplace.network_of(type(run)("unsaved", other, run.params, run.info, run.task))
+  # a bad predictive is refused before the run is even read
+  with pytest.raises(
+    ValueError, match=r"^Laplace predictive must be one of mc, glm, closed_form, got 'probit'$"
+  ):
+    laplace.fit_run(type(run)("unsaved", other, run.params, run.info, run.task), predictive="probit")
+
+  # data_dir and the default noise std are passed on (the loader and fit recorded, and stopped there)
+  class Stop(Exception):
+    pass
+
+  seen = {}
+
+  def load(config, split, data_dir):
+    seen["data_dir"] = data_dir
+    raise Stop
+
+  def fit(*args):
+    seen["noise_std"] = args[6]
+    raise Stop
+
+  monkeypatch.setattr(laplace.data_lib, "load_split", load)
+  with pytest.raises(Stop):
+    laplace.fit_run(run, data_dir="/elsewhere")
+  assert seen == {"data_dir": "/elsewhere"}
+  monkeypatch.undo()
+  monkeypatch.setattr(laplace, "fit", fit)
+  with pytest.raises(Stop):
+    laplace.fit_run(run)
+  assert seen["noise_std"] == 1.0
 
 
 def test_laplace_fit_run_of_a_regressor_evaluates_rmse_nll_and_coverage_of_its_draws():
