@@ -1696,6 +1696,40 @@ def test_local_reparameterisation_of_an_unbatched_convolution_is_the_documented_
   np.testing.assert_allclose(net.apply(q, rng, x), mean + std * eps, rtol=1e-4, atol=1e-5)
 
 
+class _InputDilatedConv2D(hk.Conv2D):
+  """A Conv2D whose input is dilated by 2, as Haiku's own call honours `lhs_dilation`."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.lhs_dilation = (2, 2)
+
+
+@pytest.mark.parametrize(
+  "make_layer",
+  [
+    lambda: hk.Conv2D(4, 2, rate=2, feature_group_count=2, name="conv"),
+    lambda: _InputDilatedConv2D(4, 2, padding=((1, 1), (0, 1)), name="conv"),
+  ],
+  ids=["kernel_dilation_and_groups", "input_dilation"],
+)
+def test_local_reparameterisation_convolves_as_the_layer_does_dilated_or_grouped(make_layer):
+  """The variance path is the layer's own convolution (Haiku's, with kernel sigma^2 and bias
+  sigma_b^2) of x^2: dilations and feature groups included."""
+  x = jnp.asarray(np.linspace(-1.0, 1.0, 2 * 5 * 5 * 2, dtype=np.float32).reshape(2, 5, 5, 2))
+  layer = hk.without_apply_rng(hk.transform(lambda x: make_layer()(x)))
+  shapes = jax.tree_util.tree_map(jnp.shape, layer.init(jax.random.PRNGKey(0), x))["conv"]
+  w_size = int(np.prod(shapes["w"]))
+  mean = {"w": jnp.linspace(-1.0, 1.0, w_size).reshape(shapes["w"]), "b": jnp.array([0.1, -0.2, 0.3, 0.0])}
+  std = {"w": 0.05 + jnp.arange(w_size, dtype=jnp.float32).reshape(shapes["w"]) / 40, "b": jnp.full(4, 0.2)}
+  q = {"mean": {"conv": mean}, "log_std": {"conv": jax.tree_util.tree_map(jnp.log, std)}}
+  rng = jax.random.PRNGKey(16)
+  out = estimators.bayesian_transform(lambda x: make_layer()(x), "local").apply(q, rng, x)
+  variance = layer.apply({"conv": {"w": std["w"] ** 2, "b": std["b"] ** 2}}, x**2)
+  at_mean = layer.apply({"conv": mean}, x)
+  eps = distributions.standard_normal(_first_key(rng), at_mean.shape)
+  np.testing.assert_allclose(out, at_mean + jnp.sqrt(variance) * eps, rtol=1e-4, atol=1e-5)
+
+
 def test_swag_keeps_the_last_rank_deviations_in_their_slots():
   """Rank 3, four snapshots: slot (count - 1) mod 3, so the fourth overwrites the first."""
   snapshots = [np.array(w, np.float32) for w in ([1.0, 2.0], [3.0, -1.0], [0.0, 4.0], [2.0, 2.0])]
