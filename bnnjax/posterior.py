@@ -73,19 +73,22 @@ def init_posterior(
   bayes_params, _ = hk.data_structures.partition(bayesian, params)
   if not jax.tree_util.tree_leaves(bayes_params):
     raise ValueError("bayesian predicate selected no parameters")
-  unconstrained = jax.tree_util.tree_map(
-    lambda w: jnp.full(w.shape, _unconstrained(jnp.asarray(init_std, w.dtype), scale), w.dtype), bayes_params
-  )
+  # computed in float32 and rounded once to each leaf's dtype: the nearest bfloat16 rho / log std
+  start = _unconstrained(jnp.float32(init_std), scale)
+  unconstrained = jax.tree_util.tree_map(lambda w: jnp.full(w.shape, start, w.dtype), bayes_params)
   return {"mean": params, SCALE_KEYS[scale]: unconstrained}
 
 
 def with_stds(posterior, new_stds):
   """The posterior with its Bayesian leaves' stds replaced by `new_stds` (structured like
-  `scale_params(posterior)`), kept in the posterior's own parameterisation and dtypes."""
+  `scale_params(posterior)`), kept in the posterior's own parameterisation and dtypes (computed in
+  float32, rounded once to each leaf's dtype)."""
   key = scale_key(posterior)
   scale = "softplus" if key == "rho" else "log_std"
   unconstrained = jax.tree_util.tree_map(
-    lambda old, s: _unconstrained(jnp.asarray(s, old.dtype), scale), posterior[key], new_stds
+    lambda old, s: _unconstrained(jnp.asarray(s, jnp.float32), scale).astype(old.dtype),
+    posterior[key],
+    new_stds,
   )
   return {**posterior, key: unconstrained}
 

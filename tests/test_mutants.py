@@ -382,6 +382,33 @@ def test_variances_feed_the_gaussian_kls_and_the_local_draw_as_the_squared_stds(
   np.testing.assert_allclose(posterior.kl(q, priors.PosteriorPrior(other)), expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("scale", ["softplus", "log_std"])
+def test_init_posterior_and_with_stds_round_the_float32_scale_once_to_each_leafs_dtype(scale):
+  key = posterior.SCALE_KEYS[scale]
+  to_param = (lambda s: np.log(np.expm1(s))) if scale == "softplus" else np.log
+  params = {"lin": {"w": jnp.zeros((1, 2), jnp.bfloat16), "b": jnp.zeros((1,), jnp.float32)}}
+  # each rounds to another bfloat16 rho / log std when computed in bfloat16: the case discriminates
+  std = {"softplus": 0.005, "log_std": 0.012}[scale]
+  in_bf16 = posterior._unconstrained(jnp.asarray(std, jnp.bfloat16), scale)
+  rounded = jnp.asarray(to_param(std), jnp.bfloat16)
+  assert in_bf16 != rounded
+  q = posterior.init_posterior(params, std, scale=scale)
+  assert sorted(q) == sorted(["mean", key]) and q["mean"] is params
+  assert q[key]["lin"]["w"].dtype == jnp.bfloat16 and q[key]["lin"]["b"].dtype == jnp.float32
+  np.testing.assert_array_equal(q[key]["lin"]["w"], jnp.full((1, 2), rounded))
+  np.testing.assert_allclose(q[key]["lin"]["b"], [to_param(std)], rtol=1e-6)
+  # with_stds: new stds in the posterior's own parameterisation and dtypes, the means untouched
+  new = {"lin": {"w": jnp.array([[std, 0.5]]), "b": jnp.array([2.0])}}
+  replaced = posterior.with_stds({**q, "extra": 7}, new)
+  assert sorted(replaced) == sorted(["mean", key, "extra"]) and replaced["mean"] is params
+  assert replaced[key]["lin"]["w"].dtype == jnp.bfloat16 and replaced[key]["lin"]["b"].dtype == jnp.float32
+  np.testing.assert_array_equal(
+    replaced[key]["lin"]["w"], jnp.asarray([[to_param(std), to_param(0.5)]], jnp.bfloat16)
+  )
+  np.testing.assert_allclose(replaced[key]["lin"]["b"], [to_param(2.0)], rtol=1e-6)
+  np.testing.assert_allclose(posterior.stds(replaced)["lin"]["b"], [2.0], rtol=1e-6)
+
+
 def test_the_mixture_kl_scores_given_weight_draws_and_bayesian_leaves_pick_the_posteriors_leaves():
   q, key = _posterior("log_std"), jax.random.PRNGKey(9)
   params = posterior.sample_params(q, key)
