@@ -38,6 +38,7 @@ from bnnjax import (
   priors,
 )
 from bnnjax.methods import dropout, ensemble, fisher, laplace, laplace_layers, sgmcmc, swag
+from bnnjax.models import lenet as lenet_module
 from bnnjax.task import DataInfo
 
 LOG_2PI = math.log(2 * math.pi)
@@ -3063,6 +3064,17 @@ def test_laplace_fit_run_is_the_fit_and_predictor_of_its_structure_on_the_traini
     r"got model .swag/mlp. in unsaved$",
   ):
     laplace.network_of(type(run)("unsaved", other, run.params, run.info, run.task))
+  # a malformed name fails in models' lookup, with its own one-line error
+  other.model.name = "point/point/mlp"
+  with pytest.raises(ValueError, match=r"^unknown network 'point/mlp'; known: "):
+    laplace.network_of(type(run)("unsaved", other, run.params, run.info, run.task))
+  # the network is built from the run's DataInfo: LeNet-5 reads its input shape (28x28x1 here)
+  lenet = ml_collections.ConfigDict({"model": {"name": "point/lenet5", **lenet_module.NETWORK_DEFAULTS}})
+  lenet_info = DataInfo(input_shape=(28, 28, 1), num_classes=10, num_train=24)
+  net = hk.transform(laplace.network_of(type(run)("unsaved", lenet, None, lenet_info, None)))
+  x28 = jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32)
+  lenet_params = jax.eval_shape(net.init, jax.random.PRNGKey(0), x28)
+  assert jax.eval_shape(net.apply, lenet_params, None, x28).shape == (2, 10)
   # a bad predictive is refused before the run is even read
   with pytest.raises(
     ValueError, match=r"^Laplace predictive must be one of mc, glm, closed_form, got 'probit'$"
