@@ -1782,6 +1782,94 @@ def test_swag_draws_its_weights_before_a_snapshot_and_draws_at_rank_one():
   assert drawn.shape == (2,) and np.isfinite(drawn).all() and not np.allclose(drawn, weights["l"]["w"])
 
 
+def _swag_config(**fields):
+  return ml_collections.ConfigDict({**swag.DEFAULTS, **fields})
+
+
+def test_swag_checks_its_snapshot_count_with_exact_one_liners():
+  swag.check_snapshots(_swag_config(rank=0, collect_every=10), 5)  # diagonal SWAG: no minimum
+  swag.check_snapshots(_swag_config(rank=3, collect_every=2), 6)  # 3 snapshots for rank 3
+  swag.check_snapshots(_swag_config(rank=1, collect_every=2), 4)  # rank 1 still needs 2
+  for (rank, every, steps), message in (
+    ((3, 2, 5), "config.model.rank=3 needs at least 3 snapshots, but 5 steps with collect_every=2 take 2"),
+    ((1, 2, 3), "config.model.rank=1 needs at least 2 snapshots, but 3 steps with collect_every=2 take 1"),
+  ):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+      swag.check_snapshots(_swag_config(rank=rank, collect_every=every), steps)
+
+
+def test_swag_task_initialises_collects_and_samples_by_hand():
+  info, m = DataInfo((2,), 3, 10), _swag_config(rank=2, collect_every=3, eval_samples=4)
+  assert swag.METHOD.name == "swag" and swag.METHOD.default_config() == swag.DEFAULTS
+  assert swag.METHOD.workdir_fields == ("init_from",)
+  batch, rng = {"x": jnp.asarray(_DX[:4]), "y": jnp.asarray(_ELABELS)}, jax.random.PRNGKey(4)
+  net = hk.without_apply_rng(hk.transform(_sg_linear(3)))
+  task = swag.METHOD.make_task(_sg_linear(3), m, info, None)
+  assert task.predictor.kind == "classifier"
+  params = task.init(rng, batch)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params["weights"], net.init(rng, batch["x"]))
+  assert int(params["collected"]["count"]) == 0
+  assert params["collected"]["deviations"]["linear"]["w"].shape == (2, 2, 3)
+  # init_from: the trained run's weights (a posterior's means), the snapshots' start
+  w0 = _sg_weights(1.0, 3)
+  m_from = _swag_config(rank=2, collect_every=3, eval_samples=4, init_from="runs/point")
+  trained = {"mean": w0, "log_std": jax.tree_util.tree_map(jnp.zeros_like, w0)}
+  task = swag.METHOD.make_task(_sg_linear(3), m_from, info, {"init_from": trained})
+  params = task.init(rng, batch)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params["weights"], w0)
+  # the loss is the point estimate's mean NLL of the weights; the moments do not enter
+  logits = np.asarray(_DX[:4], np.float64) @ np.asarray(w0["linear"]["w"]) + np.asarray(w0["linear"]["b"])
+  nll = -scipy.special.log_softmax(logits, -1)[np.arange(4), _ELABELS].mean()
+  loss, _ = task.loss(params, None, batch, 0)
+  assert float(loss) == pytest.approx(nll, rel=1e-5)
+  # a snapshot every collect_every = 3 steps taken
+  collect = task.trajectory.collect
+  w1, w2 = _sg_weights(2.0, 3), _sg_weights(-1.0, 3)
+  moments = collect(params["collected"], w1, jnp.asarray(3), 100)
+  assert int(collect(moments, w2, jnp.asarray(4), 100)["count"]) == 1
+  moments = collect(moments, w2, jnp.asarray(6), 100)
+  expected = swag.add_snapshot(
+    swag.add_snapshot(params["collected"], w1, jnp.asarray(True)), w2, jnp.asarray(True)
+  )
+  jax.tree_util.tree_map(np.testing.assert_array_equal, moments, expected)
+  # K draws: the network at sample_weights of split(rng, K)[k]; evaluate takes K = eval_samples
+  params = {"weights": w0, "collected": moments}
+  key = jax.random.PRNGKey(8)
+  drawn = [net.apply(swag.sample_weights(moments, w0, k, 2), batch["x"]) for k in jax.random.split(key, 4)]
+  np.testing.assert_allclose(task.predictor.sample(params, key, batch["x"], 4), np.stack(drawn), rtol=1e-5)
+  metrics_ = task.evaluate(params, key, batch)
+  expected = ensemble.predictive_metrics(jnp.stack(drawn), batch["y"], True, 1.0)
+  assert sorted(metrics_) == sorted(expected)
+  for name in expected:
+    np.testing.assert_allclose(metrics_[name], expected[name], rtol=1e-5, atol=1e-6)
+  # the optimiser hook checks the snapshot count of the run's steps (rank 2 at every 3: >= 6 steps)
+  assert task.trajectory.optimizer(6) is None
+  with pytest.raises(ValueError, match=r"^config.model.rank=2 needs at least 2 snapshots, but 5 steps"):
+    task.trajectory.optimizer(5)
+
+
+def test_swag_keeps_bfloat16_weights_in_bfloat16():
+  weights = {"l": {"w": jnp.asarray([0.5, -2.0], jnp.bfloat16)}}
+  moments = swag.empty_moments(weights, 2)
+  assert moments["deviations"]["l"]["w"].dtype == jnp.bfloat16
+  moments = swag.add_snapshot(moments, {"l": {"w": jnp.asarray([1.0, 1.0], jnp.bfloat16)}}, jnp.asarray(True))
+  moments = swag.add_snapshot(
+    moments, {"l": {"w": jnp.asarray([3.0, -1.0], jnp.bfloat16)}}, jnp.asarray(True)
+  )
+  assert {a.dtype for a in jax.tree_util.tree_leaves(moments)} == {
+    jnp.dtype(jnp.bfloat16),
+    jnp.dtype(jnp.int32),
+  }
+  key = jax.random.PRNGKey(3)
+  assert swag.sample_weights(moments, weights, key, 2)["l"]["w"].dtype == jnp.bfloat16
+  diagonal = swag.sample_weights(moments, weights, key, 0)["l"]["w"]
+  k0 = jax.random.split(key, 2)[0]
+  mean, sq = moments["mean"]["l"]["w"], moments["sq_mean"]["l"]["w"]
+  std = jnp.sqrt(jnp.maximum(sq - mean * mean, 0.0))
+  assert diagonal.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(diagonal, mean + std * jax.random.normal(k0, (2,), jnp.bfloat16))
+
+
 # --- methods/dropout.py ----------------------------------------------------------------------------------
 
 

@@ -73,8 +73,8 @@ def add_snapshot(moments: dict, weights, take) -> dict:
   count = moments["count"] + take.astype(jnp.int32)
   n = jnp.maximum(count, 1).astype(jnp.float32)
 
-  def running(avg, w):
-    return jnp.where(take, avg + (w - avg) / n, avg)
+  def running(avg, w):  # in the weights' dtype (n is float32: a bfloat16 mean would become float32)
+    return jnp.where(take, (avg + (w - avg) / n).astype(avg.dtype), avg)
 
   mean = jax.tree_util.tree_map(running, moments["mean"], weights)
   sq_mean = jax.tree_util.tree_map(lambda a, w: running(a, w * w), moments["sq_mean"], weights)
@@ -103,7 +103,7 @@ def sample_weights(moments: dict, weights, rng, rank: int):
     theta = mean + diag_scale * std * jax.random.normal(key, mean.shape, mean.dtype)
     if rank:
       theta = theta + low_rank_scale * jnp.tensordot(z2, deviations, axes=1)
-    return jnp.where(count > 0, theta, w)
+    return jnp.where(count > 0, theta.astype(w.dtype), w)
 
   flat = [jax.tree_util.tree_leaves(moments[k]) for k in ("sq_mean", "deviations")] + [
     jax.tree_util.tree_leaves(weights)
