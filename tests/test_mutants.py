@@ -3388,6 +3388,15 @@ def test_nuts_posterior_jitters_one_start_per_chain_and_stacks_the_chains_by_han
   starts = np.asarray([1.0, 2.0, 3.0]) + 0.1 * np.asarray(jax.random.normal(jitter_key, (4, 3)))
   np.testing.assert_allclose(result.samples["b"][:, 0], starts[:, 2], rtol=1e-6)
   assert result.samples["a"].shape == (4, 500, 2) and result.divergences.shape == (4,)
+  # a bfloat16 position is jittered in bfloat16 (its own normal stream, not a rounded float32 one)
+  calls.clear()
+  half = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), init)
+  result = hmc.nuts_posterior(log_prob, half, rng, 2, 4, 3, 0.5)
+  starts = jnp.asarray([1.0, 2.0, 3.0], jnp.bfloat16) + 0.5 * jax.random.normal(
+    jitter_key, (2, 3), jnp.bfloat16
+  )
+  assert result.samples["b"].dtype == jnp.bfloat16
+  np.testing.assert_array_equal(result.samples["b"][:, 0], starts[:, 2])
   # one-line errors: a log density not finite at init, a non-finite draw or log density, R-hat's chains
   with pytest.raises(ValueError, match=r"^NUTS: log_prob at the initial position is not finite$"):
     hmc.nuts_posterior(lambda p: jnp.log(p["b"] - 3.0), init, rng, 2, 4, 3)
@@ -3440,6 +3449,11 @@ def test_network_posterior_starts_from_the_documented_init_and_passes_its_argume
   assert init[1].dtype == jnp.float32 and float(init[1]) == pytest.approx(np.log(0.5), rel=1e-6)
   reference = hmc.network_log_posterior(_LL_NETS[1], info, x, y, 1.0, 0.5, (6.0, 3.0))
   assert float(log_prob(init)) == pytest.approx(float(reference(init)), rel=1e-6)
+  # integer inputs: the init still sees float32 rows, so the params are float32
+  calls.clear()
+  hmc.network_posterior(_LL_NETS[1], info, np.round(2 * x).astype(np.int32), y, rng)
+  (_, init, *_), _ = calls[0]
+  assert {a.dtype for a in jax.tree_util.tree_leaves(init)} == {jnp.dtype(jnp.float32)}
   # map_steps: the chains start from find_map's climb of the same log posterior
   calls.clear()
   hmc.network_posterior(_LL_NETS[1], info, x, y, rng, map_steps=3)
