@@ -3284,6 +3284,7 @@ def test_hmc_checks_log_posterior_and_predictive_bookkeeping_by_hand(monkeypatch
   for args, kwargs, message in (
     ((info, x, y), dict(prior_scale=0.0), "prior_scale and noise_std must be positive, got 0.0, 1.0"),
     ((info, x, y), dict(noise_std=-1.0), "prior_scale and noise_std must be positive, got 1.0, -1.0"),
+    ((info, x, y), dict(noise_std=0.0), "prior_scale and noise_std must be positive, got 1.0, 0.0"),
     (
       (info, x, y),
       dict(noise_prior=(0.0, 1.0)),
@@ -3299,6 +3300,13 @@ def test_hmc_checks_log_posterior_and_predictive_bookkeeping_by_hand(monkeypatch
   ):
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
       hmc.network_log_posterior(_LL_NETS[1], *args, **kwargs)
+  # a Gamma shape or rate below 1 is a valid prior; integer inputs are the same rows as floats
+  hmc.network_log_posterior(_LL_NETS[1], info, x, y, noise_prior=(0.5, 0.5))
+  rows = np.array([[1, 0], [0, 2], [-1, 1], [2, -1], [0, 0]], np.int32)
+  as_floats = hmc.network_log_posterior(_LL_NETS[1], info, rows.astype(np.float32), y)(params)
+  assert float(hmc.network_log_posterior(_LL_NETS[1], info, rows, y)(params)) == pytest.approx(
+    float(as_floats), rel=1e-6
+  )
   # chains [C, S, ...] -> [C S, ...]; the predictive of the stacked draws, K = S
   samples = {"a": jnp.arange(12.0).reshape(2, 3, 2), "b": jnp.arange(6.0).reshape(2, 3)}
   stacked = hmc.stack_chains(samples)
@@ -3314,6 +3322,7 @@ def test_hmc_checks_log_posterior_and_predictive_bookkeeping_by_hand(monkeypatch
   half = _ll_forward(jax.tree_util.tree_map(lambda p: 0.5 * p, params), x)[0][:, 0]
   np.testing.assert_allclose(means, [f, half], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(stds, np.full((2, 5), 0.5), rtol=1e-6)
+  np.testing.assert_allclose(hmc.predictor(_LL_NETS[1], info).sample(draws, None, x, 7)[1], np.ones((2, 5)))
   # top-1 agreement and the mean total variation ½ Σ_c |p_c − q_c|
   probs = [[0.7, 0.3], [0.4, 0.6], [0.5, 0.5]]
   reference = [[0.6, 0.4], [0.7, 0.3], [0.2, 0.8]]
