@@ -3212,6 +3212,15 @@ def test_laplace_fit_run_of_a_regressor_evaluates_rmse_nll_and_coverage_of_its_d
   assert sorted(got) == sorted(metrics)
   for key in metrics:
     np.testing.assert_allclose(got[key], metrics[key], rtol=1e-5, atol=1e-6)
+  # predictive "mc" reaches laplace_layers' predictor (the network at sampled weights, not linearised)
+  means_mc, _ = laplace_layers.predictor(forward, run.info, 0.5, "mc").sample(expected, rng, x[:6], 3)
+  assert not np.allclose(means_mc, means, rtol=1e-3)
+  fitted = laplace.fit_run(
+    run, structure="diagonal", prior_precision=2.0, noise_std=0.5, eval_samples=3, predictive="mc"
+  )
+  np.testing.assert_allclose(
+    fitted.task.predictor.sample(fitted.params, rng, x[:6], 3)[0], means_mc, rtol=1e-5
+  )
   fitted = laplace.fit_run(run, noise_std=0.5, eval_samples=3, predictive="closed_form")  # a last layer
   assert fitted.config.model.name == "laplace/point/mlp"
   expected = laplace.fit(forward, run.params, x, None, run.info, None, 0.5)
