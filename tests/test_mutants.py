@@ -3004,6 +3004,9 @@ def test_laplace_last_layer_fit_draws_moments_and_predictor_by_hand():
     _LLA_NETS[1, False], params1, x1, None, DataInfo((2,), 0, 5), prior_precision=2.0, noise_std=0.5
   )
   np.testing.assert_allclose(post1.ggn, phi1.T @ phi1 / 0.25, rtol=1e-5, atol=1e-6)
+  default = laplace.fit(_LLA_NETS[1, False], params1, x1, None, DataInfo((2,), 0, 5))  # λ = 1, σ = 1
+  assert float(default.prior_precision) == 1.0
+  np.testing.assert_allclose(default.ggn, phi1.T @ phi1, rtol=1e-5, atol=1e-6)
   for kwargs, message in (
     (dict(prior_precision=0.0), "prior_precision must be positive (or None to tune it), got 0.0"),
     (dict(prior_precision=float("nan")), "prior_precision must be positive (or None to tune it), got nan"),
