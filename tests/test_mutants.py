@@ -3005,13 +3005,17 @@ def test_laplace_last_layer_fit_draws_moments_and_predictor_by_hand():
   )
   np.testing.assert_allclose(post1.ggn, phi1.T @ phi1 / 0.25, rtol=1e-5, atol=1e-6)
   default = laplace.fit(_LLA_NETS[1, False], params1, x1, None, DataInfo((2,), 0, 5))  # λ = 1, σ = 1
-  # a bfloat16 last layer: the precision G + λ I stays bfloat16
+  # a bfloat16 last layer: its GGN stays bfloat16, the precision G + λ I is float32 (for the Cholesky)
   half_w = {"head": {"w": jnp.asarray([[0.5], [-1.0]], jnp.bfloat16)}}
   half_net = lambda x: hk.Linear(1, False, name="head")(x.astype(jnp.bfloat16))  # noqa: E731
-  half = laplace.fit(half_net, half_w, x1, None, DataInfo((2,), 0, 5), prior_precision=2.0, noise_std=0.5)
-  assert half.precision.dtype == jnp.bfloat16
+  half_post = laplace.fit(
+    half_net, half_w, x1, None, DataInfo((2,), 0, 5), prior_precision=2.0, noise_std=0.5
+  )
+  assert half_post.precision.dtype == jnp.float32 and half_post.ggn.dtype == jnp.bfloat16
   np.testing.assert_allclose(
-    np.asarray(half.precision, np.float64), x1.T.astype(np.float64) @ x1 / 0.25 + 2 * np.eye(2), rtol=2e-2
+    np.asarray(half_post.precision, np.float64),
+    x1.T.astype(np.float64) @ x1 / 0.25 + 2 * np.eye(2),
+    rtol=2e-2,
   )
   assert float(default.prior_precision) == 1.0
   np.testing.assert_allclose(default.ggn, phi1.T @ phi1, rtol=1e-5, atol=1e-6)
@@ -3085,6 +3089,9 @@ def test_laplace_last_layer_fit_draws_moments_and_predictor_by_hand():
   np.testing.assert_array_equal(
     laplace.predictor(_LLA_NETS[1, False], info1).sample(post1, rng, x1, k)[1], 1.0
   )
+  # a bfloat16 regressor's fit can be sampled: its draws come out float32
+  m, s = laplace.predictor(half_net, info1, noise_std=0.5).sample(half_post, rng, x1, k)
+  assert m.dtype == s.dtype == jnp.float32 and m.shape == (k, 5) and np.isfinite(m).all()
   with pytest.raises(
     ValueError, match="^Laplace predictive must be one of mc, glm, closed_form, got 'probit'$"
   ):

@@ -41,7 +41,8 @@ class LaplacePosterior(NamedTuple):
   """q(θ) = N(θ*, Λ⁻¹) over the last layer; the other weights at the point estimate.
 
   params: the network's Haiku params (the MAP).
-  precision: [P, P] Λ = GGN + prior_precision I.
+  precision: [P, P] Λ = GGN + prior_precision I, in float32 (a bfloat16 GGN's too: the draws and
+    moments factor it).
   ggn: [P, P] the summed generalised Gauss-Newton of the NLL in the last layer's weights.
   prior_precision: scalar λ.
   """
@@ -186,7 +187,8 @@ def fit(
   curvature = ggn(forward, params, x, classification, noise_std, min(batch_size, len(x)))
   theta, _ = ravel_pytree(params[name])
   lam = tune_prior_precision(curvature, theta) if prior_precision is None else float(prior_precision)
-  precision = curvature + lam * jnp.eye(theta.size, dtype=curvature.dtype)
+  # float32 even for a bfloat16 GGN: the draws and the GLM moments factor it (no bfloat16 Cholesky)
+  precision = curvature + lam * jnp.eye(theta.size, dtype=jnp.float32)
   return LaplacePosterior(params, precision, curvature, jnp.float32(lam))
 
 
