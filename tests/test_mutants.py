@@ -408,6 +408,11 @@ def test_init_posterior_and_with_stds_round_the_float32_scale_once_to_each_leafs
   )
   np.testing.assert_allclose(replaced[key]["lin"]["b"], [to_param(2.0)], rtol=1e-6)
   np.testing.assert_allclose(posterior.stds(replaced)["lin"]["b"], [2.0], rtol=1e-6)
+  # bfloat16 new stds too are mapped in float32 (rho = log(expm1(s)) rounds otherwise at 0.005)
+  half = jnp.asarray([[0.005, 0.5]], jnp.bfloat16)
+  replaced = posterior.with_stds(q, {"lin": {"w": half, "b": jnp.array([2.0])}})
+  expected = jnp.asarray(to_param(np.asarray(half, np.float64)), jnp.bfloat16)
+  np.testing.assert_array_equal(replaced[key]["lin"]["w"], expected)
 
 
 def test_the_mixture_kl_scores_given_weight_draws_and_bayesian_leaves_pick_the_posteriors_leaves():
