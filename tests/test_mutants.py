@@ -593,6 +593,9 @@ def test_ece_interval_is_the_documented_percentile_bootstrap():
     with pytest.raises(ValueError, match=r"^need num_resamples >= 1"):
       metrics.ece_interval(probs, labels, num_resamples=1, level=level)
   assert metrics.ece_interval(probs, labels, num_resamples=1)[0] >= 0.0
+  # a confidence of exactly 0 (an all-zero row) falls in bin 0, as in `reliability`: |0 - 1| (argmax 0 right)
+  zero_row = np.array([[0.0, 0.0], [0.0, 0.0]])
+  assert metrics.ece_interval(zero_row, np.array([0, 0]), num_resamples=2, num_bins=3) == (1.0, 1.0)
 
 
 def test_average_ranks_auroc_aupr_and_fpr_on_hand_cases():
