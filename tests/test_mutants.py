@@ -2308,6 +2308,16 @@ def _task_outputs(task, params, batch):
   )(params)
 
 
+def test_poisson1_inverse_cdf_counts_the_cdf_entries_at_or_below_u_in_float32():
+  """F(k) = e^-1 sum_{j <= k} 1/j!, 16 entries; u on F(k) draws k + 1, u below F(0) draws 0."""
+  cdf = np.cumsum([math.exp(-1.0) / math.factorial(j) for j in range(16)]).astype(np.float32)
+  u = jnp.asarray([0.0, np.nextafter(cdf[0], 0), cdf[0], 0.5, cdf[1], 0.95, cdf[3], 0.9999, 1.0], jnp.float32)
+  got = ensemble.poisson1_inverse_cdf(u)
+  assert got.dtype == jnp.float32
+  np.testing.assert_array_equal(got, [0, 0, 1, 1, 2, 3, 4, 6, 16])
+  np.testing.assert_array_equal(ensemble.poisson1_inverse_cdf(jnp.asarray([[0.5], [0.95]])), [[1], [3]])
+
+
 def test_ensemble_task_by_hand():
   info = DataInfo((2,), 3, 10)
   m = _ensemble_config(ensemble_size=2)
