@@ -1286,6 +1286,10 @@ def test_langevin_steps_are_gradient_steps_without_noise_and_add_the_documented_
     updates, state = tx.update(g, state, w)
     np.testing.assert_allclose(updates, expected, rtol=1e-4, atol=1e-7)
     w = w + updates
+  # a bfloat16 network's momentum stays bfloat16 (a scanned step's carry must keep its dtype)
+  half = jnp.ones(4, jnp.bfloat16)
+  _, state = tx.update(half * 0.5, tx.init(half), half)
+  assert state.momentum.dtype == jnp.bfloat16
 
 
 _XS = np.array([[1.0, 0.0], [0.5, -1.0], [-2.0, 1.5]], np.float32)
