@@ -3359,6 +3359,13 @@ def test_hmc_checks_log_posterior_and_predictive_bookkeeping_by_hand(monkeypatch
   assert float(hmc.network_log_posterior(_LL_NETS[1], info, rows, y)(params)) == pytest.approx(
     float(as_floats), rel=1e-6
   )
+  # ... also for a network whose first layer is a convolution (JAX convolves no int32 by float32)
+  conv = lambda x: hk.Linear(1, name="out")(hk.Conv1D(2, 2, name="conv")(x[..., None]).reshape(len(x), -1))  # noqa: E731
+  conv_params = hk.transform(conv).init(jax.random.PRNGKey(0), rows.astype(np.float32))
+  as_floats = hmc.network_log_posterior(conv, info, rows.astype(np.float32), y)(conv_params)
+  assert float(hmc.network_log_posterior(conv, info, rows, y)(conv_params)) == pytest.approx(
+    float(as_floats), rel=1e-6
+  )
   # chains [C, S, ...] -> [C S, ...]; the predictive of the stacked draws, K = S
   samples = {"a": jnp.arange(12.0).reshape(2, 3, 2), "b": jnp.arange(6.0).reshape(2, 3)}
   stacked = hmc.stack_chains(samples)
