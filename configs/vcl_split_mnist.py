@@ -12,10 +12,12 @@ layers of 256 units and one two-way head per task), each task's posterior the ne
       --method=finetune --model=point/multihead
   # split Fashion-MNIST: the same commands with --config.data.name=fashion_mnist
 
-Posterior stds start at 0.05 and learn at the means' rate (as in VCL's code, where they barely
-move in a task): the previous posterior is then a tight prior on every weight. With them learning
-5x faster (--config.optimizer.lr_multipliers=log_std=5, permuted MNIST's earlier setting)
-the average accuracy after 5 tasks was 0.769 instead of 0.954 (docs/results.md, one run each).
+Posterior stds start at 0.02 and learn at the means' rate (as in VCL's code, where they barely
+move in a task): the previous posterior is then a tight prior on every weight. 0.02 was chosen on a
+validation split (train[:50000] / train[50000:]: average accuracy after task 5 0.969, against 0.945
+for 0.01 and 0.890 for 0.05, one run each); on the test split 0.976, against 0.954 from 0.05. With
+the stds learning 5x faster (--config.optimizer.lr_multipliers=log_std=5, permuted MNIST's earlier
+setting) the average after 5 tasks was 0.769 (from 0.05; docs/results.md, one run each).
 """
 
 from bnnjax import continual
@@ -33,7 +35,7 @@ def get_config():
   c.model.hidden_sizes = (256, 256)
   c.model.head_classes = GROUPS
   c.model.prior_scale = 1.0
-  c.model.init_std = 0.05
+  c.model.init_std = 0.02
   c.model.posterior_scale = "log_std"
   c.model.eval_samples = 8
   c.optimizer.lr = 1e-3
