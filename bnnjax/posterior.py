@@ -50,6 +50,9 @@ def inverse_softplus(std):
 
 
 def _unconstrained(std, scale: str):
+  """rho or log std of `std`, in float32 (callers round it once to each leaf's dtype: the nearest
+  bfloat16 value, where computing in bfloat16 can land on another)."""
+  std = jnp.asarray(std, jnp.float32)
   return inverse_softplus(std) if scale == "softplus" else jnp.log(std)
 
 
@@ -73,8 +76,7 @@ def init_posterior(
   bayes_params, _ = hk.data_structures.partition(bayesian, params)
   if not jax.tree_util.tree_leaves(bayes_params):
     raise ValueError("bayesian predicate selected no parameters")
-  # computed in float32 and rounded once to each leaf's dtype: the nearest bfloat16 rho / log std
-  start = _unconstrained(jnp.float32(init_std), scale)
+  start = _unconstrained(init_std, scale)
   unconstrained = jax.tree_util.tree_map(lambda w: jnp.full(w.shape, start, w.dtype), bayes_params)
   return {"mean": params, SCALE_KEYS[scale]: unconstrained}
 
@@ -86,7 +88,7 @@ def with_stds(posterior, new_stds):
   key = scale_key(posterior)
   scale = "softplus" if key == "rho" else "log_std"
   unconstrained = jax.tree_util.tree_map(
-    lambda old, s: _unconstrained(jnp.asarray(s, jnp.float32), scale).astype(old.dtype),
+    lambda old, s: _unconstrained(s, scale).astype(old.dtype),
     posterior[key],
     new_stds,
   )
