@@ -1121,11 +1121,14 @@ def assert_one_line_errors(validate, make_config, cases):
       validate(make_config(**{field: value}))
 
 
+def _swag_config(**fields):
+  return ml_collections.ConfigDict({**swag.DEFAULTS, **fields})
+
+
 def test_swag_config_errors_are_exact_one_liners():
-  ok = dict(swag.DEFAULTS)
-  assert ok == dict(rank=10, collect_every=100, eval_samples=16, init_from="")
-  swag.validate(ml_collections.ConfigDict({**ok, "rank": 0}))
-  swag.validate(ml_collections.ConfigDict({**ok, "rank": 20, "collect_every": 1, "eval_samples": 1}))
+  assert dict(swag.DEFAULTS) == dict(rank=10, collect_every=100, eval_samples=16, init_from="")
+  swag.validate(_swag_config(rank=0))
+  swag.validate(_swag_config(rank=20, collect_every=1, eval_samples=1))
   cases = [
     ("rank", 21, r"config.model.rank must be an integer in \[0, 20\] \(0: diagonal\), got 21"),
     ("rank", -1, r"config.model.rank must be an integer in \[0, 20\] \(0: diagonal\), got -1"),
@@ -1136,8 +1139,8 @@ def test_swag_config_errors_are_exact_one_liners():
     ("collect_every", 1.0, r"config.model.collect_every must be an integer >= 1, got 1.0"),
     ("eval_samples", 0, r"config.model.eval_samples must be an integer >= 1, got 0"),
   ]
-  assert_one_line_errors(swag.validate, lambda **field: ml_collections.ConfigDict({**ok, **field}), cases)
-  m = ml_collections.ConfigDict({**ok, "rank": 5, "collect_every": 100})
+  assert_one_line_errors(swag.validate, _swag_config, cases)
+  m = _swag_config(rank=5, collect_every=100)
   swag.check_snapshots(m, 500)
   with pytest.raises(
     ValueError,
@@ -1793,10 +1796,6 @@ def test_swag_draws_its_weights_before_a_snapshot_and_draws_at_rank_one():
   moments = swag.add_snapshot(moments, {"l": {"w": jnp.asarray([3.0, -1.0])}}, jnp.asarray(True))
   drawn = swag.sample_weights(moments, weights, jax.random.PRNGKey(0), 1)["l"]["w"]
   assert drawn.shape == (2,) and np.isfinite(drawn).all() and not np.allclose(drawn, weights["l"]["w"])
-
-
-def _swag_config(**fields):
-  return ml_collections.ConfigDict({**swag.DEFAULTS, **fields})
 
 
 def test_swag_checks_its_snapshot_count_with_exact_one_liners():
@@ -2912,6 +2911,14 @@ def _lla_hand_ggn(phi, head, classification, noise_std, weight=None):
   return total
 
 
+# a one-layer regressor in bfloat16 (phi = x cast to bfloat16), and its weights
+_HALF_HEAD = {"head": {"w": np.asarray([[0.5], [-1.0]], jnp.bfloat16)}}  # numpy: no JAX backend at import
+
+
+def _half_head_net(x):
+  return hk.Linear(1, False, name="head")(x.astype(jnp.bfloat16))
+
+
 def test_laplace_last_layer_features_ggn_and_evidence_by_hand():
   x, params, phi = _lla_problem(2)
   net = _LLA_NETS[2, True]
@@ -2979,10 +2986,7 @@ def test_laplace_last_layer_features_ggn_and_evidence_by_hand():
   half = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params["head"])  # with a bias
   assert laplace.batch_ggn(half, jnp.asarray(phi, jnp.bfloat16), True, 1.0).dtype == jnp.bfloat16
   # through ggn's masked, padded batches too: a network that casts its input to bfloat16 (φ = x)
-  half_w = {"head": {"w": jnp.asarray([[0.5], [-1.0]], jnp.bfloat16)}}
-  got = laplace.ggn(
-    lambda x: hk.Linear(1, False, name="head")(x.astype(jnp.bfloat16)), half_w, x1, False, 0.5, 2
-  )
+  got = laplace.ggn(_half_head_net, _HALF_HEAD, x1, False, 0.5, 2)
   assert got.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(got, np.float64), x1.T.astype(np.float64) @ x1 / 0.25, rtol=2e-2)
   # (P/2) log λ − (λ/2)‖θ‖² − ½ log det(G + λ I), and its grid maximiser
@@ -3029,10 +3033,8 @@ def test_laplace_last_layer_fit_draws_moments_and_predictor_by_hand():
   np.testing.assert_allclose(post1.ggn, phi1.T @ phi1 / 0.25, rtol=1e-5, atol=1e-6)
   default = laplace.fit(_LLA_NETS[1, False], params1, x1, None, DataInfo((2,), 0, 5))  # λ = 1, σ = 1
   # a bfloat16 last layer: its GGN stays bfloat16, the precision G + λ I is float32 (for the Cholesky)
-  half_w = {"head": {"w": jnp.asarray([[0.5], [-1.0]], jnp.bfloat16)}}
-  half_net = lambda x: hk.Linear(1, False, name="head")(x.astype(jnp.bfloat16))  # noqa: E731
   half_post = laplace.fit(
-    half_net, half_w, x1, None, DataInfo((2,), 0, 5), prior_precision=2.0, noise_std=0.5
+    _half_head_net, _HALF_HEAD, x1, None, DataInfo((2,), 0, 5), prior_precision=2.0, noise_std=0.5
   )
   assert half_post.precision.dtype == jnp.float32 and half_post.ggn.dtype == jnp.bfloat16
   np.testing.assert_allclose(
@@ -3113,7 +3115,7 @@ def test_laplace_last_layer_fit_draws_moments_and_predictor_by_hand():
     laplace.predictor(_LLA_NETS[1, False], info1).sample(post1, rng, x1, k)[1], 1.0
   )
   # a bfloat16 regressor's fit can be sampled: its draws come out float32
-  m, s = laplace.predictor(half_net, info1, noise_std=0.5).sample(half_post, rng, x1, k)
+  m, s = laplace.predictor(_half_head_net, info1, noise_std=0.5).sample(half_post, rng, x1, k)
   assert m.dtype == s.dtype == jnp.float32 and m.shape == (k, 5) and np.isfinite(m).all()
   with pytest.raises(
     ValueError, match="^Laplace predictive must be one of mc, glm, closed_form, got 'probit'$"
