@@ -24,9 +24,9 @@ multi-head sequence (split MNIST's, `split_tasks(..., multi_head=True)`) also se
 {"model.head": t}: task t trains head t of a network with one head per task
 (bnnjax.models.multihead: "mean_field/multihead" for VCL, "point/multihead" for EWC and
 fine-tuning), and a task is always evaluated through its own head (a task's "model.*" overrides
-apply to every run that predicts it). Under VCL a head not yet trained has the KL to its prior
-as its only loss term, so by its task its prior is whatever that left of the config's prior (means
-near 0, stds between init_std and prior_scale).
+apply to every run that predicts it). Under VCL a head starts as VCL's code adds it: at its first
+task its prior is the config's prior and its means and stds a fresh init
+(config.model.fresh_modules), not what the earlier tasks' KL-only updates left of them.
 
 Coresets (VCL with config.data.coreset_size > 0, bnnjax.coresets): each task's coreset rows are
 left out of its training; the propagated posterior q_t (trained without them) is the next task's
@@ -51,6 +51,7 @@ import numpy as np
 from bnnjax import checkpoint, data, metrics, models, train
 from bnnjax.config import resolve, with_overrides
 from bnnjax.methods import fisher
+from bnnjax.models import multihead
 
 METHODS = ("vcl", "ewc", "finetune")
 FISHER_EXAMPLES = 2000  # rows of a task's training split the EWC Fisher is estimated on
@@ -102,6 +103,11 @@ def task_config(config, tasks: Sequence[dict], t: int, method: str, workdir: str
     overrides["model.init_from"] = previous
     if method == "vcl":
       overrides.update({"model.prior": "posterior", "model.prior_workdir": previous})
+      head = tasks[t].get("model.head")
+      if head is not None and head not in [task.get("model.head") for task in tasks[:t]]:
+        # A new head, as VCL adds it: the config's prior and a fresh init, not what q_{t-1} left.
+        overrides["model.fresh_modules"] = (multihead.head_module(head),)
+        overrides["model.fresh_prior"] = config.model.prior
     if method == "ewc":
       overrides["model.prior_workdir"] = fisher_dir(workdir, t - 1)
   return with_overrides(config, overrides)
@@ -132,6 +138,7 @@ def refine_config(task_config_j, start: str, steps: int):
       "model.init_from": start,
       "model.prior": "posterior",
       "model.prior_workdir": start,
+      "model.fresh_modules": (),
       "num_steps": steps,
       "batch_size": min(c.batch_size, c.data.coreset_size),
       "eval_every": steps,

@@ -242,6 +242,21 @@ def test_a_refinement_starts_from_and_is_anchored_to_the_posterior_it_refines_on
   assert refine.num_steps == 7 and refine.batch_size == 6  # full batches of the coreset's 6 rows
 
 
+def test_vcl_adds_each_tasks_head_fresh_under_the_configs_prior_as_vcls_code_does():
+  config = bnnjax.resolve(multihead_vcl_config(coreset_size=6))
+  config.model.prior = "mixture"
+  tasks = continual.split_tasks(GROUPS, multi_head=True)
+  first, second = (continual.task_config(config, tasks, t, "vcl", "/w") for t in range(2))
+  assert tuple(first.model.fresh_modules) == () and first.model.prior == "mixture"
+  assert tuple(second.model.fresh_modules) == ("multihead/head_1",) and second.model.fresh_prior == "mixture"
+  assert (
+    tuple(continual.refine_config(second, "/w/start", steps=7).model.fresh_modules) == ()
+  )  # head 1 trained
+  assert tuple(continual.task_config(config, tasks, 1, "ewc", "/w").model.fresh_modules) == ()
+  single = continual.task_config(bnnjax.resolve(vcl_config()), TASKS, 1, "vcl", "/w")
+  assert tuple(single.model.fresh_modules) == ()  # one head: nothing is new
+
+
 def test_bad_coresets_and_heads_are_one_line_errors(tmp_path):
   tasks = continual.split_tasks(GROUPS, multi_head=True)
   with pytest.raises(ValueError, match=r"coreset_size=5000 is not smaller than task 1's \d+ training rows"):

@@ -3603,3 +3603,78 @@ def test_run_chain_is_window_adaptation_then_nuts_steps_with_the_documented_keys
   calls.clear()
   hmc._run_chain(log_prob, start, rng, 6, 5, 0.7, True, 3)  # a dense mass matrix
   assert calls[0][2]["is_mass_matrix_diagonal"] is False
+
+
+def test_a_fresh_module_gets_the_fresh_prior_and_init_the_others_the_previous_posterior():
+  # VCL's new head: multihead/head_1 starts from a fresh init at init_std under N(0, 2^2);
+  # the trunk and head_0 start from the previous posterior (means and stds) and have it as prior.
+  from bnnjax import models  # pylint: disable=import-outside-toplevel
+  from bnnjax.methods import mean_field  # pylint: disable=import-outside-toplevel
+  from bnnjax.models import multihead  # pylint: disable=import-outside-toplevel
+  from bnnjax.task import DataInfo  # pylint: disable=import-outside-toplevel
+
+  m = models.get("mean_field/multihead").default_config()
+  m.update(hidden_sizes=(4,), head_classes=((0, 1), (2, 3)), head=1, posterior_scale="log_std")
+  m.update(init_std=0.05, prior_scale=2.0, init_from_stds=True, fresh_modules=("multihead/head_1",))
+  m.update(prior="posterior", prior_workdir="/previous", init_from="/previous")
+  info = DataInfo(input_shape=(3,), num_classes=4, num_train=10)
+  forward = multihead.build(m, info, 4)
+  x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+  shapes = hk.transform(forward).init(jax.random.PRNGKey(9), x)
+  leaves = lambda f: jax.tree_util.tree_map(f, shapes)  # noqa: E731
+  previous = {
+    "mean": leaves(lambda a: jnp.asarray(np.random.default_rng(a.size).normal(size=a.shape), jnp.float32)),
+    "log_std": leaves(lambda a: jnp.full(a.shape, np.log(0.3), jnp.float32)),
+  }
+  task = mean_field.method_task(forward, m, info, {"init_from": previous, "prior_workdir": previous})
+  q = task.init(jax.random.PRNGKey(1), {"x": x})
+  stds = posterior.stds(q)
+  for module in ("multihead/trunk/~/linear_0", "multihead/head_0"):
+    for name in ("w", "b"):
+      np.testing.assert_array_equal(q["mean"][module][name], previous["mean"][module][name])
+      np.testing.assert_allclose(stds[module][name], 0.3, rtol=1e-6)
+  head = "multihead/head_1"
+  assert not np.allclose(q["mean"][head]["w"], previous["mean"][head]["w"], atol=0.1)
+  np.testing.assert_allclose(stds[head]["w"], 0.05, rtol=1e-6)
+  # the KL: closed form at float64, N(0, 2^2) for the new head, the previous posterior elsewhere
+  q = {
+    "mean": leaves(lambda a: jnp.full(a.shape, 0.7)),
+    "log_std": leaves(lambda a: jnp.full(a.shape, np.log(0.2))),
+  }
+  kl = lambda mq, sq, mp, sp: np.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5  # noqa: E731
+  expected = sum(
+    kl(0.7, 0.2, 0.0, 2.0) * shapes[mod][n].size
+    if mod == head
+    else kl(0.7, 0.2, np.asarray(previous["mean"][mod][n], np.float64), 0.3).sum()
+    for mod in shapes
+    for n in shapes[mod]
+  )
+  _, metrics_ = task.loss(q, jax.random.PRNGKey(2), {"x": x, "y": np.array([2, 3, 2, 3, 2])}, 0)
+  np.testing.assert_allclose(metrics_["kl"], expected, rtol=1e-5)
+
+
+def test_fresh_modules_need_a_posterior_prior_and_a_module_of_the_network():
+  from bnnjax import models  # pylint: disable=import-outside-toplevel
+  from bnnjax.methods import mean_field  # pylint: disable=import-outside-toplevel
+  from bnnjax.models import multihead  # pylint: disable=import-outside-toplevel
+  from bnnjax.task import DataInfo  # pylint: disable=import-outside-toplevel
+
+  m = models.get("mean_field/multihead").default_config()
+  m.update(hidden_sizes=(4,), head_classes=((0, 1), (2, 3)), fresh_modules=("multihead/head_1",))
+  with pytest.raises(
+    ValueError, match=r"^config.model.fresh_modules needs prior='posterior', got prior='gaussian'$"
+  ):
+    mean_field.validate(m)
+  m.update(fresh_modules=(), fresh_prior="laplace")
+  with pytest.raises(
+    ValueError, match=r"^config.model.fresh_prior must be 'gaussian' or 'mixture', got 'laplace'$"
+  ):
+    mean_field.validate(m)
+  m.update(fresh_prior="gaussian", fresh_modules=("multihead/head1",), prior="posterior", prior_workdir="/p")
+  info = DataInfo(input_shape=(3,), num_classes=4, num_train=10)
+  with pytest.raises(
+    ValueError,
+    match=r"^config.model.fresh_modules: 'multihead/head1' is not a Bayesian module; "
+    r"did you mean 'multihead/head_1'\?$",
+  ):
+    mean_field.method_task(multihead.build(m, info, 4), m, info, {"prior_workdir": None})

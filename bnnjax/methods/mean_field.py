@@ -37,10 +37,16 @@ Method fields (`DEFAULTS`; a model file adds its network's own):
                                   False: they start at init_std
     prior_workdir                 with prior = "posterior": a previous mean-field run of the
                                   same network, whose posterior becomes the prior
+    fresh_modules                 with prior = "posterior": Haiku modules new in this run (a new
+                                  task's head in multi-head VCL), e.g. ("multihead/head_2",):
+                                  their prior is `fresh_prior`'s ("gaussian" | "mixture", with the
+                                  fields above) and their means and stds start fresh, not from
+                                  prior_workdir / init_from (VCL's code adds a head this way)
 The caller (bnnjax.train.fit, bnnjax.load) reads the runs named by init_from and
 prior_workdir and passes their params in `restored`.
 """
 
+import difflib
 import math
 from typing import Any, Callable, Optional
 
@@ -75,6 +81,8 @@ DEFAULTS = dict(
   init_from="",
   init_from_stds=False,
   prior_workdir="",
+  fresh_modules=(),
+  fresh_prior="gaussian",
 )
 WORKDIR_FIELDS = ("init_from", "prior_workdir")
 
@@ -119,6 +127,10 @@ def validate(m) -> None:
     raise ValueError("config.model.kl_beta and config.model.kl_warmup_steps must be >= 0")
   if m.prior == "posterior" and not m.prior_workdir:
     raise ValueError("config.model.prior='posterior' needs config.model.prior_workdir")
+  if tuple(m.fresh_modules) and m.prior != "posterior":
+    raise ValueError(f"config.model.fresh_modules needs prior='posterior', got prior={m.prior!r}")
+  if m.fresh_prior not in ("gaussian", "mixture"):
+    raise ValueError(f"config.model.fresh_prior must be 'gaussian' or 'mixture', got {m.fresh_prior!r}")
   likelihoods.check_name(m.likelihood)
   if m.likelihood == likelihoods.HETEROSCEDASTIC and m.learn_noise:
     raise ValueError(
@@ -206,20 +218,36 @@ def method_task(
   if m.estimator != "reparam":  # a layer the estimator cannot handle: one line, before compiling
     apply = estimators.bayesian_transform(forward, m.estimator).apply
     jax.eval_shape(apply, reference, jax.random.PRNGKey(0), example)
+  new = fresh_modules(m, reference)
   prior = prior_of(reference) if prior_of is not None else None
   if prior is None and m.prior == "posterior":
     prior = posterior_prior(
       restored["prior_workdir"], reference, f"config.model.prior_workdir={m.prior_workdir!r}"
     )
-  return make_task(
-    forward,
-    m,
-    info,
-    initial_means=initial_means(m, fresh, restored),
-    initial_stds=initial_stds(m, reference, restored),
-    prior=prior,
-    predicate=predicate,
-  )
+  means, stds = initial_means(m, fresh, restored), initial_stds(m, reference, restored)
+  if new:  # the new modules: the fresh prior, a fresh init and init_std
+    fresh_prior = named_prior(m.fresh_prior, m)
+    modules = post.scale_params(reference)
+    prior = priors.layerwise_prior({module: fresh_prior if module in new else prior for module in modules})
+    means = None if means is None else {k: v for k, v in means.items() if k not in new}
+    stds = None if stds is None else {k: _filled(v, m.init_std) if k in new else v for k, v in stds.items()}
+  return make_task(forward, m, info, initial_means=means, initial_stds=stds, prior=prior, predicate=predicate)
+
+
+def fresh_modules(m, reference_posterior) -> tuple:
+  """m.fresh_modules, each checked to be a Bayesian module of the network (a one-line
+  ValueError naming the closest one otherwise)."""
+  modules = sorted(post.scale_params(reference_posterior))
+  for module in tuple(m.fresh_modules):
+    if module not in modules:
+      close = difflib.get_close_matches(module, modules, n=1)
+      hint = f"; did you mean {close[0]!r}?" if close else f"; the network's are {modules}"
+      raise ValueError(f"config.model.fresh_modules: {module!r} is not a Bayesian module{hint}")
+  return tuple(m.fresh_modules)
+
+
+def _filled(tree, value):
+  return jax.tree_util.tree_map(lambda a: jnp.full(a.shape, value, a.dtype), tree)
 
 
 def noise_std(posterior, m):
@@ -247,7 +275,7 @@ def make_task(
     m: a config.model section holding DEFAULTS' fields.
     info: the data; num_classes = 0 makes a regressor with a Gaussian likelihood.
     initial_means: Haiku params to start the posterior means from (e.g. a trained point
-      estimate), or None for a fresh init.
+      estimate), of every module or of some (the others start from a fresh init), or None.
     initial_stds: the Bayesian leaves' starting stds (structured like post.stds'), or None
       for m.init_std everywhere.
     prior: a prior object of bnnjax.priors, or None for the one `m.prior` names
@@ -271,7 +299,9 @@ def make_task(
   plain = hk.transform(forward) if m.estimator == "reparam" else None
 
   def init(rng, batch):
-    params = net.init(rng, batch["x"]) if initial_means is None else initial_means
+    params = net.init(rng, batch["x"])
+    if initial_means is not None:  # all modules, or all but the fresh ones
+      params = {**params, **initial_means}
     posterior = post.init_posterior(params, m.init_std, predicate, m.posterior_scale)
     if initial_stds is not None:
       posterior = post.with_stds(posterior, initial_stds)

@@ -45,6 +45,11 @@ def check_heads(head_classes, head, num_outputs: int) -> tuple:
   return groups
 
 
+def head_module(head: int) -> str:
+  """The Haiku module name of head `head` (0-based), as MultiHead names it."""
+  return f"multihead/head_{head}"
+
+
 class MultiHead(hk.Module):
   """x [B, ...] -> logits [B, num_outputs] of head `head` (other classes MASKED)."""
 
