@@ -40,6 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.coreset_size = 0
   c.data.coreset_kind = "random"
   c.data.coreset_only = False
+  # with coreset_only: the union of several tasks' coresets, ((permutation_seed, classes), ...), each
+  # drawn and permuted as its own task's (VCL's single-head refinement); () = this task's alone.
+  c.data.coreset_union = ()
   # name = "uci" (bnnjax.datasets.uci): the data set's folder name under <data_dir>/uci/ ("" when
   # data_dir is the data set's own folder), and which of its fixed train/test splits.
   c.data.uci_name = ""

@@ -34,9 +34,8 @@ prior, and only a copy of it is refined on the coresets before predicting, each 
 ordinary run of `coreset_steps` steps with q_t as its prior and its means as the start:
   - multi-head (as VCL's code): task j ≤ t is predicted by q_t refined on task j's coreset
     through head j, in <workdir>/task_<t>_coreset_<j>;
-  - single head: q_t refined on the coresets of tasks 1..t in turn (the prior of each refinement
-    the posterior of the one before: sequential Bayesian updates on the union of the coresets),
-    the last refinement predicting every task.
+  - single head (as VCL's code): q_t refined once on the union of the coresets of tasks 1..t
+    (config.data.coreset_union), in <workdir>/task_<t>_coresets, predicting every task.
 """
 
 import json
@@ -126,21 +125,29 @@ def coreset_dir(workdir: str, t: int, j: int) -> str:
   return os.path.join(workdir, f"task_{t + 1:02d}_coreset_{j + 1:02d}")
 
 
-def refine_config(task_config_j, start: str, steps: int):
-  """The run refining the posterior in `start` on task j's coreset: its data (the coreset rows
-  alone) and model overrides (its head), `start` as prior and initial means, `steps` steps of
-  full batches (at most config.batch_size rows)."""
+def union_dir(workdir: str, t: int) -> str:
+  """The refinement, after task t, on the union of the coresets of tasks 1..t (single head)."""
+  return os.path.join(workdir, f"task_{t + 1:02d}_coresets")
+
+
+def refine_config(task_config_j, start: str, steps: int, union: Sequence[tuple] = ()):
+  """The run refining the posterior in `start` on task j's coreset, or on the union of the
+  coresets of the tasks `union` names ((permutation_seed, classes) pairs, config.data.coreset_union):
+  its data (the coreset rows alone) and model overrides (task j's head), `start` as prior and initial
+  means, `steps` steps of full batches (at most config.batch_size rows)."""
   c = task_config_j
+  rows = c.data.coreset_size * max(len(union), 1)
   return with_overrides(
     c,
     {
       "data.coreset_only": True,
+      "data.coreset_union": tuple(union),
       "model.init_from": start,
       "model.prior": "posterior",
       "model.prior_workdir": start,
       "model.fresh_modules": (),
       "num_steps": steps,
-      "batch_size": min(c.batch_size, c.data.coreset_size),
+      "batch_size": min(c.batch_size, rows),
       "eval_every": steps,
       "checkpoint_every": steps,
       "log_every": steps,
@@ -333,18 +340,16 @@ def _predicting_runs(run, configs, tasks, i: int, workdir: str, steps: int) -> l
 
   if configs[i].data.coreset_size == 0 or steps == 0:
     return [_with_task_model(run, task) for task in tasks]
-  multi_head = any("model.head" in task for task in tasks)
-  start, refined = task_dir(workdir, i), {}
+  start = task_dir(workdir, i)
+  if not any("model.head" in task for task in tasks):  # one head: one refinement on the union
+    union = [(c.data.permutation_seed, tuple(c.data.classes)) for c in configs[: i + 1]]
+    train.fit(refine_config(configs[i], start, steps, union), union_dir(workdir, i))
+    return [run_lib.load(union_dir(workdir, i))] * len(tasks)
+  refined = {}
   for j in range(i + 1):
     train.fit(refine_config(configs[j], start, steps), coreset_dir(workdir, i, j))
-    if multi_head:
-      refined[j] = run_lib.load(coreset_dir(workdir, i, j))
-    else:
-      start = coreset_dir(workdir, i, j)
-  if not multi_head:
-    return [run_lib.load(start)] * len(tasks)
-  predicting = [refined[j] if j in refined else _with_task_model(run, task) for j, task in enumerate(tasks)]
-  return predicting
+    refined[j] = run_lib.load(coreset_dir(workdir, i, j))
+  return [refined[j] if j in refined else _with_task_model(run, task) for j, task in enumerate(tasks)]
 
 
 def _plain(task: dict) -> Dict[str, object]:

@@ -41,6 +41,7 @@ sklearn sets; the default 0 is the fixed split every experiment should share
 (pass a data seed, not the training seed). The tfds sets ignore it.
 """
 
+import copy
 import os
 import pathlib
 import re
@@ -364,6 +365,8 @@ def load_split(data_config, split: str, data_dir: Optional[os.PathLike] = None) 
   overrides `data_config.data_dir` (a run moved to another machine).
   """
   d = data_config
+  if tuple(d.coreset_union) and d.coreset_size > 0 and split == d.train_split:
+    return _coreset_union(d, split, data_dir)
   if d.name == "uci":
     data = _load_uci(d, split, data_dir)
   elif d.name in TABLES:
@@ -379,6 +382,17 @@ def load_split(data_config, split: str, data_dir: Optional[os.PathLike] = None) 
   if d.coreset_size > 0 and split == d.train_split:  # a continual task's coreset: its rest, or it alone
     data = coresets.split_data(data, d)
   return permute_inputs(data, d.permutation_seed)
+
+
+def _coreset_union(d, split: str, data_dir) -> Data:
+  """The coresets of the tasks d.coreset_union names, each drawn and permuted as in its own task,
+  concatenated in that order."""
+  parts = []
+  for seed, classes in d.coreset_union:
+    task = copy.deepcopy(d)
+    task.permutation_seed, task.classes, task.coreset_union = int(seed), tuple(int(c) for c in classes), ()
+    parts.append(load_split(task, split, data_dir))
+  return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
 
 def uci_folder(data_config, data_dir: Optional[os.PathLike] = None) -> pathlib.Path:
@@ -578,6 +592,15 @@ def check_task_fields(data_config) -> None:
       f"config.data.coreset_size must be >= 0 (>= 1 with coreset_only) and coreset_kind one of "
       f"{', '.join(coresets.KINDS)}, got {d.coreset_size!r} and {d.coreset_kind!r}"
     )
+  union = tuple(d.coreset_union)
+  if union and not d.coreset_only:
+    raise ValueError("config.data.coreset_union (coresets to train on) needs config.data.coreset_only=True")
+  pair = lambda t: isinstance(t, (tuple, list)) and len(t) == 2 and isinstance(t[1], (tuple, list))  # noqa: E731
+  for task in union:
+    if not (pair(task) and all(isinstance(v, int) for v in (task[0], *task[1]))):
+      raise ValueError(
+        f"config.data.coreset_union holds (permutation_seed, classes) pairs such as (3, ()), got {task!r}"
+      )
 
 
 def load_ood(spec: str, data_config, input_shape, data_dir: Optional[os.PathLike] = None) -> np.ndarray:

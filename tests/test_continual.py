@@ -174,6 +174,25 @@ def test_the_random_coreset_is_disjoint_from_the_training_rows_and_fixed_by_its_
   np.testing.assert_array_equal(data.load_split(config.data, "test")["x"], test_whole)  # training rows only
 
 
+def test_the_coreset_union_is_each_tasks_own_coreset_permuted_by_its_own_seed_in_order():
+  config = bnnjax.resolve(digits_config("mlp"))
+  config.data.coreset_size, config.data.coreset_only = 5, True
+  own = []
+  for seed, classes in ((-1, ()), (3, ()), (4, (1, 7))):
+    config.data.permutation_seed, config.data.classes = seed, classes
+    own.append(data.load_split(config.data, "train"))
+  assert not np.array_equal(own[0]["x"], own[1]["x"])  # another permutation, other rows
+  config.data.coreset_union = ((-1, ()), (3, ()), (4, (1, 7)))
+  union = data.load_split(config.data, "train")
+  for key in ("x", "y"):
+    np.testing.assert_array_equal(union[key], np.concatenate([part[key] for part in own]))
+  assert set(union["y"][10:].tolist()) <= {1, 7}
+  assert data.data_info(config.data, union).num_train == 15  # the ELBO's N: the union's rows
+  test = data.load_split(config.data, "test")  # other splits: this task's own, no union
+  config.data.coreset_union = ()
+  np.testing.assert_array_equal(test["x"], data.load_split(config.data, "test")["x"])
+
+
 def test_a_multi_head_network_gives_its_selected_heads_logits_at_its_classes():
   x = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype(np.float32)
   net = lambda head: hk.without_apply_rng(  # noqa: E731
@@ -206,12 +225,17 @@ def multihead_vcl_config(**data_fields):
 
 
 @pytest.mark.parametrize("multi_head", [True, False])
-def test_coreset_refinements_predict_per_head_or_in_a_chain(monkeypatch, multi_head):
-  # Training and loading recorded, not run: which refinement starts from which posterior, and
-  # which run predicts each task after task 3 of 3.
-  fitted = []
+def test_coreset_refinements_predict_per_head_or_on_the_union(monkeypatch, multi_head):
+  # Training and loading recorded, not run: which refinement starts from which posterior on which
+  # coresets, and which run predicts each task after task 3 of 3.
+  fitted, unions = [], []
   monkeypatch.setattr(
-    train, "fit", lambda config, workdir: fitted.append((workdir, config.model.prior_workdir))
+    train,
+    "fit",
+    lambda config, workdir: (
+      fitted.append((workdir, config.model.prior_workdir)),
+      unions.append((tuple(config.data.coreset_union), config.batch_size, config.model.init_from)),
+    ),
   )
   monkeypatch.setattr(bnnjax.run, "load", lambda workdir: f"run:{workdir}")
   groups = ((0, 1), (2, 3), (4, 5))
@@ -224,9 +248,11 @@ def test_coreset_refinements_predict_per_head_or_in_a_chain(monkeypatch, multi_h
   if multi_head:  # each task: a copy of the posterior after task 3 refined on its own coreset
     assert fitted == [(core(0), after), (core(1), after), (core(2), after)]
     assert predicting == [f"run:{core(j)}" for j in range(3)]
-  else:  # one chain over the coresets; its end predicts every task
-    assert fitted == [(core(0), after), (core(1), core(0)), (core(2), core(1))]
-    assert predicting == [f"run:{core(2)}"] * 3
+    assert unions == [((), 6, after)] * 3
+  else:  # one refinement of the posterior after task 3 on the union of the three coresets
+    assert fitted == [(continual.union_dir("w", 2), after)]
+    assert unions == [(((-1, (0, 1)), (-1, (2, 3)), (-1, (4, 5))), 18, after)]  # 3 x 6 rows
+    assert predicting == [f"run:{continual.union_dir('w', 2)}"] * 3
 
 
 def test_a_refinement_starts_from_and_is_anchored_to_the_posterior_it_refines_on_one_coreset():
@@ -271,6 +297,14 @@ def test_bad_coresets_and_heads_are_one_line_errors(tmp_path):
     multihead.check_heads(((0, 1), (1, 2)), 0, 10)
   with pytest.raises(ValueError, match=r"config.model.head must be an index 0..1"):
     multihead.check_heads(GROUPS, 2, 10)
+  with pytest.raises(ValueError, match=r"^config.data.coreset_union \(coresets to train on\) needs config"):
+    bnnjax.fit(multihead_vcl_config(coreset_size=5, coreset_union=((1, ()),)), str(tmp_path / "e"))
+  with pytest.raises(
+    ValueError, match=r"holds \(permutation_seed, classes\) pairs such as \(3, \(\)\), got 3$"
+  ):
+    bnnjax.fit(
+      multihead_vcl_config(coreset_size=5, coreset_only=True, coreset_union=(3,)), str(tmp_path / "f")
+    )
   with pytest.raises(ValueError, match="coreset_kind one of random, k_center"):
     bnnjax.fit(multihead_vcl_config(coreset_size=5, coreset_kind="kmeans"), str(tmp_path / "d"))
   workdir = str(tmp_path / "changed")
